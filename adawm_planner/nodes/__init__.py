@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: messages <-> core types, timers, parameters, QoS."""
