@@ -1,0 +1,128 @@
+"""Building blocks of the world model and the actor-critic: MLPs, the BEV conv encoder/decoder,
+symlog, two-hot regression and categorical latents with unimix.
+
+Every learnable layer a LoRA adapter may target is an nn.Linear with a stable name (`net.0`, `out`, ...).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def symlog(x):
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x):
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+class MLP(nn.Module):
+    """Linear -> LayerNorm -> SiLU blocks, then a linear output layer `out`."""
+
+    def __init__(self, inp, units, layers, out):
+        super().__init__()
+        blocks = []
+        for i in range(layers):
+            blocks += [nn.Linear(inp if i == 0 else units, units), nn.LayerNorm(units), nn.SiLU()]
+        self.net = nn.Sequential(*blocks)
+        self.out = nn.Linear(units if layers else inp, out)
+
+    def forward(self, x):
+        return self.out(self.net(x))
+
+
+class ConvEncoder(nn.Module):
+    """BEV (..., H, W, C) uint8 -> flat embedding. Stride-2 convs halve the size down to 4x4."""
+
+    def __init__(self, bev_shape, depth):
+        super().__init__()
+        height, width, channels = bev_shape
+        assert height == width and height >= 8 and (height & (height - 1)) == 0, bev_shape
+        layers, cin, cout = [], channels, depth
+        for _ in range(int(math.log2(height)) - 2):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.SiLU()]
+            cin, cout = cout, cout * 2
+        self.convs = nn.Sequential(*layers)
+        self.out_dim = cin * 4 * 4
+
+    def forward(self, bev):
+        lead = bev.shape[:-3]
+        x = bev.reshape(-1, *bev.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        return self.convs(x).reshape(*lead, self.out_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Latent feature -> predicted BEV (..., H, W, C) in [0, 1] units (pixel / 255).
+
+    Mirror of the encoder with half the channels, to keep the decoder cheap on CPU."""
+
+    def __init__(self, feat_dim, bev_shape, depth):
+        super().__init__()
+        height, _, channels = bev_shape
+        steps = int(math.log2(height)) - 2
+        self.top = depth * 2 ** (steps - 1) // 2
+        self.inp = nn.Linear(feat_dim, self.top * 16)
+        layers, cin = [], self.top
+        for i in range(steps):
+            last = i == steps - 1
+            cout = channels if last else cin // 2
+            layers.append(nn.ConvTranspose2d(cin, cout, 4, 2, 1))
+            if not last:
+                layers.append(nn.SiLU())
+            cin = cout
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, feat):
+        lead = feat.shape[:-1]
+        x = self.inp(feat).reshape(-1, self.top, 4, 4)
+        x = self.deconvs(x).permute(0, 2, 3, 1)
+        return x.reshape(*lead, *x.shape[1:])
+
+
+class TwoHot:
+    """Regression by classification over bins equally spaced in symlog space (DreamerV3)."""
+
+    def __init__(self, logits, bins):
+        self.logits = logits
+        self.bins = bins
+
+    def mean(self):
+        return symexp((F.softmax(self.logits, -1) * self.bins).sum(-1))
+
+    def log_prob(self, target):
+        x = symlog(target).clamp(self.bins[0], self.bins[-1])
+        above = torch.searchsorted(self.bins, x.contiguous(), right=True).clamp(1, len(self.bins) - 1)
+        below = above - 1
+        lo, hi = self.bins[below], self.bins[above]
+        w_hi = ((x - lo) / (hi - lo)).clamp(0, 1)
+        log_p = F.log_softmax(self.logits, -1)
+        return ((1 - w_hi) * log_p.gather(-1, below[..., None])[..., 0]
+                + w_hi * log_p.gather(-1, above[..., None])[..., 0])
+
+
+def symlog_bins(count):
+    return torch.linspace(-20.0, 20.0, count)
+
+
+def unimix_logits(logits, unimix):
+    """Mix 1% uniform into a categorical so no class has zero probability (keeps KL finite)."""
+    probs = F.softmax(logits, -1)
+    probs = (1 - unimix) * probs + unimix / probs.shape[-1]
+    return torch.log(probs)
+
+
+def sample_onehot(logits, generator=None):
+    """One-hot sample with straight-through gradients."""
+    probs = F.softmax(logits, -1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    return onehot + probs - probs.detach()
+
+
+def categorical_kl(logits_p, logits_q):
+    """KL(p || q) for categoricals given by log-probabilities, summed over the latent axis (-2)."""
+    p = logits_p.exp()
+    return (p * (logits_p - logits_q)).sum(-1).sum(-1)

@@ -1,0 +1,180 @@
+"""DreamerV3-style recurrent state-space model (RSSM) over BEV + ego observations.
+
+Latent state: deterministic GRU state `deter` (N, D) and categorical stochastic state `stoch` (N, S, C)
+one-hot, with its `logits`. The feature the heads, the actor and the critic read is
+concat(deter, flattened stoch).
+
+Time convention (DreamerV3): step t holds the observation o_t, the action a_{t-1} that led to it, the
+reward r_t received on arriving, `is_first` (o_t starts an episode) and `is_terminal` (o_t ends one).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from adawm_planner.core.networks import (
+    MLP, ConvDecoder, ConvEncoder, TwoHot, categorical_kl, sample_onehot, symlog, symlog_bins,
+    unimix_logits)
+
+
+class RSSM(nn.Module):
+    """GRU written with nn.Linear (LoRA can target it; torch's GRUCell cannot be)."""
+
+    def __init__(self, preset, embed_dim, action_dim):
+        super().__init__()
+        p = preset
+        self.deter, self.stoch, self.classes, self.unimix = p.deter, p.stoch, p.classes, p.unimix
+        self.img_in = nn.Linear(p.stoch * p.classes + action_dim, p.hidden)
+        self.img_in_norm = nn.LayerNorm(p.hidden)
+        self.gru = nn.Linear(p.hidden + p.deter, 3 * p.deter)
+        self.gru_norm = nn.LayerNorm(3 * p.deter)
+        self.img_out = nn.Linear(p.deter, p.hidden)
+        self.img_out_norm = nn.LayerNorm(p.hidden)
+        self.prior = nn.Linear(p.hidden, p.stoch * p.classes)
+        self.obs_out = nn.Linear(p.deter + embed_dim, p.hidden)
+        self.obs_out_norm = nn.LayerNorm(p.hidden)
+        self.post = nn.Linear(p.hidden, p.stoch * p.classes)
+
+    @property
+    def feat_dim(self):
+        return self.deter + self.stoch * self.classes
+
+    def initial(self, batch, device=None):
+        return {'deter': torch.zeros(batch, self.deter, device=device),
+                'stoch': torch.zeros(batch, self.stoch, self.classes, device=device),
+                'logits': torch.zeros(batch, self.stoch, self.classes, device=device)}
+
+    def feat(self, state):
+        return torch.cat([state['deter'], state['stoch'].flatten(-2)], -1)
+
+    def _logits(self, raw):
+        return unimix_logits(raw.reshape(*raw.shape[:-1], self.stoch, self.classes), self.unimix)
+
+    def img_step(self, state, action, generator=None):
+        """Prior step: (state_{t-1}, a_{t-1}) -> prior state_t."""
+        x = torch.cat([state['stoch'].flatten(-2), action], -1)
+        x = F.silu(self.img_in_norm(self.img_in(x)))
+        reset, cand, update = self.gru_norm(self.gru(torch.cat([x, state['deter']], -1))).chunk(3, -1)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1)  # biased towards keeping the old state
+        deter = update * cand + (1 - update) * state['deter']
+        logits = self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
+        return {'deter': deter, 'stoch': sample_onehot(logits, generator), 'logits': logits}
+
+    def obs_step(self, prev_state, prev_action, embed, is_first, generator=None):
+        """Posterior step; resets state and action where `is_first` is set. Returns (post, prior)."""
+        keep = (~is_first).float()[:, None]
+        prev_state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in prev_state.items()}
+        prior = self.img_step(prev_state, prev_action * keep, generator)
+        x = F.silu(self.obs_out_norm(self.obs_out(torch.cat([prior['deter'], embed], -1))))
+        logits = self._logits(self.post(x))
+        post = {'deter': prior['deter'], 'stoch': sample_onehot(logits, generator), 'logits': logits}
+        return post, prior
+
+
+class WorldModel(nn.Module):
+    def __init__(self, preset, bev_shape, ego_dim, action_dim):
+        super().__init__()
+        p = preset
+        self.preset, self.bev_shape, self.ego_dim, self.action_dim = p, tuple(bev_shape), ego_dim, action_dim
+        self.bev_encoder = ConvEncoder(bev_shape, p.cnn_depth)
+        self.ego_encoder = MLP(ego_dim, p.units, 1, p.units)
+        embed_dim = self.bev_encoder.out_dim + p.units
+        self.rssm = RSSM(p, embed_dim, action_dim)
+        feat = self.rssm.feat_dim
+        self.bev_decoder = ConvDecoder(feat, bev_shape, p.cnn_depth)
+        self.ego_decoder = MLP(feat, p.units, p.layers, ego_dim)
+        self.reward_head = MLP(feat, p.units, p.layers, p.bins)
+        self.cont_head = MLP(feat, p.units, p.layers, 1)
+        # Zero-initialised output layers: predicted reward starts at 0 instead of a random value.
+        nn.init.zeros_(self.reward_head.out.weight)
+        nn.init.zeros_(self.reward_head.out.bias)
+        self.register_buffer('bins', symlog_bins(p.bins), persistent=False)
+
+    @property
+    def feat_dim(self):
+        return self.rssm.feat_dim
+
+    def initial(self, batch, device=None):
+        return self.rssm.initial(batch, device)
+
+    def feat(self, state):
+        return self.rssm.feat(state)
+
+    def embed(self, bev, ego):
+        return torch.cat([self.bev_encoder(bev), self.ego_encoder(symlog(ego))], -1)
+
+    def observe(self, bev, ego, action, is_first, state=None, generator=None):
+        """Filter a batch of sequences (B, T, ...). Returns posts, priors as dicts of (B, T, ...)."""
+        embed = self.embed(bev, ego)
+        batch, length = is_first.shape
+        state = self.initial(batch, embed.device) if state is None else state
+        posts, priors = [], []
+        for t in range(length):
+            state, prior = self.rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t], generator)
+            posts.append(state)
+            priors.append(prior)
+        stack = lambda states: {k: torch.stack([s[k] for s in states], 1) for k in states[0]}
+        return stack(posts), stack(priors)
+
+    @torch.inference_mode()
+    def obs_step(self, state, prev_action, obs, is_first, generator=None):
+        """One online filter step for a single observation (batch 1). `obs` = {'bev', 'ego'} numpy/tensors."""
+        bev = torch.as_tensor(obs['bev'])[None]
+        ego = torch.as_tensor(obs['ego'], dtype=torch.float32)[None]
+        state = self.initial(1) if state is None else state
+        first = torch.tensor([bool(is_first)])
+        post, _ = self.rssm.obs_step(state, prev_action.reshape(1, -1), self.embed(bev, ego), first, generator)
+        return post
+
+    def imagine(self, start, policy_or_actions, horizon, generator=None):
+        """Roll the prior forward from `start` (dict of (N, ...)).
+
+        `policy_or_actions` is either a callable feat -> action (N, A) or actions (N, horizon, A).
+        Returns feats (N, H+1, F) including the start, actions (N, H, A), predicted rewards and
+        continue probabilities (N, H) of the imagined states 1..H, and the states themselves."""
+        state, feats, actions, states = start, [self.feat(start)], [], [start]
+        for t in range(horizon):
+            if callable(policy_or_actions):
+                action = policy_or_actions(feats[-1])
+            else:
+                action = policy_or_actions[:, t]
+            state = self.rssm.img_step(state, action, generator)
+            actions.append(action)
+            states.append(state)
+            feats.append(self.feat(state))
+        feats = torch.stack(feats, 1)
+        return {'feat': feats, 'action': torch.stack(actions, 1),
+                'reward': TwoHot(self.reward_head(feats[:, 1:]), self.bins).mean(),
+                'cont': torch.sigmoid(self.cont_head(feats[:, 1:])[..., 0]),
+                'deter': torch.stack([s['deter'] for s in states], 1)}
+
+    def loss(self, batch):
+        loss, metrics, _ = self.loss_and_posts(batch)
+        return loss, metrics
+
+    def loss_and_posts(self, batch):
+        """DreamerV3 world-model loss on a batch of sequences; also returns the posteriors."""
+        p = self.preset
+        posts, priors = self.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
+        feat = self.feat(posts)
+        bev_target = batch['bev'].float() / 255.0
+        bev_loss = (self.bev_decoder(feat) - bev_target).square().sum((-3, -2, -1))
+        ego_loss = (self.ego_decoder(feat) - symlog(batch['ego'])).square().sum(-1)
+        reward_loss = -TwoHot(self.reward_head(feat), self.bins).log_prob(batch['reward'])
+        cont_target = 1.0 - batch['is_terminal'].float()
+        cont_loss = F.binary_cross_entropy_with_logits(self.cont_head(feat)[..., 0], cont_target,
+                                                       reduction='none')
+        detach = lambda s: {k: v.detach() for k, v in s.items()}
+        dyn = categorical_kl(detach(posts)['logits'], priors['logits'])
+        rep = categorical_kl(posts['logits'], detach(priors)['logits'])
+        # Free nats: no pressure on the KL below 1 nat, so the latent keeps information.
+        dyn_loss = torch.clamp(dyn, min=p.free_nats)
+        rep_loss = torch.clamp(rep, min=p.free_nats)
+        total = (bev_loss + ego_loss + reward_loss + cont_loss
+                 + p.dyn_scale * dyn_loss + p.rep_scale * rep_loss).mean()
+        metrics = {'model_loss': total.item(), 'bev_loss': bev_loss.mean().item(),
+                   'ego_loss': ego_loss.mean().item(), 'reward_loss': reward_loss.mean().item(),
+                   'cont_loss': cont_loss.mean().item(), 'kl_dyn': dyn.mean().item(),
+                   'kl_rep': rep.mean().item()}
+        return total, metrics, posts
