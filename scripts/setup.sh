@@ -124,4 +124,20 @@ if ! fresh package "$pkg_hash" || ! "$vpy" -c 'import adawm_planner' 2>/dev/null
   mark package "$pkg_hash"
 fi
 
+# The venv doubles as an ament prefix holding this package, as a colcon install would lay it out:
+# `adawm launch` and $(find-pkg-share adawm_planner) find launch/ and config/ there, and nodes at
+# lib/adawm_planner/<exec>. Links, so edits in the tree take effect without reinstalling.
+mkdir -p "$venv/share/ament_index/resource_index/packages" "$venv/share/adawm_planner" "$venv/lib/adawm_planner"
+touch "$venv/share/ament_index/resource_index/packages/adawm_planner"
+for item in launch config package.xml; do ln -sfn "$root/$item" "$venv/share/adawm_planner/$item"; done
+"$vpy" - "$venv" <<'PY'
+import os, sys
+from importlib.metadata import distribution
+venv = sys.argv[1]
+for ep in distribution('adawm_planner').entry_points.select(group='console_scripts'):
+    link = os.path.join(venv, 'lib', 'adawm_planner', ep.name)
+    if not os.path.lexists(link):
+        os.symlink(os.path.join('..', '..', 'bin', ep.name), link)
+PY
+
 say "ready: $venv"
