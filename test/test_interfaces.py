@@ -53,3 +53,12 @@ def test_adawm_msgs_carry_decisions_and_adapter_states():
                            sha256='ab' * 32, state=AdapterStatus.STATE_REJECTED, reason='shape mismatch')
     assert status.reason == 'shape mismatch'
     assert {AdapterStatus.STATE_APPLIED, AdapterStatus.STATE_REJECTED, AdapterStatus.STATE_ROLLED_BACK} == {0, 1, 2}
+
+
+def test_episode_outcome_names_every_ending():
+    from adawm_msgs.msg import EpisodeOutcome
+
+    endings = {EpisodeOutcome.OUTCOME_SUCCESS, EpisodeOutcome.OUTCOME_COLLISION, EpisodeOutcome.OUTCOME_OFF_ROUTE,
+               EpisodeOutcome.OUTCOME_TIMEOUT, EpisodeOutcome.OUTCOME_RESET}
+    assert len(endings) == 5
+    assert EpisodeOutcome(task='right_turn', outcome=EpisodeOutcome.OUTCOME_TIMEOUT, min_ttc=2.5).min_ttc == 2.5
