@@ -16,7 +16,24 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument('--duration', type=float, default=None, metavar='S',
                         help='stop every node after S seconds (default: run until Ctrl-C / SIGTERM)')
     launch.set_defaults(func=_launch)
+
+    record = commands.add_parser('record', help='record the stack\'s topics into a rosbag2 folder (MCAP)')
+    record.add_argument('out', help='new rosbag2 folder to write')
+    record.add_argument('--topics', nargs='+', default=None, help='topics to record (default: bridge + AdaWM topics)')
+    record.add_argument('--duration', type=float, default=None, metavar='S', help='stop after S seconds')
+    record.set_defaults(func=lambda a: _bag().record(a.out, a.topics, a.duration))
+
+    replay = commands.add_parser('replay', help='publish a rosbag2 recording with its original timing and /clock')
+    replay.add_argument('bag', help='rosbag2 folder')
+    replay.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1.0)')
+    replay.add_argument('--loop', action='store_true', help='start over at the end')
+    replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop))
     return parser
+
+
+def _bag():
+    from adawm_planner.nodes import bag
+    return bag
 
 
 def _launch(args) -> int:
