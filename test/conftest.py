@@ -1,7 +1,10 @@
-"""Test-wide guards: DDS stays on loopback in a domain of this run's own, whatever the caller set."""
+"""Test-wide guards: DDS stays on loopback in a domain of this run's own, whatever the caller set; torch
+runs one thread per process (measured: with 2 threads on 2 cores, a tiny-model update took 5 s instead of
+14 ms as soon as another process kept one core busy — OpenMP threads spin-waiting on each other)."""
 import os
 import random
 
 # Set before anything imports rclpy: Fast DDS reads these when the first context starts.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+os.environ.setdefault('OMP_NUM_THREADS', '1')

@@ -92,12 +92,13 @@ def adapter_tensors(module: torch.nn.Module, target: str) -> dict[str, torch.Ten
 
 
 def base_checksum(module: torch.nn.Module) -> str:
-    """sha256 over the names, shapes and bytes of every non-LoRA tensor, in the names of the plain module.
+    """sha256 over the names, shapes and bytes of every non-LoRA parameter, in the plain module's names.
 
     The same base gives the same checksum before and after LoRA injection (peft renames a wrapped layer's
-    weight `x.weight` -> `x.base_layer.weight`; that is undone here)."""
+    weight `x.weight` -> `x.base_layer.weight`; that is undone here). Buffers are left out: running
+    statistics such as return-normalisation ranges move during finetuning without changing the base."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(module.named_parameters()):
         if '.lora_' in name:
             continue
         name = name.replace('.base_layer.', '.')

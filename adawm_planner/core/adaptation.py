@@ -1,0 +1,177 @@
+"""Alignment-driven finetuning (AdaWM) and its baselines: one loop, one budget, six strategies.
+
+Each finetuning step measures the model mismatch ε_P and the policy mismatch ε_π on the latest window of
+new-task data (core/mismatch.py) and updates one side:
+
+  adawm      the world model if ε_P > C · ε_π, else the policy            (LoRA on both, one trained per step)
+  model      always the world model                                      (LoRA on the world model)
+  policy     always the actor-critic                                     (LoRA on actor and critic)
+  alternate  world model and actor-critic in turn                        (LoRA on both)
+  full       every weight of both, each step (DreamerV3-standard finetuning; no LoRA)
+  none       nothing; the pretrained agent keeps driving                 (mismatch still measured)
+
+All strategies see the same environment steps and the same number of finetuning steps. LoRA adapters sit
+on the nn.Linear layers of the RSSM (GRU gates, prior, posterior, their input/output layers) and the ego
+encoder MLP for the world model, and on every linear layer of actor, critic and slow critic for the
+policy; the frozen pretrained base is never modified.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from adawm_planner.core import lora, mismatch
+
+STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none')
+MODEL_LORA_PREFIXES = ('rssm.', 'ego_encoder.')
+POLICY_LORA_PREFIXES = ('actor.', 'critic.', 'slow_critic.')
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    strategy: str = 'adawm'
+    threshold_c: float = 5.0     # C of the decision rule; the paper found 2..50 stable
+    rank: int = 8
+    alpha: float = 16.0
+    model_lr: float = 1e-3       # LoRA factors learn faster than full weights; full finetuning uses the preset's
+    policy_lr: float = 3e-4
+    window: int = 64             # newest new-task steps the mismatches are measured on
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f'strategy must be one of {STRATEGIES}, got {self.strategy!r}')
+        if self.threshold_c <= 0:
+            raise ValueError(f'threshold_c must be positive, got {self.threshold_c}')
+
+
+def linear_names(module: nn.Module, prefixes: tuple[str, ...]) -> list[str]:
+    return [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and name.startswith(prefixes)]
+
+
+class Finetuner:
+    """Holds the agent being finetuned, a frozen copy of the pretrained agent, the adapters and optimisers."""
+
+    def __init__(self, agent, config: FinetuneConfig, pretrain_summary: dict | None = None):
+        if not agent.discrete:
+            raise ValueError('adaptation needs the discrete action set: ε_π is an exact TV over actions')
+        self.agent, self.config, self.summary = agent, config, pretrain_summary
+        self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
+        self.steps = 0
+        wm, ac = agent.world_model, agent.actor_critic
+        # checksums of the frozen bases, before adapters are injected: what exported adapters are tied to
+        self.base_checksum = {'model': lora.base_checksum(wm), 'policy': lora.base_checksum(ac)}
+        s = config.strategy
+        if s == 'full':
+            model_params, actor_params, critic_params = (list(wm.parameters()), list(ac.actor.parameters()),
+                                                         list(ac.critic.parameters()))
+            model_lr, policy_lr = agent.preset.model_lr, agent.preset.actor_lr
+        else:
+            agent.requires_grad_(False)
+            if s in ('adawm', 'model', 'alternate'):
+                lora.attach(wm, 'model', config.rank, config.alpha, linear_names(wm, MODEL_LORA_PREFIXES))
+            if s in ('adawm', 'policy', 'alternate'):
+                lora.attach(ac, 'policy', config.rank, config.alpha, linear_names(ac, POLICY_LORA_PREFIXES))
+            trainable = lambda m: [p for p in m.parameters() if p.requires_grad]
+            model_params, actor_params, critic_params = (trainable(wm), trainable(ac.actor),
+                                                         trainable(ac.critic))
+            model_lr, policy_lr = config.model_lr, config.policy_lr
+        self.model_opt = torch.optim.Adam(model_params, model_lr) if model_params else None
+        self.policy_opt = (torch.optim.Adam(actor_params + critic_params, policy_lr)
+                           if actor_params or critic_params else None)
+
+    # ---- mismatch -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def measure(self, window: dict) -> dict:
+        """ε_P, ε_π (mean and max over states) and the visitation TV on a window (batch of sequences)."""
+        # Both agents filter with the same sampling noise, so identical weights give identical latents
+        # and ε_π is exactly 0 before any update.
+        noise = lambda: torch.Generator().manual_seed(self.steps)
+        posts, priors = self.agent.world_model.observe(window['bev'], window['ego'], window['action'],
+                                                       window['is_first'], generator=noise())
+        eps_model = mismatch.prior_posterior_tv(priors['logits'].exp(), posts['logits'].exp())
+        current = self.agent.actor_critic.actor(self.agent.world_model.feat(posts)).exp().flatten(0, 1)
+        ref_posts, _ = self.pretrained.world_model.observe(window['bev'], window['ego'], window['action'],
+                                                           window['is_first'], generator=noise())
+        reference = self.pretrained.actor_critic.actor(self.pretrained.world_model.feat(ref_posts)).exp()
+        eps_policy, eps_policy_max = mismatch.policy_tv(current, reference.flatten(0, 1))
+        result = {'eps_model': eps_model.item(), 'eps_policy': eps_policy.item(),
+                  'eps_policy_max': eps_policy_max.item()}
+        if self.summary is not None:
+            codes = ref_posts['logits'].argmax(-1).flatten(0, 1)
+            actions = window['action'].argmax(-1).flatten()
+            p = self.agent.preset
+            result['visitation_tv'] = mismatch.visitation_tv(
+                codes, actions, self.summary['codes'].flatten(0, 1).long(),
+                self.summary['action'].flatten().long(), p.classes, self.agent.action_dim).item()
+        return result
+
+    def choose(self, measured: dict) -> str | None:
+        s = self.config.strategy
+        if s == 'adawm':
+            return mismatch.decide(measured['eps_model'], measured['eps_policy'], self.config.threshold_c)
+        if s == 'alternate':
+            return (mismatch.UPDATE_MODEL, mismatch.UPDATE_POLICY)[self.steps % 2]
+        return {'model': mismatch.UPDATE_MODEL, 'policy': mismatch.UPDATE_POLICY, 'full': 'both',
+                'none': None}[s]
+
+    # ---- updates ------------------------------------------------------------------------------------
+    def update_model(self, batch: dict) -> dict:
+        wm = self.agent.world_model
+        loss, metrics, _ = wm.loss_and_posts(batch)
+        self._step(self.model_opt, loss)
+        return metrics
+
+    def update_policy(self, batch: dict) -> dict:
+        wm, ac = self.agent.world_model, self.agent.actor_critic
+        with torch.no_grad():
+            posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
+        start = {k: v.flatten(0, 1) for k, v in posts.items()}
+        start_cont = 1.0 - batch['is_terminal'].float().flatten()
+        actor_loss, critic_loss, metrics = ac.loss(wm, start, start_cont, self.agent.generator)
+        self._step(self.policy_opt, actor_loss + critic_loss)
+        ac.update_slow_critic()
+        return metrics
+
+    def step(self, batch: dict, window: dict) -> dict:
+        """One finetuning step: measure, decide, update the chosen side. Returns everything measured."""
+        measured = self.measure(window)
+        decision = self.choose(measured)
+        metrics = {}
+        if decision in (mismatch.UPDATE_MODEL, 'both'):
+            metrics.update(self.update_model(batch))
+        if decision in (mismatch.UPDATE_POLICY, 'both'):
+            metrics.update(self.update_policy(batch))
+        self.steps += 1
+        return {**measured, 'decision': decision or 'none', **metrics}
+
+    def _step(self, optimizer, loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for group in optimizer.param_groups for p in group['params']]
+        torch.nn.utils.clip_grad_norm_(params, self.agent.preset.grad_clip)
+        optimizer.step()
+
+    # ---- adapters -----------------------------------------------------------------------------------
+    def export_adapter(self, target: str, version: int) -> lora.Adapter:
+        module = self.agent.world_model if target == 'model' else self.agent.actor_critic
+        meta = lora.AdapterMeta(target=target, version=version, rank=self.config.rank, alpha=self.config.alpha,
+                                target_modules=tuple(linear_names(module, MODEL_LORA_PREFIXES if target == 'model'
+                                                                  else POLICY_LORA_PREFIXES)),
+                                base_checksum=self.base_checksum[target])
+        return lora.export(module, meta)
+
+    def trainable_report(self) -> dict:
+        """Trainable parameters per side, and as a fraction of that side's base parameters."""
+        report = {}
+        for side, module in (('model', self.agent.world_model), ('policy', self.agent.actor_critic)):
+            count, fraction = lora.trainable_fraction(module)
+            report[side] = {'trainable': count, 'fraction': fraction}
+        return report
+
+
+def one_hot_actions(indices: torch.Tensor, action_dim: int) -> torch.Tensor:
+    return F.one_hot(indices.long(), action_dim).float()
