@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from adawm_planner import __version__
+from adawm_planner import __version__, adaptation_cli, train_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1.0)')
     replay.add_argument('--loop', action='store_true', help='start over at the end')
     replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop))
+
+    adaptation_cli.register(commands)
+    train_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,200 @@
+"""One finetuning run on a new task, and the strategy table over a shift pair.
+
+A run: load the pretrained checkpoint, drive the new task with the agent's own (sampled) actions, and every
+`train_every` environment steps take one finetuning step of the chosen strategy on the new-task replay,
+measuring ε_P and ε_π on the newest `window` steps. Evaluate before finetuning and every `eval_every`
+steps. Everything a run produces lands in its own folder; a folder with result.json is a finished run
+and is skipped when an experiment is started again, so an interrupted experiment resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
+from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
+from adawm_planner.core.lora import save as save_adapter
+from adawm_planner.core.replay import Replay
+from adawm_planner.core.train import evaluate
+
+CURVE_FIELDS = ['env_step', 'success', 'collision', 'off_route', 'timeout', 'ttc_min', 'return']
+TRACE_FIELDS = ['finetune_step', 'env_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
+                'decision']
+
+
+def newest_window(replay: Replay, length: int) -> dict:
+    index = (replay.next - length + np.arange(length)) % replay.capacity
+    return replay.gather(index[None])
+
+
+def finetune(checkpoint_dir, task, strategy, steps, out_dir, seed=0, config: FinetuneConfig | None = None,
+             train_every=8, eval_every=1000, eval_episodes=10, eval_mode='actor', make_env=None, progress=True):
+    """Runs one strategy on `task` for `steps` environment steps; returns the final evaluation."""
+    if make_env is None:
+        from adawm_planner.sim import make_env
+    config = config or FinetuneConfig(strategy=strategy)
+    if config.strategy != strategy:
+        config = FinetuneConfig(**{**config.__dict__, 'strategy': strategy})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    agent, meta = load_checkpoint(checkpoint_dir, seed=seed)
+    try:
+        summary = load_replay_summary(checkpoint_dir)
+    except CheckpointError:
+        summary = None   # visitation TV is then not reported; ε_P and ε_π do not need it
+    tuner = Finetuner(agent, config, summary)
+    p = agent.preset
+    env = make_env(task, seed=seed)
+    replay = Replay(steps + 1, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim, seed)
+
+    curve_file, trace_file = open(out_dir / 'curve.csv', 'w', newline=''), open(out_dir / 'trace.csv', 'w', newline='')
+    curve, trace = csv.DictWriter(curve_file, CURVE_FIELDS), csv.DictWriter(trace_file, TRACE_FIELDS)
+    curve.writeheader()
+    trace.writeheader()
+
+    def evaluate_now(step):
+        metrics = evaluate(agent, task, eval_episodes, eval_mode, make_env)
+        curve.writerow({'env_step': step, **{k: metrics[k] for k in CURVE_FIELDS[1:-2]},
+                        'ttc_min': metrics['ttc_min'], 'return': metrics['return']})
+        curve_file.flush()
+        return metrics
+
+    started = time.time()
+    first_eval = evaluate_now(0)
+    obs, _ = env.reset(seed=seed)
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    state, decisions = None, {'model': 0, 'policy': 0, 'both': 0, 'none': 0}
+    final = first_eval
+    bar = tqdm(total=steps, disable=not progress, unit='step', desc=f'{strategy} on {task}')
+    for step in range(1, steps + 1):
+        action, state, _ = agent.act(obs, state, 'sample')
+        obs, reward, terminated, truncated, info = env.step(action)
+        replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+            state = None
+        if step % train_every == 0 and len(replay) >= max(config.window, p.seq_len):
+            out = tuner.step(replay.sample(p.batch, p.seq_len), newest_window(replay, config.window))
+            decisions[out['decision']] += 1
+            trace.writerow({'finetune_step': tuner.steps, 'env_step': step,
+                            **{k: out.get(k, '') for k in TRACE_FIELDS[2:]}})
+            if tuner.steps % 20 == 0:
+                trace_file.flush()
+        if step % eval_every == 0 or step == steps:
+            final = evaluate_now(step)
+            bar.set_postfix(success=f'{final["success"]:.2f}', refresh=False)
+        bar.update(1)
+    bar.close()
+    env.close()
+    curve_file.close()
+    trace_file.close()
+
+    adapters = {}
+    for target in ('model', 'policy'):
+        if any('.lora_' in n for n, _ in (agent.world_model if target == 'model' else agent.actor_critic)
+               .named_parameters()):
+            adapter = tuner.export_adapter(target, version=1)
+            path = save_adapter(adapter, out_dir / f'{target}_adapter')
+            adapters[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
+    result = {'checkpoint': str(checkpoint_dir), 'pretrain_task': meta.get('task'), 'task': task,
+              'strategy': strategy, 'seed': seed, 'steps': steps, 'finetune_steps': tuner.steps,
+              'decisions': decisions, 'config': config.__dict__, 'train_every': train_every,
+              'before': first_eval, 'after': final, 'trainable': tuner.trainable_report(),
+              'adapters': adapters, 'wall_s': round(time.time() - started, 1)}
+    (out_dir / 'result.json').write_text(json.dumps(result, indent=2) + '\n')
+    return result
+
+
+def experiment(checkpoint_dir, pretrain_task, finetune_task, out_dir, seeds=3, strategies=STRATEGIES,
+               steps=3000, make_env=None, progress=True, **run_kwargs):
+    """Every strategy × seed on one shift pair; finished runs are reused. Returns the list of results."""
+    out_dir = Path(out_dir)
+    results = []
+    for strategy in strategies:
+        for seed in range(seeds):
+            run_dir = out_dir / strategy / f'seed{seed}'
+            done = run_dir / 'result.json'
+            if done.exists():
+                results.append(json.loads(done.read_text()))
+                continue
+            results.append(finetune(checkpoint_dir, finetune_task, strategy, steps, run_dir, seed,
+                                    make_env=make_env, progress=progress, **run_kwargs))
+    write_report(results, out_dir, pretrain_task, finetune_task)
+    return results
+
+
+def write_report(results, out_dir, pretrain_task, finetune_task):
+    """table.md (mean ± std over seeds), table.csv, learning_curves.png, mismatch.png."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    strategies = list(dict.fromkeys(r['strategy'] for r in results))
+    metrics = [('success', 'success rate'), ('collision', 'collision rate'), ('ttc_min', 'min TTC (s)'),
+               ('return', 'return')]
+    rows = []
+    for s in strategies:
+        runs = [r for r in results if r['strategy'] == s]
+        row = {'strategy': s, 'seeds': len(runs)}
+        for key, _ in metrics:
+            values = np.array([r['after'][key] for r in runs])
+            row[f'{key}_mean'], row[f'{key}_std'] = float(values.mean()), float(values.std())
+        row['success_before'] = float(np.mean([r['before']['success'] for r in runs]))
+        row['model_updates'] = int(np.mean([r['decisions']['model'] + r['decisions']['both'] for r in runs]))
+        row['policy_updates'] = int(np.mean([r['decisions']['policy'] + r['decisions']['both'] for r in runs]))
+        rows.append(row)
+    with open(out_dir / 'table.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f'# {pretrain_task} → {finetune_task}', '',
+             '| strategy | seeds | ' + ' | '.join(label for _, label in metrics) + ' | success before | '
+             'model / policy updates |', '|' + '---|' * (len(metrics) + 4)]
+    for row in rows:
+        cells = ' | '.join(f'{row[f"{k}_mean"]:.2f} ± {row[f"{k}_std"]:.2f}' for k, _ in metrics)
+        lines.append(f'| {row["strategy"]} | {row["seeds"]} | {cells} | {row["success_before"]:.2f} | '
+                     f'{row["model_updates"]} / {row["policy_updates"]} |')
+    (out_dir / 'table.md').write_text('\n'.join(lines) + '\n')
+
+    def read_csv(path):
+        with open(path) as f:
+            return list(csv.DictReader(f))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in strategies:
+        curves = [read_csv(out_dir / s / f'seed{r["seed"]}' / 'curve.csv') for r in results if r['strategy'] == s]
+        length = min(len(c) for c in curves)
+        x = [float(c['env_step']) for c in curves[0][:length]]
+        y = np.array([[float(c['success']) for c in curve[:length]] for curve in curves])
+        ax.plot(x, y.mean(0), label=s)
+        ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.15)
+    ax.set(xlabel='environment steps on the new task', ylabel='success rate',
+           title=f'{pretrain_task} → {finetune_task}')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / 'learning_curves.png', dpi=100)
+    plt.close(fig)
+
+    shown = [s for s in ('model', 'policy', 'adawm') if s in strategies]
+    if shown:
+        fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), sharey=True, squeeze=False)
+        for ax, s in zip(axes[0], shown):
+            trace = read_csv(out_dir / s / 'seed0' / 'trace.csv')
+            x = [int(t['finetune_step']) for t in trace]
+            ax.plot(x, [float(t['eps_model']) for t in trace], label='ε_P (model)')
+            ax.plot(x, [float(t['eps_policy']) for t in trace], label='ε_π (policy)')
+            ax.set(title=f'{s} finetuning', xlabel='finetuning step')
+        axes[0][0].set_ylabel('TV distance')
+        axes[0][0].legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / 'mismatch.png', dpi=100)
+        plt.close(fig)

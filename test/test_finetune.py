@@ -1,0 +1,43 @@
+"""A finetuning experiment end to end on the toy task: runs, files, resumption."""
+import json
+
+import pytest
+
+from adawm_planner.core.finetune import experiment
+from adawm_planner.core.presets import load_preset
+from adawm_planner.core.train import pretrain
+from toy_env import make_toy_env
+
+
+@pytest.fixture(scope='module')
+def toy_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp('pretrain')
+    pretrain('toy', load_preset('tiny'), steps=200, out_dir=out, eval_every=200, eval_episodes=2,
+             progress=False, make_env=make_toy_env)
+    return out / 'checkpoint'
+
+
+def test_experiment_writes_table_curves_and_resumes(toy_checkpoint, tmp_path):
+    kwargs = dict(seeds=2, strategies=('none', 'adawm', 'full'), steps=48, make_env=make_toy_env, progress=False,
+                  train_every=8, eval_every=24, eval_episodes=2)
+    results = experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **kwargs)
+    assert len(results) == 6
+    for r in results:
+        assert r['finetune_steps'] == 6 and sum(r['decisions'].values()) == 6
+        assert 0.0 <= r['after']['success'] <= 1.0
+    adawm = [r for r in results if r['strategy'] == 'adawm'][0]
+    assert set(adawm['adapters']) == {'model', 'policy'}
+    assert (tmp_path / 'adawm/seed0' / adawm['adapters']['model']['path']).exists()
+    table = (tmp_path / 'table.md').read_text()
+    assert '| adawm | 2 |' in table and '| full | 2 |' in table
+    for name in ('table.csv', 'learning_curves.png', 'mismatch.png'):
+        assert (tmp_path / name).stat().st_size > 0
+
+    # a second call finds every run finished and only rewrites the report
+    stamp = (tmp_path / 'none/seed1/result.json').stat().st_mtime_ns
+    again = experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **kwargs)
+    assert (tmp_path / 'none/seed1/result.json').stat().st_mtime_ns == stamp
+    assert [r['wall_s'] for r in again] == [r['wall_s'] for r in results]
+    trace = (tmp_path / 'adawm/seed0/trace.csv').read_text().splitlines()
+    assert trace[0].startswith('finetune_step,env_step,eps_model,eps_policy') and len(trace) == 7
+    assert json.loads((tmp_path / 'adawm/seed0/result.json').read_text())['strategy'] == 'adawm'
