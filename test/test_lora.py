@@ -136,3 +136,27 @@ def test_signature_required_when_a_key_is_configured():
     assert 'unsigned' in refusal(good.blob, key=key)
     assert 'does not verify' in refusal(good.blob, key=key, signature=lora.sign(good.blob, b'wrong-key'))
     assert lora.parse(good.blob, key=key, signature=lora.sign(good.blob, key)).sha256 == good.sha256
+
+
+def test_adapter_slot_builds_the_adapted_module_off_to_the_side(tmp_path):
+    trained = train_a_little(adapted(make_base()))
+    adapter = lora.export(trained, meta_for(trained, version=3))
+    running = make_base()
+    slot = lora.AdapterSlot(running, 'policy')
+    x = torch.randn(4, 6)
+    before = running(x)
+    module, parsed = slot.prepare(adapter.blob, adapter.sha256, version=3)
+    assert torch.equal(running(x), before)            # nothing touched until the caller swaps
+    assert torch.allclose(module(x), trained(x))
+    slot.applied(parsed)
+    assert (slot.version, slot.sha256) == (3, adapter.sha256)
+
+    with pytest.raises(lora.AdapterError, match='version parameter says 4'):
+        slot.prepare(adapter.blob, adapter.sha256, version=4)
+    with pytest.raises(lora.AdapterError, match='slot holds the model'):
+        lora.AdapterSlot(running, 'model').prepare(adapter.blob, adapter.sha256, version=3)
+    (tmp_path / 'ok').mkdir()
+    path = lora.save(adapter, tmp_path / 'ok' / 'a')
+    assert slot.read_file(path, tmp_path / 'ok') == adapter.blob
+    with pytest.raises(lora.AdapterError, match='outside the adapter directory'):
+        slot.read_file(tmp_path / 'ok' / '..' / 'elsewhere.safetensors', tmp_path / 'ok')

@@ -245,3 +245,52 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class AdapterSlot:
+    """One side of a running agent (world model or policy): its pristine base, and which adapter is in force.
+
+    `prepare` does all the checking and builds the adapted module off to the side, so the caller can swap
+    it in between two planning ticks and never runs half-loaded weights."""
+
+    def __init__(self, base_module: torch.nn.Module, target: str, key: bytes | None = None,
+                 max_bytes: int = MAX_ADAPTER_BYTES):
+        if target not in TARGETS:
+            raise ValueError(f'target must be one of {TARGETS}, got {target!r}')
+        self.base = copy.deepcopy(base_module).requires_grad_(False)
+        self.target, self.key, self.max_bytes = target, key, max_bytes
+        self.checksum = base_checksum(self.base)
+        self.version, self.sha256 = 0, ''
+
+    def prepare(self, blob: bytes, sha256: str, version: int,
+                signature: str | None = None) -> tuple[torch.nn.Module, Adapter]:
+        adapter = parse(blob, expected_sha256=sha256, key=self.key, signature=signature, max_bytes=self.max_bytes)
+        meta = adapter.meta
+        if meta.target != self.target:
+            raise AdapterError(f'adapter targets the {meta.target}, this slot holds the {self.target}')
+        if meta.version != version:
+            raise AdapterError(f'version parameter says {version}, the adapter itself says {meta.version}')
+        if meta.base_checksum != self.checksum:
+            raise AdapterError(f'adapter was trained on base {meta.base_checksum[:12]}, '
+                               f'this planner runs {self.checksum[:12]}')
+        module = copy.deepcopy(self.base)
+        try:
+            attach(module, self.target, meta.rank, meta.alpha, list(meta.target_modules))
+        except ValueError as exc:   # peft: target modules that this base does not have
+            raise AdapterError(f'adapter layout does not fit this model: {exc}') from None
+        load_into(module, adapter)
+        return module.eval(), adapter
+
+    def read_file(self, path: str | Path, allowed_dir: str | Path) -> bytes:
+        """Bytes of an adapter file, refusing anything outside `allowed_dir` or over the size limit."""
+        path, allowed = Path(path).resolve(), Path(allowed_dir).resolve()
+        if allowed not in path.parents:
+            raise AdapterError(f'{path} is outside the adapter directory {allowed}')
+        if not path.is_file():
+            raise AdapterError(f'{path} does not exist')
+        if path.stat().st_size > self.max_bytes:
+            raise AdapterError(f'{path.name} is {path.stat().st_size} bytes, over the limit of {self.max_bytes}')
+        return path.read_bytes()
+
+    def applied(self, adapter: Adapter | None) -> None:
+        self.version, self.sha256 = (adapter.meta.version, adapter.sha256) if adapter else (0, '')

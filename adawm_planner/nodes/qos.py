@@ -1,0 +1,21 @@
+"""QoS profiles matching carla-ros-bridge's publishers, so the stack talks to the real bridge and the
+embedded one alike.
+
+Subscriptions to streams use best effort (compatible with both reliable and best-effort publishers);
+latched topics (map, world info, route, vehicle info) are transient local on both sides so a node that
+starts late still gets them.
+"""
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# publishers of the embedded bridge: what carla-ros-bridge offers
+STREAM = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.VOLATILE)
+LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# subscriptions of the planner and adaptation nodes
+SENSOR_IN = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       durability=DurabilityPolicy.VOLATILE)
+LATCHED_IN = LATCHED
+EVENTS_IN = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
