@@ -1,0 +1,280 @@
+"""adaptation_node: watches the drive, measures model and policy mismatch, finetunes one side with LoRA,
+and pushes the adapter to the planner over its parameter service.
+
+It builds transitions from the same topics and with the same Scene / observation / reward code as the
+planner and the embedded tasks: every `model_period` of simulation time one step (observation, the action
+the planner commanded, reward, episode start / end). A worker thread — one torch thread, lowered CPU
+priority, so the planner is never starved — takes a finetuning step every `train_every` new transitions:
+measures ε_P and ε_π on the newest `window`, publishes adawm_msgs/MismatchReport, updates the side the
+rule picks, and every `push_every` steps exports that side's adapter (version counter never reused) and
+sets it on the planner with one SetParameters call. The planner's answer — applied, or rejected with its
+reason — goes out as adawm_msgs/AdapterStatus. The last adapter the planner accepted is kept on disk.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from adawm_msgs.msg import AdapterStatus, EpisodeOutcome, MismatchReport
+from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl
+from derived_object_msgs.msg import ObjectArray
+from nav_msgs.msg import Odometry, Path as PathMsg
+from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from adawm_planner.core import lora
+from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
+from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
+from adawm_planner.core.replay import Replay
+from adawm_planner.nodes import convert, qos
+
+DECISION_CODES = {'model': MismatchReport.DECISION_UPDATE_MODEL, 'policy': MismatchReport.DECISION_UPDATE_POLICY,
+                  'both': MismatchReport.DECISION_UPDATE_MODEL, 'none': MismatchReport.DECISION_NONE}
+
+
+class AdaptationNode(Node):
+    def __init__(self):
+        super().__init__('adaptation_node')
+        p = self.declare_parameter
+        ro = lambda text: ParameterDescriptor(description=text, read_only=True)
+        self.checkpoint_dir = p('checkpoint', '', ro('pretrained checkpoint; empty = the shipped one')).value \
+            or convert.default_checkpoint()
+        self.role = p('role_name', 'ego_vehicle', ro('ego role name')).value
+        strategy = p('strategy', 'adawm', ro(f'one of {STRATEGIES}')).value
+        self.model_period = p('model_period', 0.1, ro('s of simulation per transition')).value
+        threshold_c = p('threshold_c', 5.0, ro('C of the rule eps_P > C * eps_pi')).value
+        rank = p('rank', 8, ro('LoRA rank')).value
+        window = p('window', 64, ro('transitions the mismatches are measured on')).value
+        self.train_every = p('train_every', 8, ro('new transitions per finetuning step')).value
+        self.push_every = p('push_every', 10, ro('finetuning steps per adapter push')).value
+        planner = p('planner_node', 'planner_node', ro('node whose parameters receive adapters')).value
+        self.state_dir = Path(p('state_dir', str(Path.home() / '.adawm' / 'adaptation'),
+                                ro('adapter history and version counter')).value)
+        self.capacity = p('replay_capacity', 20000, ro('new-task transitions kept')).value
+
+        torch.set_num_threads(1)
+        os.nice(10)   # the planner wins any contention for the CPU
+        try:
+            self.agent, self.meta = load_checkpoint(self.checkpoint_dir)
+            summary = load_replay_summary(self.checkpoint_dir)
+        except CheckpointError as exc:
+            raise SystemExit(f'adaptation_node: cannot load checkpoint: {exc}') from None
+        self.config = FinetuneConfig(strategy=strategy, threshold_c=threshold_c, rank=rank, window=window)
+        self.tuner = Finetuner(self.agent, self.config, summary)
+        spec = self.meta['spec']
+        self.replay = Replay(self.capacity, spec['bev_shape'], spec['ego_dim'], spec['action_dim'])
+        self.replay_lock = threading.Lock()   # the executor adds, the worker samples
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.version = self._load_version()
+
+        self.inputs = convert.InputState()
+        self.tracker = None
+        self.last_step_time = None
+        self.last_control = CarlaEgoVehicleControl(brake=1.0)
+        self.episode_started = True
+        self.pending_terminal = False
+        self.new_transitions = 0
+        self.work: queue.Queue = queue.Queue(maxsize=1)
+        self.touched: set[str] = set()
+
+        ns = f'/carla/{self.role}'
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
+                                 qos.SENSOR_IN, callback_group=inputs)
+        self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
+                                 qos.SENSOR_IN, callback_group=inputs)
+        self.create_subscription(PathMsg, f'{ns}/waypoints', self._on_route, qos.LATCHED_IN, callback_group=inputs)
+        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN, callback_group=inputs)
+        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN,
+                                 callback_group=inputs)
+        self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control,
+                                 qos.SENSOR_IN, callback_group=inputs)
+        self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN,
+                                 callback_group=inputs)
+        self.report_pub = self.create_publisher(MismatchReport, '/adawm/mismatch', 10)
+        self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
+        self.set_params = self.create_client(SetParameters, f'/{planner}/set_parameters',
+                                             callback_group=MutuallyExclusiveCallbackGroup())
+        self.worker = threading.Thread(target=self._work_loop, daemon=True)
+        self.running = True
+        self.worker.start()
+        report = self.tuner.trainable_report()
+        self.get_logger().info(
+            f'adapting with strategy {strategy} (C={threshold_c}, rank {rank}); trainable: model '
+            f'{100 * report["model"]["fraction"]:.2f}%, policy {100 * report["policy"]["fraction"]:.2f}% of base; '
+            f'next adapter version {self.version + 1}')
+
+    # ---- transitions ---------------------------------------------------------------------------------
+    def _on_route(self, msg) -> None:
+        self.inputs.on_route(msg)
+        self.tracker = None   # a new route: a new episode's progress
+
+    def _on_control(self, msg) -> None:
+        self.last_control = msg
+
+    def _on_episode(self, msg) -> None:
+        self.pending_terminal = msg.outcome in (EpisodeOutcome.OUTCOME_SUCCESS, EpisodeOutcome.OUTCOME_COLLISION,
+                                                EpisodeOutcome.OUTCOME_OFF_ROUTE)
+        self.episode_started = True
+
+    def _on_input(self, store, msg) -> None:
+        store(msg)
+        stamp = self.inputs.frame(time.monotonic())
+        if stamp is None or self.inputs.problem(time.monotonic(), float('inf')) is not None:
+            return
+        if self.last_step_time is not None and stamp - self.last_step_time < self.model_period - 1e-6:
+            return
+        self.last_step_time = stamp
+        scene = self.inputs.scene()
+        control = {'throttle': self.last_control.throttle, 'steer': self.last_control.steer,
+                   'brake': self.last_control.brake}
+        obs = convert.observation(scene, control)
+        if self.episode_started or self.tracker is None:
+            self.tracker = convert.route_tracker(scene)
+            with self.replay_lock:
+                self.replay.add(obs, np.zeros(self.replay.action.shape[1]), 0.0, True, False)
+            self.episode_started = self.pending_terminal = False
+            return
+        action = convert.action_from_control(control, self.meta)
+        reward = convert.reward(scene, self.tracker)
+        with self.replay_lock:
+            self.replay.add(obs, self.agent.encode_action(action).numpy(), reward, False, False)
+        self.new_transitions += 1
+        if self.new_transitions >= self.train_every and len(self.replay) >= max(self.config.window,
+                                                                                self.agent.preset.seq_len):
+            self.new_transitions = 0
+            try:
+                self.work.put_nowait(stamp)
+            except queue.Full:
+                pass   # the worker is still busy with the previous step: skip, never pile up
+
+    # ---- finetuning, off the executor ----------------------------------------------------------------
+    def _work_loop(self) -> None:
+        from adawm_planner.core.finetune import newest_window
+        p = self.agent.preset
+        while self.running:
+            try:
+                self.work.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                with self.replay_lock:
+                    batch = self.replay.sample(p.batch, p.seq_len)
+                    window = newest_window(self.replay, self.config.window)
+                out = self.tuner.step(batch, window)
+            except Exception as exc:   # keep the node (and the planner's adapter) alive; say what failed
+                self.get_logger().error(f'finetuning step failed: {exc!r}')
+                continue
+            decision = out['decision']
+            if decision in ('model', 'both'):
+                self.touched.add('model')
+            if decision in ('policy', 'both'):
+                self.touched.add('policy')
+            self._report(out, decision)
+            if self.tuner.steps % self.push_every == 0:
+                for target in sorted(self.touched & {'model', 'policy'}):
+                    self._push(target)
+                self.touched.clear()
+
+    def _report(self, out: dict, decision: str) -> None:
+        msg = MismatchReport(model_mismatch=float(out['eps_model']), policy_mismatch=float(out['eps_policy']),
+                             threshold_c=float(self.config.threshold_c), decision=DECISION_CODES[decision],
+                             window_size=int(self.config.window), finetune_step=int(self.tuner.steps),
+                             adapter_version=int(self.version))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.report_pub.publish(msg)
+
+    def _push(self, target: str) -> None:
+        if self.config.strategy == 'full':
+            return   # full finetuning has no adapter to push: its weights are the whole model
+        self.version += 1
+        self._save_version()
+        adapter = self.tuner.export_adapter(target, self.version)
+        path = lora.save(adapter, self.state_dir / f'{target}_v{self.version}')
+        prefix = f'adapter.{target}.'
+        params = [_param(prefix + 'data', ParameterValue(type=ParameterType.PARAMETER_BYTE_ARRAY,
+                                                         byte_array_value=[bytes([b]) for b in adapter.blob])),
+                  _param(prefix + 'sha256', ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                           string_value=adapter.sha256)),
+                  _param(prefix + 'version', ParameterValue(type=ParameterType.PARAMETER_INTEGER,
+                                                            integer_value=self.version))]
+        if not self.set_params.wait_for_service(timeout_sec=5.0):
+            self._status(target, adapter, AdapterStatus.STATE_REJECTED, 'planner parameter service not available')
+            return
+        started = time.monotonic()
+        future = self.set_params.call_async(SetParameters.Request(parameters=params))
+        while not future.done() and time.monotonic() - started < 10.0 and self.running:
+            time.sleep(0.01)
+        if not future.done():
+            self._status(target, adapter, AdapterStatus.STATE_REJECTED, 'planner did not answer within 10 s')
+            return
+        results = future.result().results
+        rejected = [r.reason for r in results if not r.successful]
+        if rejected:
+            self._status(target, adapter, AdapterStatus.STATE_REJECTED, '; '.join(rejected))
+        else:
+            (self.state_dir / f'last_good_{target}.txt').write_text(path.name + '\n')
+            self._status(target, adapter, AdapterStatus.STATE_APPLIED, '')
+
+    def _status(self, target, adapter, state, reason) -> None:
+        msg = AdapterStatus(version=adapter.meta.version, target=AdapterStatus.TARGET_MODEL if target == 'model'
+                            else AdapterStatus.TARGET_POLICY, rank=adapter.meta.rank,
+                            trainable_parameters=adapter.parameter_count, sha256=adapter.sha256, state=state,
+                            reason=reason)
+        msg.trainable_fraction = float(self.tuner.trainable_report()[target]['fraction'])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(msg)
+        verdict = 'applied by the planner' if state == AdapterStatus.STATE_APPLIED else f'rejected: {reason}'
+        self.get_logger().info(f'{target} adapter v{adapter.meta.version} ({len(adapter.blob)} bytes) {verdict}')
+
+    # ---- version counter: persisted, never reused ----------------------------------------------------
+    def _load_version(self) -> int:
+        path = self.state_dir / 'version'
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    def _save_version(self) -> None:
+        tmp = self.state_dir / '.version.tmp'
+        tmp.write_text(f'{self.version}\n')
+        os.replace(tmp, self.state_dir / 'version')
+
+    def shutdown(self) -> None:
+        self.running = False
+        self.worker.join(timeout=5.0)
+
+
+def _param(name: str, value: ParameterValue) -> ParameterMsg:
+    return ParameterMsg(name=name, value=value)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = AdaptationNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,148 @@
+"""carla-ros-bridge messages <-> the core's types: the only place the nodes touch message fields.
+
+InputState keeps the latest of each input as plain numbers, says whether they can be trusted
+(`problem`), and builds the Scene the core rasterises — the same Scene the embedded simulator builds
+from its own state, so the planner sees in ROS exactly what the model saw in training.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from adawm_planner.core.opendrive import lanes_from_opendrive
+
+MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
+MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
+MAX_SPEED = 100.0          # m/s
+
+
+def yaw_from_quaternion(q) -> float:
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def default_checkpoint() -> str:
+    """The shipped checkpoint, found through the package's share directory (venv or colcon install)."""
+    from adawm_planner.launch_runner import LaunchError, find_package_share
+    try:
+        share = find_package_share('adawm_planner')
+    except LaunchError:
+        share = Path(__file__).resolve().parents[2]
+    candidates = sorted((share / 'checkpoints').glob('*/model.json'))
+    return str(candidates[0].parent) if candidates else ''
+
+
+class InputState:
+    """Latest inputs, as numbers. Callbacks store; `frame` says when a simulation frame is complete;
+    `problem` judges whether the inputs can be trusted; `scene` assembles."""
+
+    def __init__(self):
+        self.lanes = None            # list of (centre (N, 2), width)
+        self.map_error = ''
+        self.route = None            # (M, 2)
+        self.ego = None              # dict x, y, yaw, speed
+        self.ego_stamp = self.objects_stamp = None   # sim time of the latest odometry / objects
+        self.received_wall = None    # monotonic wall time the latest complete frame arrived
+        self.agents = np.zeros((0, 7))   # x, y, yaw, vx, vy, length, width
+        self.collided = False
+        self.bad_input = ''
+        self.done_stamp = None       # the last frame handed out by `frame`
+        self.time_jumped_back = False
+
+    # ---- callbacks -------------------------------------------------------------------------------------
+    def on_map(self, msg) -> None:
+        try:
+            self.lanes, self.map_error = lanes_from_opendrive(msg.data), ''
+        except ValueError as exc:
+            self.lanes, self.map_error = None, f'map unusable: {exc}'
+
+    def on_route(self, msg) -> None:
+        points = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=np.float64)
+        if len(points) < 2 or not np.isfinite(points).all() or np.abs(points).max() > MAX_ABS_COORDINATE:
+            self.bad_input = f'route has {len(points)} points or non-finite / absurd coordinates'
+            return
+        self.route = points
+
+    def on_odometry(self, msg) -> None:
+        p, v = msg.pose.pose.position, msg.twist.twist.linear
+        yaw = yaw_from_quaternion(msg.pose.pose.orientation)
+        speed = math.hypot(v.x, v.y)   # the bridge gives the ego's twist in its body frame
+        stamp = stamp_seconds(msg.header.stamp)
+        if not all(math.isfinite(x) for x in (p.x, p.y, yaw, speed, stamp)) \
+                or max(abs(p.x), abs(p.y)) > MAX_ABS_COORDINATE or speed > MAX_SPEED:
+            self.bad_input = f'odometry not finite or absurd (x={p.x}, y={p.y}, speed={speed})'
+            return
+        if self.ego_stamp is not None and stamp < self.ego_stamp - 1e-6:
+            self.time_jumped_back = True   # simulator reset: the latent state must start over
+            self.done_stamp = None
+        self.ego, self.ego_stamp, self.bad_input = {'x': p.x, 'y': p.y, 'yaw': yaw, 'speed': speed}, stamp, ''
+
+    def on_objects(self, msg) -> None:
+        rows = []
+        for obj in msg.objects:
+            dims = list(obj.shape.dimensions) + [4.5, 2.0]
+            pos, vel = obj.pose.position, obj.twist.linear
+            rows.append((pos.x, pos.y, yaw_from_quaternion(obj.pose.orientation), vel.x, vel.y, dims[0], dims[1]))
+        agents = np.array(rows, dtype=np.float64).reshape(-1, 7)
+        sane = np.isfinite(agents).all(axis=1) & (np.abs(agents[:, :2]).max(axis=1, initial=0) < MAX_ABS_COORDINATE)
+        agents = agents[sane]
+        if len(agents) > MAX_OBJECTS and self.ego is not None:
+            distance = np.hypot(agents[:, 0] - self.ego['x'], agents[:, 1] - self.ego['y'])
+            agents = agents[np.argsort(distance)[:MAX_OBJECTS]]
+        self.agents, self.objects_stamp = agents[:MAX_OBJECTS], stamp_seconds(msg.header.stamp)
+
+    def on_collision(self, msg) -> None:
+        self.collided = True
+
+    def frame(self, wall_now: float) -> float | None:
+        """The sim time of a newly completed frame (odometry and objects of the same stamp), else None."""
+        stamp = self.ego_stamp
+        if stamp is None or self.objects_stamp is None or abs(stamp - self.objects_stamp) > 1e-6:
+            return None
+        if self.done_stamp is not None and stamp <= self.done_stamp:
+            return None
+        self.done_stamp, self.received_wall = stamp, wall_now
+        return stamp
+
+    # ---- judgement -------------------------------------------------------------------------------------
+    def age(self, wall_now: float) -> float:
+        return float('inf') if self.received_wall is None else wall_now - self.received_wall
+
+    def problem(self, wall_now: float, timeout: float) -> str | None:
+        """Why the inputs cannot be trusted right now, or None."""
+        if self.map_error:
+            return self.map_error
+        if self.lanes is None:
+            return 'no map received on /carla/map'
+        if self.route is None:
+            return 'no route received on waypoints'
+        if self.bad_input:
+            return self.bad_input
+        if self.received_wall is None:
+            return 'no odometry + objects frame received'
+        if self.time_jumped_back:
+            self.time_jumped_back = False
+            return 'simulation time jumped back (simulator reset)'
+        if self.age(wall_now) > timeout:
+            return f'inputs are stale ({self.age(wall_now):.2f} s since the last frame, limit {timeout:.2f} s)'
+        return None
+
+    def scene(self):
+        raise NotImplementedError('InputState.scene needs core.scene.Scene')
+
+
+def bev_to_rgb(bev: np.ndarray) -> np.ndarray:
+    """A (H, W, 5) BEV raster as a picture people read: grey road, white markings, route green,
+    other vehicles blue, ego red."""
+    h, w, _ = bev.shape
+    rgb = np.zeros((h, w, 3), np.float32)
+    layers = [(0, (70, 70, 70)), (1, (230, 230, 230)), (4, (40, 200, 80)), (2, (60, 120, 255)), (3, (255, 60, 60))]
+    for channel, color in layers:
+        alpha = bev[..., channel:channel + 1].astype(np.float32) / 255.0
+        rgb = rgb * (1 - alpha) + alpha * np.array(color, np.float32)
+    return rgb.astype(np.uint8)

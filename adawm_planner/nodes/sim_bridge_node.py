@@ -1,0 +1,220 @@
+"""sim_bridge_node: the embedded driving simulator behind carla-ros-bridge's topics (role `ego_vehicle`).
+
+Stands in for CARLA + carla-ros-bridge in synchronous mode: every `fixed_delta_seconds` of simulation
+time it applies the latest carla_msgs/CarlaEgoVehicleControl, steps the task, and publishes /clock and the
+bridge's topics with the bridge's types, frames and QoS. The road network goes out once as OpenDRIVE on
+/carla/map and /carla/world_info (latched), the route on waypoints (latched, again after every reset).
+
+With `wait_for_command` (carla-ros-bridge's synchronous_mode_wait_for_vehicle_control_command) each tick
+waits for a command stamped after the previous tick, so a run is deterministic whatever the machine's
+speed; otherwise ticks come at real-time pace (scaled by `speed`). Each episode's end is published on
+/adawm/episode (adawm_msgs/EpisodeOutcome) and the task resets with the next seed.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import rclpy
+from adawm_msgs.msg import EpisodeOutcome
+from builtin_interfaces.msg import Time
+from carla_msgs.msg import (CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEgoVehicleInfo, CarlaEgoVehicleStatus,
+                            CarlaStatus, CarlaWorldInfo)
+from derived_object_msgs.msg import Object, ObjectArray
+from geometry_msgs.msg import PoseStamped, Quaternion
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from shape_msgs.msg import SolidPrimitive
+from std_msgs.msg import Float32, String
+
+from adawm_planner.core.opendrive import to_opendrive
+from adawm_planner.nodes import qos
+
+OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
+            'off_route': EpisodeOutcome.OUTCOME_OFF_ROUTE, 'timeout': EpisodeOutcome.OUTCOME_TIMEOUT}
+
+
+def quaternion_from_yaw(yaw: float) -> Quaternion:
+    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
+
+
+def time_msg(seconds: float) -> Time:
+    sec = int(math.floor(seconds))
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+class SimBridgeNode(Node):
+    def __init__(self):
+        super().__init__('sim_bridge_node')
+        p = self.declare_parameter
+        self.task = p('task', '', ParameterDescriptor(description='task name from config/tasks.yaml',
+                                                      read_only=True)).value
+        self.role = p('role_name', 'ego_vehicle', ParameterDescriptor(read_only=True)).value
+        self.dt = p('fixed_delta_seconds', 0.05, ParameterDescriptor(read_only=True)).value
+        self.seed = p('seed', 0, ParameterDescriptor(description='seed of the first episode; +1 per episode',
+                                                     read_only=True)).value
+        self.wait_for_command = p('wait_for_command', False, ParameterDescriptor(read_only=True)).value
+        self.command_timeout = p('command_timeout', 1.0, ParameterDescriptor(
+            description='s (wall) to wait for a command in wait_for_command mode before stepping anyway')).value
+        self.speed = p('speed', 1.0, ParameterDescriptor(description='sim seconds per wall second', read_only=True)).value
+        self.max_episodes = p('max_episodes', 0, ParameterDescriptor(description='stop after N episodes; 0 = never',
+                                                                     read_only=True)).value
+        if not self.task:
+            from adawm_planner.sim import default_task
+            self.task = default_task()
+
+        from adawm_planner.sim import make_env
+        self.env = make_env(self.task, seed=self.seed, dt=self.dt)
+        self.sim = self.env.unwrapped
+
+        ns = f'/carla/{self.role}'
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10)
+        self.map_pub = self.create_publisher(String, '/carla/map', qos.LATCHED)
+        self.world_pub = self.create_publisher(CarlaWorldInfo, '/carla/world_info', qos.LATCHED)
+        self.status_pub = self.create_publisher(CarlaStatus, '/carla/status', qos.STREAM)
+        self.odom_pub = self.create_publisher(Odometry, f'{ns}/odometry', qos.STREAM)
+        self.objects_pub = self.create_publisher(ObjectArray, f'{ns}/objects', qos.STREAM)
+        self.route_pub = self.create_publisher(Path, f'{ns}/waypoints', qos.LATCHED)
+        self.vstatus_pub = self.create_publisher(CarlaEgoVehicleStatus, f'{ns}/vehicle_status', qos.STREAM)
+        self.vinfo_pub = self.create_publisher(CarlaEgoVehicleInfo, f'{ns}/vehicle_info', qos.LATCHED)
+        self.collision_pub = self.create_publisher(CarlaCollisionEvent, f'{ns}/collision', qos.STREAM)
+        self.speed_pub = self.create_publisher(Float32, f'{ns}/speedometer', qos.STREAM)
+        self.episode_pub = self.create_publisher(EpisodeOutcome, '/adawm/episode', qos.STREAM)
+        self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control, qos.STREAM)
+
+        self.control = CarlaEgoVehicleControl(brake=1.0)   # held until the planner speaks
+        self.control_fresh = False
+        self.frame, self.sim_time = 0, 0.0
+        self.episode, self.episode_seed = 0, self.seed
+        self._start_episode(first=True)
+        self.create_timer(self.dt / self.speed if not self.wait_for_command else 0.001, self._tick)
+        self.waiting_since = None
+        self.get_logger().info(f'embedded simulator: task {self.task}, dt {self.dt} s, '
+                               f'{"waiting for each command" if self.wait_for_command else "real-time pace"}')
+
+    # ---- episodes ----------------------------------------------------------------------------------
+    def _start_episode(self, first=False) -> None:
+        self.obs, _ = self.env.reset(seed=self.episode_seed)
+        self.episode_return, self.episode_steps, self.min_ttc = 0.0, 0, float('inf')
+        scene = self.sim.scene()
+        if first:
+            xodr = to_opendrive([(lane.center, lane.width) for lane in scene.lanes], name=self.task)
+            self.map_pub.publish(String(data=xodr))
+            self.world_pub.publish(CarlaWorldInfo(map_name=self.task, opendrive=xodr))
+            self.vinfo_pub.publish(CarlaEgoVehicleInfo(id=1, type='vehicle.adawm.embedded', rolename=self.role,
+                                                       mass=1500.0))
+        route = Path()
+        route.header.frame_id, route.header.stamp = 'map', time_msg(self.sim_time)
+        for x, y in scene.route:
+            pose = PoseStamped()
+            pose.header = route.header
+            pose.pose.position.x, pose.pose.position.y = float(x), float(y)
+            route.poses.append(pose)
+        self.route_pub.publish(route)
+        self._publish_state(scene, collided=False)
+
+    def _end_episode(self, info) -> None:
+        outcome = next((code for key, code in OUTCOMES.items() if info.get(key)), EpisodeOutcome.OUTCOME_TIMEOUT)
+        msg = EpisodeOutcome(task=self.task, episode=self.episode, seed=self.episode_seed, outcome=outcome,
+                             steps=self.episode_steps, duration=float(self.episode_steps * self.dt),
+                             episode_return=float(self.episode_return),
+                             route_completion=float(info.get('route_completion', 0.0)),
+                             min_ttc=float(min(self.min_ttc, 1e3)))
+        msg.header.stamp = time_msg(self.sim_time)
+        self.episode_pub.publish(msg)
+        name = {v: k for k, v in OUTCOMES.items()}.get(outcome, 'timeout')
+        self.get_logger().info(f'episode {self.episode} (seed {self.episode_seed}): {name}, '
+                               f'{self.episode_steps} steps, return {self.episode_return:.1f}')
+        self.episode += 1
+        self.episode_seed += 1
+        if self.max_episodes and self.episode >= self.max_episodes:
+            raise SystemExit(0)
+        self._start_episode()
+
+    # ---- ticks -------------------------------------------------------------------------------------
+    def _on_control(self, msg: CarlaEgoVehicleControl) -> None:
+        values = (msg.throttle, msg.steer, msg.brake)
+        if not all(math.isfinite(v) for v in values):
+            self.get_logger().warning(f'ignoring a control with non-finite values {values}', throttle_duration_sec=5)
+            return
+        self.control, self.control_fresh = msg, True
+
+    def _tick(self) -> None:
+        if self.wait_for_command and not self.control_fresh:
+            now = time.monotonic()
+            self.waiting_since = self.waiting_since or now
+            if now - self.waiting_since < self.command_timeout:
+                return
+        self.waiting_since, self.control_fresh = None, False
+        c = self.control
+        self.obs, reward, terminated, truncated, info = self.sim.step_control(
+            float(np.clip(c.throttle, 0, 1)), float(np.clip(c.steer, -1, 1)), float(np.clip(c.brake, 0, 1)))
+        self.frame += 1
+        self.sim_time += self.dt
+        self.episode_steps += 1
+        self.episode_return += float(reward)
+        self.min_ttc = min(self.min_ttc, float(info.get('ttc', float('inf'))))
+        self._publish_state(self.sim.scene(), collided=bool(info.get('collision')))
+        if terminated or truncated:
+            self._end_episode(info)
+
+    def _publish_state(self, scene, collided: bool) -> None:
+        stamp = time_msg(self.sim_time)
+        self.clock_pub.publish(Clock(clock=stamp))
+        self.status_pub.publish(CarlaStatus(frame=self.frame, fixed_delta_seconds=float(self.dt),
+                                            synchronous_mode=True, synchronous_mode_running=True))
+        ego = scene.ego
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id, odom.child_frame_id = stamp, 'map', self.role
+        odom.pose.pose.position.x, odom.pose.pose.position.y = float(ego.x), float(ego.y)
+        odom.pose.pose.orientation = quaternion_from_yaw(float(ego.yaw))
+        odom.twist.twist.linear.x = float(ego.speed)   # body frame, as the bridge publishes the ego's twist
+        self.odom_pub.publish(odom)
+        self.speed_pub.publish(Float32(data=float(ego.speed)))
+        status = CarlaEgoVehicleStatus(velocity=float(ego.speed), orientation=quaternion_from_yaw(float(ego.yaw)),
+                                       control=self.control)
+        status.header.stamp, status.header.frame_id = stamp, 'map'
+        status.acceleration.linear.x = float(getattr(ego, 'acceleration', 0.0))
+        self.vstatus_pub.publish(status)
+        objects = ObjectArray()
+        objects.header.stamp, objects.header.frame_id = stamp, 'map'
+        agents = scene.agents
+        for i in range(len(agents.x)):
+            obj = Object(id=int(i + 2), detection_level=Object.OBJECT_TRACKED, object_classified=True,
+                         classification=Object.CLASSIFICATION_CAR, classification_certainty=255)
+            obj.header = objects.header
+            obj.pose.position.x, obj.pose.position.y = float(agents.x[i]), float(agents.y[i])
+            obj.pose.orientation = quaternion_from_yaw(float(agents.yaw[i]))
+            obj.twist.linear.x, obj.twist.linear.y = float(agents.vx[i]), float(agents.vy[i])   # map frame
+            obj.shape = SolidPrimitive(type=SolidPrimitive.BOX,
+                                       dimensions=[float(agents.length[i]), float(agents.width[i]), 1.5])
+            objects.objects.append(obj)
+        self.objects_pub.publish(objects)
+        if collided:
+            event = CarlaCollisionEvent(other_actor_id=0)
+            event.header.stamp, event.header.frame_id = stamp, self.role
+            self.collision_pub.publish(event)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimBridgeNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
