@@ -6,7 +6,7 @@ ROS_DOMAIN_ID ?= $(shell echo $$(( RANDOM % 100 + 1 )))
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID
 
-.PHONY: setup test clean
+.PHONY: setup test demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,12 @@ setup:
 test: setup
 	@echo "make test: ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) ROS_AUTOMATIC_DISCOVERY_RANGE=$(ROS_AUTOMATIC_DISCOVERY_RANGE)"
 	$(VENV)/bin/python -m pytest test $(PYTEST_ARGS)
+
+# The main job: the embedded stack on a shift pair's new task with adaptation on, bounded in time.
+DEMO_SECONDS ?= 240
+demo: setup
+	@echo "make demo: ROS_DOMAIN_ID=$(ROS_DOMAIN_ID) ROS_AUTOMATIC_DISCOVERY_RANGE=$(ROS_AUTOMATIC_DISCOVERY_RANGE)"
+	$(VENV)/bin/adawm demo --duration $(DEMO_SECONDS) $(DEMO_ARGS)
 
 clean:
 	rm -rf build $(VENV)

@@ -23,6 +23,9 @@ setup(
     entry_points={
         'console_scripts': [
             'adawm = adawm_planner.cli:main',
+            'planner_node = adawm_planner.nodes.planner_node:main',
+            'adaptation_node = adawm_planner.nodes.adaptation_node:main',
+            'sim_bridge_node = adawm_planner.nodes.sim_bridge_node:main',
         ],
     },
 )

@@ -104,3 +104,19 @@ def test_exported_adapters_reproduce_the_finetuned_agent():
         torch.manual_seed(0)
         got = fresh_agent.actor_critic.actor(feat(fresh_agent))
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_exported_adapter_applies_through_an_adapter_slot():
+    """What the planner does with a pushed adapter: rebuild the adapted module from the base alone."""
+    agent, replay = toy_agent_and_data(seed=3)
+    slots = {'model': lora.AdapterSlot(agent.world_model, 'model'),
+             'policy': lora.AdapterSlot(agent.actor_critic, 'policy')}
+    tuner = Finetuner(agent, FinetuneConfig(strategy='alternate', window=16))
+    for _ in range(2):
+        tuner.step(replay.sample(4, 8), replay.sample(1, 16))
+    for target, slot in slots.items():
+        adapter = tuner.export_adapter(target, version=7)
+        module, parsed = slot.prepare(adapter.blob, adapter.sha256, version=7)
+        assert parsed.meta.target_modules == tuple(tuner.lora_targets[target])
+        expected = lora.adapter_tensors(agent.world_model if target == 'model' else agent.actor_critic, target)
+        assert all(torch.equal(lora.adapter_tensors(module, target)[k], v) for k, v in expected.items())

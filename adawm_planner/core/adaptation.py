@@ -64,6 +64,9 @@ class Finetuner:
         wm, ac = agent.world_model, agent.actor_critic
         # checksums of the frozen bases, before adapters are injected: what exported adapters are tied to
         self.base_checksum = {'model': lora.base_checksum(wm), 'policy': lora.base_checksum(ac)}
+        # the layers adapters go on, named in the plain modules (before peft wraps them)
+        self.lora_targets = {'model': linear_names(wm, MODEL_LORA_PREFIXES),
+                             'policy': linear_names(ac, POLICY_LORA_PREFIXES)}
         s = config.strategy
         if s == 'full':
             model_params, actor_params, critic_params = (list(wm.parameters()), list(ac.actor.parameters()),
@@ -72,9 +75,9 @@ class Finetuner:
         else:
             agent.requires_grad_(False)
             if s in ('adawm', 'model', 'alternate'):
-                lora.attach(wm, 'model', config.rank, config.alpha, linear_names(wm, MODEL_LORA_PREFIXES))
+                lora.attach(wm, 'model', config.rank, config.alpha, self.lora_targets['model'])
             if s in ('adawm', 'policy', 'alternate'):
-                lora.attach(ac, 'policy', config.rank, config.alpha, linear_names(ac, POLICY_LORA_PREFIXES))
+                lora.attach(ac, 'policy', config.rank, config.alpha, self.lora_targets['policy'])
             trainable = lambda m: [p for p in m.parameters() if p.requires_grad]
             model_params, actor_params, critic_params = (trainable(wm), trainable(ac.actor),
                                                          trainable(ac.critic))
@@ -159,8 +162,7 @@ class Finetuner:
     def export_adapter(self, target: str, version: int) -> lora.Adapter:
         module = self.agent.world_model if target == 'model' else self.agent.actor_critic
         meta = lora.AdapterMeta(target=target, version=version, rank=self.config.rank, alpha=self.config.alpha,
-                                target_modules=tuple(linear_names(module, MODEL_LORA_PREFIXES if target == 'model'
-                                                                  else POLICY_LORA_PREFIXES)),
+                                target_modules=tuple(self.lora_targets[target]),
                                 base_checksum=self.base_checksum[target])
         return lora.export(module, meta)
 

@@ -277,7 +277,7 @@ class AdapterSlot:
         try:
             attach(module, self.target, meta.rank, meta.alpha, list(meta.target_modules))
         except ValueError as exc:   # peft: target modules that this base does not have
-            raise AdapterError(f'adapter layout does not fit this model: {exc}') from None
+            raise AdapterError(f'adapter layout does not fit this model: {str(exc)[:200]}') from None
         load_into(module, adapter)
         return module.eval(), adapter
 

@@ -9,6 +9,8 @@ it again on the way out.
 Writing: each lane becomes one road whose reference line is the lane's left boundary, drawn as straight
 segments between the polyline's points, with a single driving lane (id -1) of the lane's width on its
 right, so the lane's centre is exactly the given centre line (up to the polyline's own resolution).
+Painted lines travel as OpenDRIVE road marks: the centre lane's mark is the lane's left line, lane -1's
+own mark its right line.
 """
 from __future__ import annotations
 
@@ -17,12 +19,19 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from adawm_planner.core.scene import Lane
 
-def to_opendrive(lanes: list[tuple[np.ndarray, float]], name: str = 'adawm_embedded') -> str:
-    """lanes: (centre polyline (N, 2) in metres, map frame; lane width in metres)."""
+
+def _mark(painted: bool) -> str:
+    kind = 'solid' if painted else 'none'
+    return f'<roadMark sOffset="0" type="{kind}" weight="standard" color="standard" width="0.15"/>'
+
+
+def to_opendrive(lanes: list[Lane], name: str = 'adawm_embedded') -> str:
+    """Lanes (map frame, metres) as an OpenDRIVE 1.4 document."""
     roads = []
-    for road_id, (centre, width) in enumerate(lanes, start=1):
-        centre = _dedupe(np.asarray(centre, dtype=np.float64))
+    for road_id, lane in enumerate(lanes, start=1):
+        centre, width = _dedupe(np.asarray(lane.center, dtype=np.float64)), lane.width
         if len(centre) < 2 or not width > 0:
             continue
         left = centre + _left_normals(centre) * (width / 2)
@@ -42,9 +51,9 @@ def to_opendrive(lanes: list[tuple[np.ndarray, float]], name: str = 'adawm_embed
             '    <planView>', *geometries, '    </planView>',
             '    <lanes>',
             '      <laneSection s="0">',
-            '        <center><lane id="0" type="none" level="false"/></center>',
+            f'        <center><lane id="0" type="none" level="false">{_mark(lane.left_marked)}</lane></center>',
             f'        <right><lane id="-1" type="driving" level="false">'
-            f'<width sOffset="0" a="{width:.4f}" b="0" c="0" d="0"/></lane></right>',
+            f'<width sOffset="0" a="{width:.4f}" b="0" c="0" d="0"/>{_mark(lane.right_marked)}</lane></right>',
             '      </laneSection>',
             '    </lanes>',
             '  </road>']))
@@ -53,8 +62,8 @@ def to_opendrive(lanes: list[tuple[np.ndarray, float]], name: str = 'adawm_embed
     return '\n'.join(['<?xml version="1.0" standalone="yes"?>', '<OpenDRIVE>', header, *roads, '</OpenDRIVE>'])
 
 
-def lanes_from_opendrive(xodr: str, spacing: float = 1.0, name: str = 'map') -> list[tuple[np.ndarray, float]]:
-    """Driving lanes of an OpenDRIVE map as (centre polyline (N, 2) in the ROS map frame, width).
+def lanes_from_opendrive(xodr: str, spacing: float = 2.0, name: str = 'map') -> list[Lane]:
+    """Driving lanes of an OpenDRIVE map in the ROS map frame, sampled every `spacing` metres.
 
     Raises ValueError when the text is not an OpenDRIVE map carla can read."""
     import carla   # the client library only; parsing needs no server
@@ -76,7 +85,10 @@ def lanes_from_opendrive(xodr: str, spacing: float = 1.0, name: str = 'map') -> 
         wps.sort(key=lambda wp: wp.s, reverse=lane_id > 0)
         wps.append(_lane_end(wps[-1], spacing))   # generate_waypoints stops short of the lane's end
         centre = np.array([[wp.transform.location.x, -wp.transform.location.y] for wp in wps])
-        lanes.append((centre, float(np.median([wp.lane_width for wp in wps]))))
+        painted = lambda marking: marking.type != carla.LaneMarkingType.NONE
+        lanes.append(Lane.from_center(centre, float(np.median([wp.lane_width for wp in wps])),
+                                      left_marked=painted(wps[0].left_lane_marking),
+                                      right_marked=painted(wps[0].right_lane_marking)))
     return lanes
 
 

@@ -26,13 +26,13 @@ from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl
 from derived_object_msgs.msg import ObjectArray
 from nav_msgs.msg import Odometry, Path as PathMsg
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from adawm_planner.core import lora
+from adawm_planner.core import lora, metrics
 from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
 from adawm_planner.core.replay import Replay
@@ -58,9 +58,10 @@ class AdaptationNode(Node):
         self.train_every = p('train_every', 8, ro('new transitions per finetuning step')).value
         self.push_every = p('push_every', 10, ro('finetuning steps per adapter push')).value
         planner = p('planner_node', 'planner_node', ro('node whose parameters receive adapters')).value
-        self.state_dir = Path(p('state_dir', str(Path.home() / '.adawm' / 'adaptation'),
-                                ro('adapter history and version counter')).value)
+        default_state = os.environ.get('ADAWM_STATE_DIR', str(Path.home() / '.adawm' / 'adaptation'))
+        self.state_dir = Path(p('state_dir', default_state, ro('adapter history and version counter')).value)
         self.capacity = p('replay_capacity', 20000, ro('new-task transitions kept')).value
+        self.v_des = p('v_des', 4.0, ro('m/s the reward\'s speed term aims for (CarDreamer: 4)')).value
 
         torch.set_num_threads(1)
         os.nice(10)   # the planner wins any contention for the CPU
@@ -78,11 +79,11 @@ class AdaptationNode(Node):
         self.version = self._load_version()
 
         self.inputs = convert.InputState()
-        self.tracker = None
+        self.observer = convert.Observer(spec['bev_shape'][0])
+        self.actions = convert.ActionTable(self.meta['task'])
         self.last_step_time = None
         self.last_control = CarlaEgoVehicleControl(brake=1.0)
         self.episode_started = True
-        self.pending_terminal = False
         self.new_transitions = 0
         self.work: queue.Queue = queue.Queue(maxsize=1)
         self.touched: set[str] = set()
@@ -93,7 +94,7 @@ class AdaptationNode(Node):
                                  qos.SENSOR_IN, callback_group=inputs)
         self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
                                  qos.SENSOR_IN, callback_group=inputs)
-        self.create_subscription(PathMsg, f'{ns}/waypoints', self._on_route, qos.LATCHED_IN, callback_group=inputs)
+        self.create_subscription(PathMsg, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN, callback_group=inputs)
         self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN, callback_group=inputs)
         self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN,
                                  callback_group=inputs)
@@ -103,7 +104,8 @@ class AdaptationNode(Node):
                                  callback_group=inputs)
         self.report_pub = self.create_publisher(MismatchReport, '/adawm/mismatch', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
-        self.set_params = self.create_client(SetParameters, f'/{planner}/set_parameters',
+        # atomically: the planner must see bytes, sha256 and version of an adapter in one call
+        self.set_params = self.create_client(SetParametersAtomically, f'/{planner}/set_parameters_atomically',
                                              callback_group=MutuallyExclusiveCallbackGroup())
         self.worker = threading.Thread(target=self._work_loop, daemon=True)
         self.running = True
@@ -115,16 +117,15 @@ class AdaptationNode(Node):
             f'next adapter version {self.version + 1}')
 
     # ---- transitions ---------------------------------------------------------------------------------
-    def _on_route(self, msg) -> None:
-        self.inputs.on_route(msg)
-        self.tracker = None   # a new route: a new episode's progress
-
     def _on_control(self, msg) -> None:
         self.last_control = msg
 
     def _on_episode(self, msg) -> None:
-        self.pending_terminal = msg.outcome in (EpisodeOutcome.OUTCOME_SUCCESS, EpisodeOutcome.OUTCOME_COLLISION,
-                                                EpisodeOutcome.OUTCOME_OFF_ROUTE)
+        """The episode's last step becomes terminal (unless it merely timed out); the next frame starts anew."""
+        if msg.outcome in (EpisodeOutcome.OUTCOME_SUCCESS, EpisodeOutcome.OUTCOME_COLLISION,
+                           EpisodeOutcome.OUTCOME_OFF_ROUTE) and len(self.replay):
+            with self.replay_lock:
+                self.replay.is_terminal[(self.replay.next - 1) % self.replay.capacity] = True
         self.episode_started = True
 
     def _on_input(self, store, msg) -> None:
@@ -138,15 +139,14 @@ class AdaptationNode(Node):
         scene = self.inputs.scene()
         control = {'throttle': self.last_control.throttle, 'steer': self.last_control.steer,
                    'brake': self.last_control.brake}
-        obs = convert.observation(scene, control)
-        if self.episode_started or self.tracker is None:
-            self.tracker = convert.route_tracker(scene)
+        obs = self.observer.observe(scene, control)
+        if self.episode_started:
             with self.replay_lock:
                 self.replay.add(obs, np.zeros(self.replay.action.shape[1]), 0.0, True, False)
-            self.episode_started = self.pending_terminal = False
+            self.episode_started = False
             return
-        action = convert.action_from_control(control, self.meta)
-        reward = convert.reward(scene, self.tracker)
+        action = self.actions.index(control)
+        reward = float(sum(metrics.reward_terms(scene, self.observer.progress, self.v_des).values()))
         with self.replay_lock:
             self.replay.add(obs, self.agent.encode_action(action).numpy(), reward, False, False)
         self.new_transitions += 1
@@ -180,11 +180,15 @@ class AdaptationNode(Node):
                 self.touched.add('model')
             if decision in ('policy', 'both'):
                 self.touched.add('policy')
-            self._report(out, decision)
-            if self.tuner.steps % self.push_every == 0:
-                for target in sorted(self.touched & {'model', 'policy'}):
-                    self._push(target)
-                self.touched.clear()
+            try:
+                self._report(out, decision)
+                if self.tuner.steps % self.push_every == 0:
+                    for target in sorted(self.touched):
+                        self._push(target)
+                    self.touched.clear()
+            except Exception as exc:   # e.g. the context is shutting down under us
+                if self.running and rclpy.ok():
+                    self.get_logger().error(f'publishing / pushing failed: {exc!r}')
 
     def _report(self, out: dict, decision: str) -> None:
         msg = MismatchReport(model_mismatch=float(out['eps_model']), policy_mismatch=float(out['eps_policy']),
@@ -212,16 +216,15 @@ class AdaptationNode(Node):
             self._status(target, adapter, AdapterStatus.STATE_REJECTED, 'planner parameter service not available')
             return
         started = time.monotonic()
-        future = self.set_params.call_async(SetParameters.Request(parameters=params))
+        future = self.set_params.call_async(SetParametersAtomically.Request(parameters=params))
         while not future.done() and time.monotonic() - started < 10.0 and self.running:
             time.sleep(0.01)
         if not future.done():
             self._status(target, adapter, AdapterStatus.STATE_REJECTED, 'planner did not answer within 10 s')
             return
-        results = future.result().results
-        rejected = [r.reason for r in results if not r.successful]
-        if rejected:
-            self._status(target, adapter, AdapterStatus.STATE_REJECTED, '; '.join(rejected))
+        result = future.result().result
+        if not result.successful:
+            self._status(target, adapter, AdapterStatus.STATE_REJECTED, result.reason)
         else:
             (self.state_dir / f'last_good_{target}.txt').write_text(path.name + '\n')
             self._status(target, adapter, AdapterStatus.STATE_APPLIED, '')

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from adawm_planner.core import metrics
+from adawm_planner.core.bev import BevSpec, rasterize
 from adawm_planner.core.opendrive import lanes_from_opendrive
+from adawm_planner.core.scene import Agents, Ego, Scene
 
 MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
 MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
@@ -49,6 +52,7 @@ class InputState:
         self.ego_stamp = self.objects_stamp = None   # sim time of the latest odometry / objects
         self.received_wall = None    # monotonic wall time the latest complete frame arrived
         self.agents = np.zeros((0, 7))   # x, y, yaw, vx, vy, length, width
+        self.acceleration = 0.0      # m/s², from vehicle_status
         self.collided = False
         self.bad_input = ''
         self.done_stamp = None       # the last frame handed out by `frame`
@@ -99,6 +103,10 @@ class InputState:
     def on_collision(self, msg) -> None:
         self.collided = True
 
+    def on_vehicle_status(self, msg) -> None:
+        if math.isfinite(msg.acceleration.linear.x):
+            self.acceleration = float(msg.acceleration.linear.x)
+
     def frame(self, wall_now: float) -> float | None:
         """The sim time of a newly completed frame (odometry and objects of the same stamp), else None."""
         stamp = self.ego_stamp
@@ -132,17 +140,70 @@ class InputState:
             return f'inputs are stale ({self.age(wall_now):.2f} s since the last frame, limit {timeout:.2f} s)'
         return None
 
-    def scene(self):
-        raise NotImplementedError('InputState.scene needs core.scene.Scene')
+    def scene(self) -> Scene:
+        e = self.ego
+        return Scene(lanes=self.lanes, route=self.route,
+                     ego=Ego(e['x'], e['y'], e['yaw'], e['speed'], self.acceleration),
+                     agents=Agents.from_rows(self.agents), collision=self.collided)
 
 
-def bev_to_rgb(bev: np.ndarray) -> np.ndarray:
-    """A (H, W, 5) BEV raster as a picture people read: grey road, white markings, route green,
-    other vehicles blue, ego red."""
-    h, w, _ = bev.shape
-    rgb = np.zeros((h, w, 3), np.float32)
-    layers = [(0, (70, 70, 70)), (1, (230, 230, 230)), (4, (40, 200, 80)), (2, (60, 120, 255)), (3, (255, 60, 60))]
-    for channel, color in layers:
-        alpha = bev[..., channel:channel + 1].astype(np.float32) / 255.0
-        rgb = rgb * (1 - alpha) + alpha * np.array(color, np.float32)
-    return rgb.astype(np.uint8)
+class Observer:
+    """Scene -> the model's observation, exactly as the embedded env computes it: the BEV raster and the
+    ego vector, whose route terms come from a RouteTracker that follows the ego along the current route."""
+
+    def __init__(self, bev_size: int):
+        self.spec = BevSpec(size=bev_size)
+        self.tracker, self.route = None, None
+        self.progress = None
+
+    def observe(self, scene: Scene, control: dict) -> dict:
+        if self.tracker is None or self.route is not scene.route:   # a new route message: a new episode
+            self.tracker, self.route = metrics.RouteTracker(scene.route), scene.route
+        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
+        features = metrics.ego_features(scene, (control['throttle'], control['steer'], control['brake']),
+                                        self.progress)
+        return {'bev': rasterize(scene, self.spec), 'ego': features}
+
+    def reset(self) -> None:
+        self.tracker = None
+
+
+class ActionTable:
+    """The 15 discrete actions of the task a checkpoint was trained on, as CARLA controls and back."""
+
+    def __init__(self, task: str):
+        from adawm_planner.sim import tasks_config
+        from adawm_planner.sim.envs import resolve
+        config = tasks_config()
+        self.accelerations = list(config['accelerations'])
+        self.steers = list(config['steers'][resolve(config, task)['steers']])
+
+    def control(self, index: int) -> dict:
+        from adawm_planner.sim.envs import discrete_to_control
+        throttle, steer, brake = discrete_to_control(index, self.accelerations, self.steers)
+        return {'throttle': throttle, 'steer': steer, 'brake': brake}
+
+    def index(self, control: dict) -> int:
+        """The discrete action nearest to a control (what the planner commanded, read back)."""
+        from adawm_planner.sim.envs import PEDAL_ACCELERATION
+        acc = PEDAL_ACCELERATION * (control['throttle'] - control['brake'])
+        a = int(np.argmin([abs(acc - x) for x in self.accelerations]))
+        s = int(np.argmin([abs(control['steer'] - x) for x in self.steers]))
+        return a * len(self.steers) + s
+
+    def paths(self, ego, actions: np.ndarray, dt: float, wheelbase: float = 5.0) -> np.ndarray:
+        """(K, H+1, 2) map-frame paths of K candidate action sequences (K, H) from the ego's pose, by the
+        simulator's kinematic bicycle — what the imagined plans would drive, for display."""
+        from adawm_planner.sim.envs import MAX_STEER_ANGLE
+        k, h = actions.shape
+        x, y, yaw, v = (np.full(k, ego.x), np.full(k, ego.y), np.full(k, ego.yaw), np.full(k, ego.speed))
+        out = [np.stack([x, y], -1)]
+        accs, steers = np.array(self.accelerations), np.array(self.steers)
+        for t in range(h):
+            acc, steer = accs[actions[:, t] // len(steers)], steers[actions[:, t] % len(steers)]
+            beta = np.arctan(0.5 * np.tan(steer * MAX_STEER_ANGLE))
+            x, y = x + v * np.cos(yaw - beta) * dt, y + v * np.sin(yaw - beta) * dt   # + steer turns right
+            yaw = yaw - v * np.sin(beta) / (wheelbase / 2) * dt
+            v = np.maximum(v + acc * dt, 0.0)
+            out.append(np.stack([x, y], -1))
+        return np.stack(out, 1)

@@ -22,7 +22,7 @@ import numpy as np
 import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus
-from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl
+from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEgoVehicleStatus
 from derived_object_msgs.msg import ObjectArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
@@ -36,6 +36,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from adawm_planner.core import lora
+from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
 from adawm_planner.nodes import convert, qos
 
@@ -89,6 +90,8 @@ class PlannerNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.inputs = convert.InputState()
+        self.observer = convert.Observer(self.agent.world_model.bev_shape[0])
+        self.actions = convert.ActionTable(self.meta['task'])
         self.driver_state, self.last_decision_time, self.command = None, None, dict(SAFE_STOP)
         self.safe_stop_reason = 'waiting for inputs'
         self.latencies = collections.deque(maxlen=2000)
@@ -104,6 +107,8 @@ class PlannerNode(Node):
         self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN, callback_group=sensors)
         self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN,
                                  callback_group=sensors)
+        self.create_subscription(CarlaEgoVehicleStatus, f'{ns}/vehicle_status', self.inputs.on_vehicle_status,
+                                 qos.SENSOR_IN, callback_group=sensors)
         self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN, callback_group=sensors)
         self.control_pub = self.create_publisher(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', qos.STREAM)
         self.marker_pub = self.create_publisher(MarkerArray, '/adawm/imagined_trajectories', 1)
@@ -129,13 +134,15 @@ class PlannerNode(Node):
             if not any(n.startswith(prefix) for n in given):
                 continue
             value = lambda field: given.get(prefix + field, self.get_parameter(prefix + field).value)
+            if not (given.get(prefix + 'data') or given.get(prefix + 'path')):
+                return SetParametersResult(successful=False, reason=(
+                    f'set {prefix}data (or {prefix}path) together with {prefix}sha256 and {prefix}version '
+                    'in one set_parameters_atomically call'))
             try:
                 if given.get(prefix + 'path'):
                     blob = slot.read_file(given[prefix + 'path'], self.adapter_dir or '/nonexistent-adapter-dir')
                 else:
                     blob = b''.join(value('data'))
-                    if not blob:
-                        return SetParametersResult(successful=True)   # clearing the parameter is a no-op
                 module, adapter = slot.prepare(blob, value('sha256'), int(value('version')),
                                                value('signature') or None)
             except lora.AdapterError as exc:
@@ -183,17 +190,17 @@ class PlannerNode(Node):
             self._swap_pending()
             reason = self.inputs.problem(started, self.input_timeout)
             if reason is not None:
-                self._safe_stop(reason)
+                self._safe_stop(reason, stamp)
             else:
                 if self.safe_stop_reason:
                     self.get_logger().info(f'inputs sane again; planning resumes ({self.safe_stop_reason})')
                 self.safe_stop_reason = ''
                 if self.last_decision_time is None or stamp - self.last_decision_time >= self.model_period - 1e-6:
                     self._decide(stamp)
-                self._publish_control(self.command)
+                self._publish_control(self.command, stamp)
         except Exception as exc:   # a fault never kills the node: stop safely and say why
             self.get_logger().error(f'planning failed: {exc!r}')
-            self._safe_stop(f'planning failed: {exc!r}')
+            self._safe_stop(f'planning failed: {exc!r}', stamp)
         self._count_frame(stamp, time.monotonic() - started)
 
     def _count_frame(self, stamp: float, latency: float) -> None:
@@ -212,9 +219,9 @@ class PlannerNode(Node):
 
     def _decide(self, stamp: float) -> None:
         scene = self.inputs.scene()
-        obs = convert.observation(scene, self.command)
+        obs = self.observer.observe(scene, self.command)
         action, self.driver_state, info = self.agent.act(obs, self.driver_state, self.mode)
-        self.command = convert.control_from_action(action, self.meta)
+        self.command = self.actions.control(action)
         self.last_decision_time = stamp
         self.decisions += 1
         if info:
@@ -222,23 +229,26 @@ class PlannerNode(Node):
         if self.image_every and self.decisions % self.image_every == 0:
             self._publish_decoded_bev()
 
-    def _safe_stop(self, reason: str) -> None:
+    def _safe_stop(self, reason: str, frame_stamp: float | None = None) -> None:
         if reason != self.safe_stop_reason:
             self.get_logger().warning(f'safe stop: {reason}')
         self.safe_stop_reason = reason
         self.driver_state, self.last_decision_time, self.command = None, None, dict(SAFE_STOP)
-        self._publish_control(self.command)
+        self.observer.reset()
+        self._publish_control(self.command, frame_stamp)
 
-    def _publish_control(self, command: dict) -> None:
+    def _publish_control(self, command: dict, frame_stamp: float | None = None) -> None:
+        """A command answering a frame carries that frame's time; a watchdog stop carries the clock's."""
         msg = CarlaEgoVehicleControl(throttle=float(command['throttle']), steer=float(command['steer']),
                                      brake=float(command['brake']))
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = (rclpy.time.Time(nanoseconds=round(frame_stamp * 1e9)).to_msg() if frame_stamp is not None
+                            else self.get_clock().now().to_msg())
         self.control_pub.publish(msg)
 
     def _publish_plan(self, scene, info) -> None:
         if self.marker_pub.get_subscription_count() == 0:
             return
-        paths = convert.imagined_paths(scene, info, self.meta)
+        paths = self.actions.paths(scene.ego, info['actions'].argmax(-1).numpy(), self.model_period)
         markers = MarkerArray()
         stamp = self.get_clock().now().to_msg()
         for i, path in enumerate(paths):
@@ -257,7 +267,7 @@ class PlannerNode(Node):
         with torch.inference_mode():
             feat = self.agent.world_model.feat(self.driver_state['latent'])
             bev = (self.agent.world_model.bev_decoder(feat)[0].clamp(0, 1) * 255).to(torch.uint8).numpy()
-        rgb = convert.bev_to_rgb(bev)
+        rgb = to_rgb(bev)
         msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', step=rgb.shape[1] * 3,
                     data=rgb.tobytes())
         msg.header.stamp, msg.header.frame_id = self.get_clock().now().to_msg(), f'{self.role}'

@@ -43,8 +43,8 @@ def quaternion_from_yaw(yaw: float) -> Quaternion:
 
 
 def time_msg(seconds: float) -> Time:
-    sec = int(math.floor(seconds))
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)   # integer arithmetic: no 2.999… -> 2.0
+    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 class SimBridgeNode(Node):
@@ -87,12 +87,14 @@ class SimBridgeNode(Node):
         self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control, qos.STREAM)
 
         self.control = CarlaEgoVehicleControl(brake=1.0)   # held until the planner speaks
-        self.control_fresh = False
         self.frame, self.sim_time = 0, 0.0
         self.episode, self.episode_seed = 0, self.seed
         self._start_episode(first=True)
-        self.create_timer(self.dt / self.speed if not self.wait_for_command else 0.001, self._tick)
-        self.waiting_since = None
+        if self.wait_for_command:   # a step per command; the timer only unsticks a silent planner
+            self.last_step_wall = time.monotonic()
+            self.create_timer(self.command_timeout / 4, self._unstick)
+        else:
+            self.create_timer(self.dt / self.speed, self._tick)
         self.get_logger().info(f'embedded simulator: task {self.task}, dt {self.dt} s, '
                                f'{"waiting for each command" if self.wait_for_command else "real-time pace"}')
 
@@ -102,7 +104,7 @@ class SimBridgeNode(Node):
         self.episode_return, self.episode_steps, self.min_ttc = 0.0, 0, float('inf')
         scene = self.sim.scene()
         if first:
-            xodr = to_opendrive([(lane.center, lane.width) for lane in scene.lanes], name=self.task)
+            xodr = to_opendrive(scene.lanes, name=self.task)
             self.map_pub.publish(String(data=xodr))
             self.world_pub.publish(CarlaWorldInfo(map_name=self.task, opendrive=xodr))
             self.vinfo_pub.publish(CarlaEgoVehicleInfo(id=1, type='vehicle.adawm.embedded', rolename=self.role,
@@ -141,20 +143,23 @@ class SimBridgeNode(Node):
         if not all(math.isfinite(v) for v in values):
             self.get_logger().warning(f'ignoring a control with non-finite values {values}', throttle_duration_sec=5)
             return
-        self.control, self.control_fresh = msg, True
+        self.control = msg
+        if self.wait_for_command:
+            self._tick()
+
+    def _unstick(self) -> None:
+        if time.monotonic() - self.last_step_wall > self.command_timeout:
+            self.get_logger().warning(f'no command for {self.command_timeout} s: stepping with the last one',
+                                      throttle_duration_sec=10)
+            self._tick()
 
     def _tick(self) -> None:
-        if self.wait_for_command and not self.control_fresh:
-            now = time.monotonic()
-            self.waiting_since = self.waiting_since or now
-            if now - self.waiting_since < self.command_timeout:
-                return
-        self.waiting_since, self.control_fresh = None, False
+        self.last_step_wall = time.monotonic()
         c = self.control
         self.obs, reward, terminated, truncated, info = self.sim.step_control(
             float(np.clip(c.throttle, 0, 1)), float(np.clip(c.steer, -1, 1)), float(np.clip(c.brake, 0, 1)))
         self.frame += 1
-        self.sim_time += self.dt
+        self.sim_time = self.frame * self.dt   # from the frame count, so no rounding error accumulates
         self.episode_steps += 1
         self.episode_return += float(reward)
         self.min_ttc = min(self.min_ttc, float(info.get('ttc', float('inf'))))

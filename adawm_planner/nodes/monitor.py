@@ -1,0 +1,68 @@
+"""A listener that tallies what the stack does: frames, commands, episodes, mismatch decisions, adapters,
+the planner's own diagnostics. `make demo` summarises a run with it; the end-to-end test asserts on it."""
+from __future__ import annotations
+
+import collections
+
+from adawm_msgs.msg import AdapterStatus, EpisodeOutcome, MismatchReport
+from carla_msgs.msg import CarlaEgoVehicleControl
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+
+from adawm_planner.nodes import qos
+
+OUTCOME_NAMES = {EpisodeOutcome.OUTCOME_SUCCESS: 'success', EpisodeOutcome.OUTCOME_COLLISION: 'collision',
+                 EpisodeOutcome.OUTCOME_OFF_ROUTE: 'off_route', EpisodeOutcome.OUTCOME_TIMEOUT: 'timeout',
+                 EpisodeOutcome.OUTCOME_RESET: 'reset'}
+DECISION_NAMES = {MismatchReport.DECISION_NONE: 'none', MismatchReport.DECISION_UPDATE_MODEL: 'model',
+                  MismatchReport.DECISION_UPDATE_POLICY: 'policy'}
+STATE_NAMES = {AdapterStatus.STATE_APPLIED: 'applied', AdapterStatus.STATE_REJECTED: 'rejected',
+               AdapterStatus.STATE_ROLLED_BACK: 'rolled_back'}
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class StackMonitor(Node):
+    def __init__(self, role: str = 'ego_vehicle', context=None):
+        super().__init__('adawm_monitor', context=context)
+        self.frame_stamps: list[float] = []
+        self.command_stamps: list[float] = []
+        self.episodes: list[EpisodeOutcome] = []
+        self.reports: list[MismatchReport] = []
+        self.statuses: list[AdapterStatus] = []
+        self.diagnostics: dict[str, str] = {}
+        ns = f'/carla/{role}'
+        self.create_subscription(Odometry, f'{ns}/odometry',
+                                 lambda m: self.frame_stamps.append(stamp_seconds(m.header.stamp)), qos.SENSOR_IN)
+        self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd',
+                                 lambda m: self.command_stamps.append(stamp_seconds(m.header.stamp)), qos.SENSOR_IN)
+        self.create_subscription(EpisodeOutcome, '/adawm/episode', self.episodes.append, qos.EVENTS_IN)
+        self.create_subscription(MismatchReport, '/adawm/mismatch', self.reports.append, qos.EVENTS_IN)
+        self.create_subscription(AdapterStatus, '/adawm/adapter_status', self.statuses.append, qos.EVENTS_IN)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, qos.EVENTS_IN)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == 'adawm/planner':
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+                self.diagnostics['message'] = status.message
+
+    def command_coverage(self) -> float:
+        """Fraction of simulation frames answered by a control command stamped with that frame's time."""
+        if not self.frame_stamps:
+            return 0.0
+        answered = set(round(s, 3) for s in self.command_stamps)
+        return sum(round(s, 3) in answered for s in self.frame_stamps) / len(self.frame_stamps)
+
+    def summary(self) -> dict:
+        outcomes = collections.Counter(OUTCOME_NAMES[e.outcome] for e in self.episodes)
+        decisions = collections.Counter(DECISION_NAMES[r.decision] for r in self.reports)
+        adapters = collections.Counter(STATE_NAMES[s.state] for s in self.statuses)
+        rejected = [s.reason for s in self.statuses if s.state == AdapterStatus.STATE_REJECTED]
+        return {'frames': len(self.frame_stamps), 'commands': len(self.command_stamps),
+                'command_coverage': self.command_coverage(), 'episodes': len(self.episodes),
+                'outcomes': dict(outcomes), 'mismatch_reports': len(self.reports), 'decisions': dict(decisions),
+                'adapters': dict(adapters), 'rejection_reasons': rejected, 'planner': dict(self.diagnostics)}
