@@ -51,11 +51,13 @@ class StackMonitor(Node):
                 self.diagnostics['message'] = status.message
 
     def command_coverage(self) -> float:
-        """Fraction of simulation frames answered by a control command stamped with that frame's time."""
-        if not self.frame_stamps:
+        """Fraction of simulation frames, from the planner's first command on, answered by a control command
+        stamped with that frame's time."""
+        if not self.command_stamps:
             return 0.0
         answered = set(round(s, 3) for s in self.command_stamps)
-        return sum(round(s, 3) in answered for s in self.frame_stamps) / len(self.frame_stamps)
+        frames = [s for s in self.frame_stamps if s >= min(self.command_stamps)]
+        return sum(round(s, 3) in answered for s in frames) / max(len(frames), 1)
 
     def summary(self) -> dict:
         outcomes = collections.Counter(OUTCOME_NAMES[e.outcome] for e in self.episodes)
