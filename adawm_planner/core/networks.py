@@ -113,12 +113,16 @@ def unimix_logits(logits, unimix):
     return torch.log(probs)
 
 
+def sample_index(logits, generator=None):
+    """Categorical sample by the Gumbel-max trick (cheaper on CPU than torch.multinomial)."""
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-20, 1.0)
+    return (logits - torch.log(-torch.log(uniform))).argmax(-1)
+
+
 def sample_onehot(logits, generator=None):
     """One-hot sample with straight-through gradients."""
     probs = F.softmax(logits, -1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
-    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    onehot = F.one_hot(sample_index(logits, generator), probs.shape[-1]).to(probs.dtype)
     return onehot + probs - probs.detach()
 
 

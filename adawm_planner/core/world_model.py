@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adawm_planner.core.networks import (
-    MLP, ConvDecoder, ConvEncoder, TwoHot, categorical_kl, sample_onehot, symlog, symlog_bins,
+    MLP, ConvDecoder, ConvEncoder, TwoHot, categorical_kl, sample_onehot, symexp, symlog, symlog_bins,
     unimix_logits)
 
 
@@ -100,6 +100,9 @@ class WorldModel(nn.Module):
 
     def feat(self, state):
         return self.rssm.feat(state)
+
+    def decode_ego(self, feat):
+        return symexp(self.ego_decoder(feat))
 
     def embed(self, bev, ego):
         return torch.cat([self.bev_encoder(bev), self.ego_encoder(symlog(ego))], -1)

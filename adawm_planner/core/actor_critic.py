@@ -1,0 +1,119 @@
+"""Actor and critic trained on imagined rollouts of the world model (DreamerV3 recipe):
+λ-returns, return normalisation by the 5th-95th percentile range, a slow (EMA) critic the critic is
+regularised towards, entropy regularisation, REINFORCE gradients for the actor.
+
+Actions: discrete (CarDreamer's 15 = 3 accelerations × 5 steers, one-hot to the world model) or
+continuous (acceleration, steering in [-1, 1]).
+"""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from adawm_planner.core.networks import MLP, TwoHot, sample_index, symlog_bins, unimix_logits
+
+
+class Actor(nn.Module):
+    def __init__(self, preset, feat_dim, action_dim, discrete):
+        super().__init__()
+        self.discrete, self.action_dim, self.unimix = discrete, action_dim, preset.unimix
+        self.mlp = MLP(feat_dim, preset.units, preset.layers, action_dim if discrete else 2 * action_dim)
+
+    def forward(self, feat):
+        """Distribution parameters: log-probabilities (discrete) or (mean, std) (continuous)."""
+        out = self.mlp(feat)
+        if self.discrete:
+            return unimix_logits(out, self.unimix)
+        mean, std = out.chunk(2, -1)
+        return torch.tanh(mean), 0.1 + 0.9 * torch.sigmoid(std + 2.0)
+
+    def sample(self, feat, generator=None, greedy=None):
+        """Sample actions and their log-likelihood; rows where `greedy` (bool (N,)) is set take the mode."""
+        if self.discrete:
+            logp = self(feat)
+            index = sample_index(logp, generator)
+            if greedy is not None:
+                index = torch.where(greedy, logp.argmax(-1), index)
+            return F.one_hot(index, self.action_dim).float(), logp.gather(-1, index[..., None])[..., 0]
+        mean, std = self(feat)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        action = (mean + std * noise).clamp(-1, 1)
+        if greedy is not None:
+            action = torch.where(greedy[:, None], mean, action)
+        return action, torch.distributions.Normal(mean, std).log_prob(action).sum(-1)
+
+    def mode(self, feat):
+        if self.discrete:
+            return F.one_hot(self(feat).argmax(-1), self.action_dim).float()
+        return self(feat)[0]
+
+    def log_prob_entropy(self, feat, action):
+        if self.discrete:
+            logp = self(feat)
+            return (logp * action).sum(-1), -(logp.exp() * logp).sum(-1)
+        dist = torch.distributions.Normal(*self(feat))
+        return dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, preset, feat_dim, action_dim, discrete=True):
+        super().__init__()
+        self.preset = preset
+        self.actor = Actor(preset, feat_dim, action_dim, discrete)
+        self.critic = MLP(feat_dim, preset.units, preset.layers, preset.bins)
+        nn.init.zeros_(self.critic.out.weight)
+        nn.init.zeros_(self.critic.out.bias)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer('bins', symlog_bins(preset.bins), persistent=False)
+        self.register_buffer('return_lo', torch.zeros(()))
+        self.register_buffer('return_hi', torch.zeros(()))
+
+    def value(self, feat, slow=False):
+        return TwoHot((self.slow_critic if slow else self.critic)(feat), self.bins).mean()
+
+    def lambda_returns(self, reward, cont, value):
+        """reward, cont: (N, H) for imagined states 1..H; value: (N, H+1). Returns (N, H) for states 0..H-1."""
+        p = self.preset
+        ret, returns = value[:, -1], []
+        for t in reversed(range(reward.shape[1])):
+            ret = reward[:, t] + p.gamma * cont[:, t] * ((1 - p.lam) * value[:, t + 1] + p.lam * ret)
+            returns.append(ret)
+        return torch.stack(returns[::-1], 1)
+
+    def loss(self, world_model, start, start_cont, generator=None):
+        """Imagine `horizon` steps from the posterior states `start` (dict of (N, ...)) and return
+        (actor_loss, critic_loss, metrics)."""
+        p = self.preset
+        with torch.no_grad():
+            traj = world_model.imagine(start, lambda f: self.actor.sample(f, generator)[0], p.horizon, generator)
+            feat = traj['feat']
+            cont = torch.cat([start_cont[:, None], traj['cont']], 1)
+            weight = torch.cumprod(cont, 1)[:, :-1]  # weight of imagined state t: it is still alive
+            returns = self.lambda_returns(traj['reward'], traj['cont'], self.value(feat))
+            self._update_return_range(returns)
+            scale = torch.clamp(self.return_hi - self.return_lo, min=1.0)
+            advantage = (returns - self.value(feat[:, :-1])) / scale
+            slow_target = self.value(feat[:, :-1], slow=True)
+
+        logp, entropy = self.actor.log_prob_entropy(feat[:, :-1], traj['action'])
+        actor_loss = (weight * -(logp * advantage + p.entropy * entropy)).mean()
+        critic_dist = TwoHot(self.critic(feat[:, :-1]), self.bins)
+        critic_loss = (weight * -(critic_dist.log_prob(returns) + critic_dist.log_prob(slow_target))).mean()
+        metrics = {'actor_loss': actor_loss.item(), 'critic_loss': critic_loss.item(),
+                   'entropy': entropy.mean().item(), 'imag_return': returns.mean().item(),
+                   'imag_reward': traj['reward'].mean().item(), 'return_scale': scale.item()}
+        return actor_loss, critic_loss, metrics
+
+    def _update_return_range(self, returns):
+        decay = self.preset.return_decay
+        lo, hi = torch.quantile(returns.flatten(), torch.tensor([0.05, 0.95]))
+        self.return_lo.mul_(decay).add_((1 - decay) * lo)
+        self.return_hi.mul_(decay).add_((1 - decay) * hi)
+
+    @torch.no_grad()
+    def update_slow_critic(self):
+        decay = self.preset.slow_critic_decay
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            if fast.requires_grad:   # under LoRA finetuning the frozen base stays bit-identical
+                slow.mul_(decay).add_((1 - decay) * fast)

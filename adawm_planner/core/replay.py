@@ -1,0 +1,52 @@
+"""Replay buffer of environment steps (numpy ring), sampled as fixed-length sequences.
+
+Each step holds the observation, the action that led to it (a zero vector at an episode start), the reward
+received on arriving, `is_first` and `is_terminal` (the world model's time convention). Sequences may run
+across episode boundaries: `is_first` resets the latent state there.
+"""
+import numpy as np
+import torch
+
+
+class Replay:
+    def __init__(self, capacity, bev_shape, ego_dim, action_dim, seed=0):
+        self.capacity = capacity
+        self.bev = np.zeros((capacity, *bev_shape), np.uint8)
+        self.ego = np.zeros((capacity, ego_dim), np.float32)
+        self.action = np.zeros((capacity, action_dim), np.float32)
+        self.reward = np.zeros(capacity, np.float32)
+        self.is_first = np.zeros(capacity, bool)
+        self.is_terminal = np.zeros(capacity, bool)
+        self.size = 0
+        self.next = 0  # index the next step is written to
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return self.size
+
+    def add(self, obs, action, reward, is_first, is_terminal):
+        i = self.next
+        self.bev[i], self.ego[i], self.action[i] = obs['bev'], obs['ego'], action
+        self.reward[i], self.is_first[i], self.is_terminal[i] = reward, is_first, is_terminal
+        self.next = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample_indices(self, batch, length, rng=None):
+        """(batch, length) buffer indices of sequences that never span the write position."""
+        if self.size < length:
+            raise ValueError(f'replay holds {self.size} steps, fewer than one sequence of {length}')
+        oldest = self.next if self.size == self.capacity else 0
+        starts = (rng or self.rng).integers(0, self.size - length + 1, size=batch)
+        return (oldest + starts[:, None] + np.arange(length)) % self.capacity
+
+    def sample(self, batch, length):
+        return self.gather(self.sample_indices(batch, length))
+
+    def gather(self, index):
+        batch = {'bev': self.bev[index], 'ego': self.ego[index], 'action': self.action[index],
+                 'reward': self.reward[index], 'is_first': self.is_first[index],
+                 'is_terminal': self.is_terminal[index]}
+        batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+        # The first step of a sampled sequence starts the filter from an empty state.
+        batch['is_first'][:, 0] = True
+        return batch

@@ -1,0 +1,161 @@
+"""Pretraining and evaluation loops (DreamerV3 recipe): act in the embedded env, store steps in replay,
+and every `batch * seq_len / train_ratio` env steps train the world model on a replayed batch and the
+actor-critic on imagined rollouts from its posteriors. Evaluate periodically; save a checkpoint each time.
+"""
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adawm_planner.core.agent import Agent
+from adawm_planner.core.checkpoint import save_checkpoint
+from adawm_planner.core.replay import Replay
+
+EVAL_SEED = 10_000  # evaluation episodes use seeds EVAL_SEED + i, never seen in training
+
+
+class Learner:
+    """Optimisers and one update of world model + actor-critic."""
+
+    def __init__(self, agent):
+        p = agent.preset
+        self.agent = agent
+        ac = agent.actor_critic
+        self.model_opt = torch.optim.Adam(agent.world_model.parameters(), p.model_lr, eps=1e-8)
+        self.actor_opt = torch.optim.Adam(ac.actor.parameters(), p.actor_lr, eps=1e-5)
+        self.critic_opt = torch.optim.Adam(ac.critic.parameters(), p.critic_lr, eps=1e-5)
+
+    def update(self, batch):
+        p, wm, ac = self.agent.preset, self.agent.world_model, self.agent.actor_critic
+        model_loss, metrics, posts = wm.loss_and_posts(batch)
+        self._step(self.model_opt, model_loss, wm.parameters())
+        start = {k: v.detach().flatten(0, 1) for k, v in posts.items()}
+        start_cont = 1.0 - batch['is_terminal'].float().flatten()
+        actor_loss, critic_loss, ac_metrics = ac.loss(wm, start, start_cont, self.agent.generator)
+        self._step(self.actor_opt, actor_loss, ac.actor.parameters())
+        self._step(self.critic_opt, critic_loss, ac.critic.parameters())
+        ac.update_slow_critic()
+        return {**metrics, **ac_metrics}
+
+    def _step(self, opt, loss, params):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params), self.agent.preset.grad_clip)
+        opt.step()
+
+
+class ScalarLog:
+    """Scalars to a CSV file (step, name, value): what TensorBoard would show, readable without it."""
+
+    def __init__(self, path):
+        self.file = open(path, 'a', newline='')
+        self.writer = csv.writer(self.file)
+        if self.file.tell() == 0:
+            self.writer.writerow(['step', 'name', 'value'])
+
+    def write(self, step, scalars, prefix=''):
+        for name, value in scalars.items():
+            self.writer.writerow([step, prefix + name, f'{value:.6g}'])
+        self.file.flush()
+
+
+def evaluate(agent, task, episodes, mode='plan', make_env=None, continuous=False):
+    """Run `episodes` evaluation episodes; returns success/collision/off-route/timeout rates, TTC,
+    route completion, return and length (means over episodes)."""
+    if make_env is None:
+        from adawm_planner.sim import make_env
+    env = make_env(task, seed=EVAL_SEED, continuous=continuous)
+    rows = []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=EVAL_SEED + episode)
+        state, ret, length, ttcs, done = None, 0.0, 0, [], False
+        while not done:
+            action, state, _ = agent.act(obs, state, mode)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret, length = ret + reward, length + 1
+            ttcs.append(float(info['ttc']))
+            done = terminated or truncated
+        rows.append({'success': float(info['success']), 'collision': float(info['collision']),
+                     'off_route': float(info['off_route']), 'timeout': float(info['timeout']),
+                     'ttc_min': min(ttcs), 'ttc_mean': float(np.mean(ttcs)),
+                     'route_completion': float(info['route_completion']), 'return': ret, 'length': length})
+    env.close()
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episodes=10, eval_mode='actor',
+             time_limit_min=None, progress=True, continuous=False, make_env=None, checkpoint_dir=None):
+    """Pretrain an Agent on `task` for `steps` env steps. Returns (agent, last eval metrics).
+
+    Writes scalars.csv to out_dir and a checkpoint (with replay summary) to `checkpoint_dir`
+    (default out_dir/checkpoint) after every evaluation and at the end."""
+    if make_env is None:
+        from adawm_planner.sim import make_env
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = Path(checkpoint_dir or out_dir / 'checkpoint')
+    torch.manual_seed(seed)
+    env = make_env(task, seed=seed, continuous=continuous)
+    env.action_space.seed(seed)
+    agent = Agent.for_env(preset, env, seed)
+    learner = Learner(agent)
+    replay = Replay(min(preset.replay_capacity, steps + 1), env.observation_space['bev'].shape,
+                    agent.world_model.ego_dim, agent.action_dim, seed)
+    log = ScalarLog(out_dir / 'scalars.csv')
+    updates_per_step = preset.train_ratio / (preset.batch * preset.seq_len)
+    started, deadline = time.time(), None if time_limit_min is None else time.time() + 60 * time_limit_min
+
+    def save(step, metrics):
+        extra = {'train_wall_s': round(time.time() - started, 1), 'seed': seed, 'updates': updates}
+        save_checkpoint(checkpoint_dir, agent, task, step, metrics, replay, extra)
+
+    obs, info = env.reset(seed=seed)
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    state, ret, length, episodes, updates, owed = None, 0.0, 0, 0, 0, 0.0
+    eval_metrics, recent = {}, []
+    bar = tqdm(total=steps, disable=not progress, unit='step', smoothing=0.05)
+    for step in range(1, steps + 1):
+        if step <= preset.prefill:
+            action = env.action_space.sample()
+        else:
+            action, state, _ = agent.act(obs, state, 'sample')
+        obs, reward, terminated, truncated, info = env.step(action)
+        replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
+        ret, length = ret + reward, length + 1
+        if terminated or truncated:
+            episodes += 1
+            recent = (recent + [float(info['success'])])[-20:]
+            log.write(step, {'return': ret, 'length': length, 'success': float(info['success']),
+                             'collision': float(info['collision'])}, 'episode/')
+            obs, info = env.reset()
+            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+            state, ret, length = None, 0.0, 0
+
+        if step >= preset.prefill and len(replay) >= preset.seq_len:
+            owed += updates_per_step
+            while owed >= 1:
+                metrics = learner.update(replay.sample(preset.batch, preset.seq_len))
+                owed, updates = owed - 1, updates + 1
+                if updates % 50 == 0:
+                    log.write(step, metrics, 'train/')
+        bar.update(1)
+        if episodes:
+            bar.set_postfix(episodes=episodes, updates=updates, success20=f'{np.mean(recent):.2f}', refresh=False)
+
+        out_of_time = deadline is not None and time.time() > deadline
+        if step % eval_every == 0 or step == steps or out_of_time:
+            eval_metrics = evaluate(agent, task, eval_episodes, eval_mode, make_env, continuous)
+            log.write(step, eval_metrics, f'eval_{eval_mode}/')
+            save(step, {f'eval_{eval_mode}': eval_metrics, 'eval_episodes': eval_episodes})
+            bar.write(f'step {step}: eval ({eval_mode}, {eval_episodes} episodes) '
+                      + ', '.join(f'{k} {v:.3g}' for k, v in eval_metrics.items()))
+        if out_of_time:
+            bar.write(f'time limit of {time_limit_min} min reached at step {step}')
+            break
+    bar.close()
+    env.close()
+    log.file.close()
+    return agent, eval_metrics

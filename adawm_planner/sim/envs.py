@@ -1,0 +1,144 @@
+"""The gymnasium env of every task: a highway-env scenario driven by CARLA-style controls, observed
+through the Scene -> BEV + ego vector path, rewarded by core.metrics."""
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+
+from adawm_planner.core import metrics
+from adawm_planner.core.bev import BevSpec, rasterize, to_rgb
+from adawm_planner.sim import scene_source
+from adawm_planner.sim.scenarios import SCENARIOS, driver_class
+
+PEDAL_ACCELERATION = 3.0       # m/s² at full throttle (and deceleration at full brake): CarDreamer's a/3 mapping inverted
+MAX_STEER_ANGLE = np.pi / 4    # rad of front-wheel angle at steer ±1 (highway-env's own steering range)
+
+
+def control_to_sim(throttle: float, steer: float, brake: float) -> tuple[float, float]:
+    """CARLA control (throttle 0..1, steer −1..1 with + = right, brake 0..1) -> highway-env's
+    (acceleration m/s², steering angle rad). highway-env's y-down frame has CARLA's handedness, so
+    + steering turns right there too. The one place any action enters the simulator."""
+    throttle, brake = float(np.clip(throttle, 0, 1)), float(np.clip(brake, 0, 1))
+    return PEDAL_ACCELERATION * (throttle - brake), float(np.clip(steer, -1, 1)) * MAX_STEER_ANGLE
+
+
+def discrete_to_control(action: int, accelerations, steers) -> tuple[float, float, float]:
+    """CarDreamer's Discrete(15): acc = accs[a // 5], steer = steers[a % 5]; throttle/brake = ±acc/3."""
+    acc, steer = accelerations[int(action) // len(steers)], steers[int(action) % len(steers)]
+    return float(np.clip(acc / 3, 0, 1)), float(steer), float(np.clip(-acc / 3, 0, 1))
+
+
+class DrivingEnv(gym.Env):
+    """One task. Observation {"bev": (S, S, 5) uint8, "ego": (9,) float32 — core.metrics.EGO_FEATURES};
+    action Discrete(15), or with continuous=True Box([-1, -1], [1, 1]) = (throttle − brake, steer)."""
+    metadata = {'render_modes': ['rgb_array'], 'render_fps': 10}
+
+    def __init__(self, name: str, spec: dict, accelerations, steers, seed: int | None = None,
+                 continuous: bool = False, dt: float = 0.1, bev_size: int = 64, render_mode: str | None = None):
+        self.name, self.spec, self.dt, self.continuous = name, spec, float(dt), continuous
+        self.accelerations, self.steers = list(accelerations), list(steers)
+        self.bev_spec = BevSpec(size=bev_size)
+        self.max_steps = int(round(spec['time_limit'] / self.dt))
+        self.render_mode = render_mode
+        frequency = int(round(1 / self.dt))
+        assert abs(frequency * self.dt - 1) < 1e-9, f'dt must divide 1 s, got {dt}'
+        traffic = dict(spec['traffic'])
+        if 'spawn_probability' in traffic:   # per second in tasks.yaml -> per step
+            traffic['spawn_probability'] = 1 - (1 - traffic['spawn_probability']) ** self.dt
+        task = dict(spec, traffic=traffic)
+        config = {'task': task, 'simulation_frequency': frequency, 'policy_frequency': frequency,
+                  'action': {'type': 'ContinuousAction'}, 'duration': 1e9, 'offscreen_rendering': True,
+                  'screen_width': 600, 'screen_height': 600,
+                  'other_vehicles_type': driver_class(spec['drivers_name'], spec['drivers']),
+                  **spec['geometry'], **spec['traffic']}
+        self.sim = SCENARIOS[spec['scenario']](config=config, render_mode=render_mode)
+        self.observation_space = gym.spaces.Dict({
+            'bev': gym.spaces.Box(0, 255, (bev_size, bev_size, 5), np.uint8),
+            'ego': gym.spaces.Box(-np.inf, np.inf, (len(metrics.EGO_FEATURES),), np.float32)})
+        self.action_space = (gym.spaces.Box(-1.0, 1.0, (2,), np.float32) if continuous
+                             else gym.spaces.Discrete(len(self.accelerations) * len(self.steers)))
+        self._seed = seed
+
+    # ---- gymnasium -------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed, self._seed = self._seed, None   # make_env's seed serves the first reset only
+        self.sim.reset(seed=seed)
+        self.lanes = scene_source.lanes_of(self.sim.road.network)
+        self.route = self.sim.route_points() * scene_source.FLIP
+        self.tracker = metrics.RouteTracker(self.route)
+        self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)
+        scene = self.scene()
+        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
+        return self._observe(scene), self._info(scene, {}, metrics.termination(scene, self.progress, 0, self.max_steps))
+
+    def step(self, action):
+        if self.continuous:
+            pedal, steer = np.clip(np.asarray(action, np.float64), -1, 1)
+            return self.step_control(max(pedal, 0.0), steer, max(-pedal, 0.0))
+        return self.step_control(*discrete_to_control(action, self.accelerations, self.steers))
+
+    def step_control(self, throttle: float, steer: float, brake: float):
+        """Step with a CARLA-style control (what the ROS bridge feeds in)."""
+        self.control = (float(np.clip(throttle, 0, 1)), float(np.clip(steer, -1, 1)), float(np.clip(brake, 0, 1)))
+        speed_before = self.sim.vehicle.speed
+        self.sim.advance(*control_to_sim(*self.control))
+        self.sim.step_traffic()
+        self.acceleration = (self.sim.vehicle.speed - speed_before) / self.dt
+        self.steps += 1
+        scene = self.scene()
+        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
+        terms = metrics.reward_terms(scene, self.progress, self.spec['v_des'])
+        outcome = metrics.termination(scene, self.progress, self.steps, self.max_steps)
+        terminated = outcome['collision'] or outcome['success'] or outcome['off_route']
+        return self._observe(scene), float(sum(terms.values())), terminated, outcome['timeout'], \
+            self._info(scene, terms, outcome)
+
+    def scene(self):
+        return scene_source.scene_of(self.sim.road, self.sim.vehicle, self.lanes, self.route, self.acceleration)
+
+    def render(self):
+        """The BEV (scaled up) beside highway-env's own top view."""
+        import cv2
+        view = self.sim.render()
+        bev = to_rgb(rasterize(self.scene(), self.bev_spec))
+        bev = cv2.resize(bev, (view.shape[0], view.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return np.concatenate([bev, np.full((view.shape[0], 8, 3), 255, np.uint8), view], axis=1)
+
+    def close(self):
+        self.sim.close()
+
+    # ---- helpers ---------------------------------------------------------------------------------------
+    def _observe(self, scene):
+        return {'bev': rasterize(scene, self.bev_spec),
+                'ego': metrics.ego_features(scene, self.control, self.progress)}
+
+    def _info(self, scene, terms, outcome):
+        return {**outcome, 'ttc': metrics.ttc(scene), 'route_completion': self.progress.completion,
+                'steps': self.steps, **terms}
+
+
+def resolve(tasks_config: dict, name: str) -> dict:
+    """'BASE-TRAFFIC[-DRIVERS]' -> the full task spec (inherited `base:` fields filled in)."""
+    parts = name.split('-')
+    if len(parts) not in (2, 3):
+        raise KeyError(f'task name {name!r} is not BASE-TRAFFIC[-DRIVERS]')
+    base, traffic, drivers = parts[0], parts[1], parts[2] if len(parts) == 3 else 'normal'
+    tasks = tasks_config['tasks']
+    if base not in tasks:
+        raise KeyError(f'unknown task {base!r}; known: {", ".join(tasks)}')
+    spec, entry = {}, tasks[base]
+    chain = [entry]
+    while 'base' in entry:
+        entry = tasks[entry['base']]
+        chain.append(entry)
+    for entry in reversed(chain):
+        spec.update(copy.deepcopy({k: v for k, v in entry.items() if k != 'base'}))
+    if traffic not in spec['traffic'] or drivers not in tasks_config['drivers']:
+        raise KeyError(f'unknown traffic {traffic!r} or drivers {drivers!r} for {base}')
+    spec['traffic'] = spec['traffic'][traffic]
+    spec['drivers_name'], spec['drivers'] = drivers, tasks_config['drivers'][drivers]
+    return spec

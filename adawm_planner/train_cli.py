@@ -1,0 +1,86 @@
+"""`adawm pretrain` and `adawm evaluate`: train the world model + actor-critic on an embedded task, and
+measure a checkpoint (success, collision, off-route and timeout rates, TTC, route completion, return)."""
+import json
+
+
+def register(subparsers):
+    pre = subparsers.add_parser('pretrain', help='pretrain world model + actor-critic on an embedded task',
+                                description=pretrain_command.__doc__)
+    pre.add_argument('--task', default=None, help='task name (default: default_pretrain_task of config/tasks.yaml)')
+    pre.add_argument('--preset', default='small', help='model preset from config/presets.yaml')
+    pre.add_argument('--steps', type=int, required=True, help='environment steps')
+    pre.add_argument('--out', default=None, help='run directory (default runs/pretrain-TASK-PRESET-sSEED)')
+    pre.add_argument('--checkpoint', default=None, help='checkpoint directory (default OUT/checkpoint)')
+    pre.add_argument('--seed', type=int, default=0)
+    pre.add_argument('--train-ratio', type=float, default=None, help="replayed steps per env step (preset's if unset)")
+    pre.add_argument('--eval-every', type=int, default=5000, help='env steps between evaluations + checkpoints')
+    pre.add_argument('--eval-episodes', type=int, default=10)
+    pre.add_argument('--eval-mode', choices=['actor', 'plan'], default='actor')
+    pre.add_argument('--time-limit', type=float, default=None, help='stop (evaluate, save) after this many minutes')
+    pre.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
+    pre.add_argument('--continuous', action='store_true', help='continuous (acceleration, steer) actions')
+    pre.add_argument('--no-progress', action='store_true', help='no progress bar')
+    pre.set_defaults(func=pretrain_command)
+
+    ev = subparsers.add_parser('evaluate', help='evaluate a checkpoint on a task', description=evaluate_command.__doc__)
+    ev.add_argument('--checkpoint', required=True, help='checkpoint directory (model.json + model.safetensors)')
+    ev.add_argument('--task', default=None, help="task name (default: the checkpoint's task)")
+    ev.add_argument('--episodes', type=int, default=50)
+    ev.add_argument('--mode', choices=['plan', 'actor'], default='plan')
+    ev.add_argument('--threads', type=int, default=None)
+    ev.add_argument('--json', action='store_true', help='print the metrics as JSON')
+    ev.set_defaults(func=evaluate_command)
+
+
+def pretrain_command(args):
+    """Collect experience in the embedded env and train world model + actor-critic from replay;
+    logs scalars to OUT/scalars.csv, evaluates every --eval-every steps and saves a checkpoint each time."""
+    import torch
+
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.core.train import pretrain
+    from adawm_planner.sim import default_task, make_env, task_names
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = args.task or default_task()
+    if task not in task_names():
+        print(f'unknown task {task!r}; known: {", ".join(task_names())}')
+        return 2
+    overrides = {} if args.train_ratio is None else {'train_ratio': args.train_ratio}
+    preset = load_preset(args.preset, **overrides)
+    out = args.out or f'runs/pretrain-{task}-{args.preset}-s{args.seed}'
+    _, metrics = pretrain(task, preset, args.steps, out, args.seed, args.eval_every, args.eval_episodes,
+                          args.eval_mode, args.time_limit, not args.no_progress, args.continuous, make_env,
+                          args.checkpoint)
+    print(f'checkpoint: {args.checkpoint or out + "/checkpoint"}')
+    print(_table(metrics))
+    return 0
+
+
+def evaluate_command(args):
+    """Evaluate a checkpoint for N episodes (seeds 10000..) and print the metrics."""
+    import torch
+
+    from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
+    from adawm_planner.core.train import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        agent, meta = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        print(f'cannot load checkpoint: {exc}')
+        return 1
+    task = args.task or meta['task']
+    metrics = evaluate(agent, task, args.episodes, args.mode, continuous=not agent.discrete)
+    if args.json:
+        print(json.dumps({'task': task, 'mode': args.mode, 'episodes': args.episodes, **metrics}))
+    else:
+        print(f'{args.checkpoint} on {task}, {args.episodes} episodes, mode {args.mode}')
+        print(_table(metrics))
+    return 0
+
+
+def _table(metrics):
+    return '\n'.join(f'  {name:<17}{value:10.3f}' for name, value in metrics.items())
