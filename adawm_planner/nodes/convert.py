@@ -1,8 +1,10 @@
 """carla-ros-bridge messages <-> the core's types: the only place the nodes touch message fields.
 
-InputState keeps the latest of each input as plain numbers, says whether they can be trusted
-(`problem`), and builds the Scene the core rasterises — the same Scene the embedded simulator builds
-from its own state, so the planner sees in ROS exactly what the model saw in training.
+Scene -> messages (the embedded bridge): `*_msg` builders with the bridge's frames and conventions.
+Messages -> Scene (planner, adaptation): InputState keeps the latest of each input as plain numbers, says
+whether they can be trusted (`problem`), and builds the Scene the core rasterises — the same Scene the
+embedded simulator builds from its own state, so the planner sees in ROS exactly what the model saw in
+training (test_sim_node_equivalence holds the two paths together).
 """
 from __future__ import annotations
 
@@ -10,6 +12,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from builtin_interfaces.msg import Time
+from derived_object_msgs.msg import Object, ObjectArray
+from geometry_msgs.msg import PoseStamped, Quaternion
+from nav_msgs.msg import Odometry, Path as PathMsg
+from shape_msgs.msg import SolidPrimitive
 
 from adawm_planner.core import metrics
 from adawm_planner.core.bev import BevSpec, rasterize
@@ -21,6 +29,54 @@ MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
 MAX_SPEED = 100.0          # m/s
 
 
+def time_msg(seconds: float) -> Time:
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)   # integer arithmetic: no 2.999… -> 2.0
+    return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def quaternion_from_yaw(yaw: float) -> Quaternion:
+    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
+
+
+# ---- Scene -> messages ------------------------------------------------------------------------------------
+def odometry_msg(ego: Ego, stamp: float, role: str) -> Odometry:
+    msg = Odometry()
+    msg.header.stamp, msg.header.frame_id, msg.child_frame_id = time_msg(stamp), 'map', role
+    msg.pose.pose.position.x, msg.pose.pose.position.y = float(ego.x), float(ego.y)
+    msg.pose.pose.orientation = quaternion_from_yaw(float(ego.yaw))
+    msg.twist.twist.linear.x = float(ego.speed)   # body frame, as the bridge publishes the ego's twist
+    return msg
+
+
+def objects_msg(agents: Agents, stamp: float) -> ObjectArray:
+    msg = ObjectArray()
+    msg.header.stamp, msg.header.frame_id = time_msg(stamp), 'map'
+    for i in range(len(agents)):
+        obj = Object(id=int(i + 2), detection_level=Object.OBJECT_TRACKED, object_classified=True,
+                     classification=Object.CLASSIFICATION_CAR, classification_certainty=255)
+        obj.header = msg.header
+        obj.pose.position.x, obj.pose.position.y = float(agents.x[i]), float(agents.y[i])
+        obj.pose.orientation = quaternion_from_yaw(float(agents.yaw[i]))
+        obj.twist.linear.x, obj.twist.linear.y = float(agents.vx[i]), float(agents.vy[i])   # map frame
+        obj.shape = SolidPrimitive(type=SolidPrimitive.BOX,
+                                   dimensions=[float(agents.length[i]), float(agents.width[i]), 1.5])
+        msg.objects.append(obj)
+    return msg
+
+
+def route_msg(route: np.ndarray, stamp: float) -> PathMsg:
+    msg = PathMsg()
+    msg.header.frame_id, msg.header.stamp = 'map', time_msg(stamp)
+    for x, y in route:
+        pose = PoseStamped()
+        pose.header = msg.header
+        pose.pose.position.x, pose.pose.position.y = float(x), float(y)
+        pose.pose.orientation.w = 1.0
+        msg.poses.append(pose)
+    return msg
+
+
+# ---- messages -> Scene ------------------------------------------------------------------------------------
 def yaw_from_quaternion(q) -> float:
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 

@@ -18,33 +18,21 @@ import time
 import numpy as np
 import rclpy
 from adawm_msgs.msg import EpisodeOutcome
-from builtin_interfaces.msg import Time
 from carla_msgs.msg import (CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEgoVehicleInfo, CarlaEgoVehicleStatus,
                             CarlaStatus, CarlaWorldInfo)
-from derived_object_msgs.msg import Object, ObjectArray
-from geometry_msgs.msg import PoseStamped, Quaternion
+from derived_object_msgs.msg import ObjectArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from shape_msgs.msg import SolidPrimitive
 from std_msgs.msg import Float32, String
 
 from adawm_planner.core.opendrive import to_opendrive
-from adawm_planner.nodes import qos
+from adawm_planner.nodes import convert, qos
 
 OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
             'off_route': EpisodeOutcome.OUTCOME_OFF_ROUTE, 'timeout': EpisodeOutcome.OUTCOME_TIMEOUT}
-
-
-def quaternion_from_yaw(yaw: float) -> Quaternion:
-    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
-
-
-def time_msg(seconds: float) -> Time:
-    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)   # integer arithmetic: no 2.999… -> 2.0
-    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 class SimBridgeNode(Node):
@@ -109,14 +97,7 @@ class SimBridgeNode(Node):
             self.world_pub.publish(CarlaWorldInfo(map_name=self.task, opendrive=xodr))
             self.vinfo_pub.publish(CarlaEgoVehicleInfo(id=1, type='vehicle.adawm.embedded', rolename=self.role,
                                                        mass=1500.0))
-        route = Path()
-        route.header.frame_id, route.header.stamp = 'map', time_msg(self.sim_time)
-        for x, y in scene.route:
-            pose = PoseStamped()
-            pose.header = route.header
-            pose.pose.position.x, pose.pose.position.y = float(x), float(y)
-            route.poses.append(pose)
-        self.route_pub.publish(route)
+        self.route_pub.publish(convert.route_msg(scene.route, self.sim_time))
         self._publish_state(scene, collided=False)
 
     def _end_episode(self, info) -> None:
@@ -126,7 +107,7 @@ class SimBridgeNode(Node):
                              episode_return=float(self.episode_return),
                              route_completion=float(info.get('route_completion', 0.0)),
                              min_ttc=float(min(self.min_ttc, 1e3)))
-        msg.header.stamp = time_msg(self.sim_time)
+        msg.header.stamp = convert.time_msg(self.sim_time)
         self.episode_pub.publish(msg)
         name = {v: k for k, v in OUTCOMES.items()}.get(outcome, 'timeout')
         self.get_logger().info(f'episode {self.episode} (seed {self.episode_seed}): {name}, '
@@ -168,37 +149,19 @@ class SimBridgeNode(Node):
             self._end_episode(info)
 
     def _publish_state(self, scene, collided: bool) -> None:
-        stamp = time_msg(self.sim_time)
+        stamp = convert.time_msg(self.sim_time)
         self.clock_pub.publish(Clock(clock=stamp))
         self.status_pub.publish(CarlaStatus(frame=self.frame, fixed_delta_seconds=float(self.dt),
                                             synchronous_mode=True, synchronous_mode_running=True))
         ego = scene.ego
-        odom = Odometry()
-        odom.header.stamp, odom.header.frame_id, odom.child_frame_id = stamp, 'map', self.role
-        odom.pose.pose.position.x, odom.pose.pose.position.y = float(ego.x), float(ego.y)
-        odom.pose.pose.orientation = quaternion_from_yaw(float(ego.yaw))
-        odom.twist.twist.linear.x = float(ego.speed)   # body frame, as the bridge publishes the ego's twist
-        self.odom_pub.publish(odom)
+        self.objects_pub.publish(convert.objects_msg(scene.agents, self.sim_time))
         self.speed_pub.publish(Float32(data=float(ego.speed)))
-        status = CarlaEgoVehicleStatus(velocity=float(ego.speed), orientation=quaternion_from_yaw(float(ego.yaw)),
+        status = CarlaEgoVehicleStatus(velocity=float(ego.speed), orientation=convert.quaternion_from_yaw(ego.yaw),
                                        control=self.control)
         status.header.stamp, status.header.frame_id = stamp, 'map'
-        status.acceleration.linear.x = float(getattr(ego, 'acceleration', 0.0))
+        status.acceleration.linear.x = float(ego.acceleration)
         self.vstatus_pub.publish(status)
-        objects = ObjectArray()
-        objects.header.stamp, objects.header.frame_id = stamp, 'map'
-        agents = scene.agents
-        for i in range(len(agents.x)):
-            obj = Object(id=int(i + 2), detection_level=Object.OBJECT_TRACKED, object_classified=True,
-                         classification=Object.CLASSIFICATION_CAR, classification_certainty=255)
-            obj.header = objects.header
-            obj.pose.position.x, obj.pose.position.y = float(agents.x[i]), float(agents.y[i])
-            obj.pose.orientation = quaternion_from_yaw(float(agents.yaw[i]))
-            obj.twist.linear.x, obj.twist.linear.y = float(agents.vx[i]), float(agents.vy[i])   # map frame
-            obj.shape = SolidPrimitive(type=SolidPrimitive.BOX,
-                                       dimensions=[float(agents.length[i]), float(agents.width[i]), 1.5])
-            objects.objects.append(obj)
-        self.objects_pub.publish(objects)
+        self.odom_pub.publish(convert.odometry_msg(ego, self.sim_time, self.role))   # last: completes the frame
         if collided:
             event = CarlaCollisionEvent(other_actor_id=0)
             event.header.stamp, event.header.frame_id = stamp, self.role
