@@ -1,0 +1,100 @@
+"""The stack over DDS at the bridge's 20 Hz with adaptation running beside the planner: planner tick
+latency (frame in -> command out, p50/p99), frames missed, frames answered, and adapter swap time.
+
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 \
+        .venv/bin/python bench/bench_stack.py [--checkpoint DIR] [--preset small] [--seconds 90]
+
+Without --checkpoint it builds an untrained checkpoint of the preset in a temp dir: latency depends on the
+network's size, not on what it has learned. Loopback only; bounded by --seconds.
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def untrained_checkpoint(preset_name: str, out: Path) -> Path:
+    import torch
+    from adawm_planner.core.agent import Agent
+    from adawm_planner.core.checkpoint import save_checkpoint
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.core.replay import Replay
+    from adawm_planner.sim import default_task, make_env
+
+    torch.manual_seed(0)
+    env = make_env(default_task(), seed=0)
+    agent = Agent.for_env(load_preset(preset_name), env)
+    replay = Replay(600, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim)
+    obs, _ = env.reset(seed=0)
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    for step in range(500):
+        obs, reward, terminated, truncated, _ = env.step(step % 15)
+        replay.add(obs, agent.encode_action(step % 15).numpy(), reward, False, terminated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    return save_checkpoint(out / preset_name, agent, default_task(), 0, {}, replay)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--checkpoint', default=None)
+    parser.add_argument('--preset', default='small')
+    parser.add_argument('--seconds', type=float, default=90.0)
+    parser.add_argument('--adapt', default='true')
+    args = parser.parse_args()
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from adawm_planner.launch_runner import find_package_share
+    from adawm_planner.nodes.monitor import StackMonitor
+    from adawm_planner.sim import default_pair, shift_pairs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else untrained_checkpoint(args.preset, tmp)
+        task = shift_pairs()[default_pair()]['finetune']
+        launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
+        log_path = tmp / 'stack.log'
+        stack = subprocess.Popen(
+            [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), f'task:={task}',
+             f'checkpoint:={checkpoint}', f'adapt:={args.adapt}'],
+            env=dict(os.environ, ADAWM_STATE_DIR=str(tmp / 'state')), stdout=open(log_path, 'w'),
+            stderr=subprocess.STDOUT, start_new_session=True)
+        rclpy.init()
+        monitor = StackMonitor()
+        executor = SingleThreadedExecutor()
+        executor.add_node(monitor)
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < args.seconds and stack.poll() is None:
+                executor.spin_once(timeout_sec=0.1)
+            summary = monitor.summary()
+        finally:
+            os.killpg(stack.pid, signal.SIGTERM)
+            stack.wait(timeout=60)
+            rclpy.try_shutdown()
+        log = log_path.read_text()
+    swaps = [float(x) for x in re.findall(r'applied \(([\d.]+) ms swap\)', log)]
+    planner = summary['planner']
+    print(f'stack at 20 Hz for {args.seconds:.0f} s (wall), checkpoint preset {args.preset}, adapt={args.adapt}, task {task}')
+    print(f'  frames seen {summary["frames"]}, answered {100 * summary["command_coverage"]:.1f}%')
+    print(f'  planner tick latency p50 {planner.get("tick_latency_p50_ms")} ms, p99 {planner.get("tick_latency_p99_ms")} ms '
+          f'(frame in -> command out, last {min(int(planner.get("frames", 0)), 2000)} frames)')
+    print(f'  missed frames {planner.get("missed_frames")} of {planner.get("frames")}; decisions {planner.get("decisions")}')
+    print(f'  mismatch reports {summary["mismatch_reports"]} {summary["decisions"]}; adapters {summary["adapters"]}')
+    if swaps:
+        print(f'  adapter swap (between ticks): median {np.median(swaps):.2f} ms, max {max(swaps):.2f} ms over {len(swaps)}')
+
+
+if __name__ == '__main__':
+    main()
