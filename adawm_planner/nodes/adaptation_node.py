@@ -28,7 +28,6 @@ from nav_msgs.msg import Odometry, Path as PathMsg
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -36,7 +35,7 @@ from adawm_planner.core import lora, metrics
 from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
 from adawm_planner.core.replay import Replay
-from adawm_planner.nodes import convert, qos
+from adawm_planner.nodes import convert, qos, spin
 
 DECISION_CODES = {'model': MismatchReport.DECISION_UPDATE_MODEL, 'policy': MismatchReport.DECISION_UPDATE_POLICY,
                   'both': MismatchReport.DECISION_UPDATE_MODEL, 'none': MismatchReport.DECISION_NONE}
@@ -263,20 +262,7 @@ def _param(name: str, value: ParameterValue) -> ParameterMsg:
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = AdaptationNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin(AdaptationNode, threads=2, args=args)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,6 @@ from geometry_msgs.msg import Point
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -38,7 +37,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
-from adawm_planner.nodes import convert, qos
+from adawm_planner.nodes import convert, qos, spin
 
 SAFE_STOP = dict(throttle=0.0, steer=0.0, brake=1.0)
 
@@ -292,19 +291,7 @@ class PlannerNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin(PlannerNode, threads=2, args=args)
 
 
 if __name__ == '__main__':

@@ -16,20 +16,18 @@ import math
 import time
 
 import numpy as np
-import rclpy
 from adawm_msgs.msg import EpisodeOutcome
 from carla_msgs.msg import (CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEgoVehicleInfo, CarlaEgoVehicleStatus,
                             CarlaStatus, CarlaWorldInfo)
 from derived_object_msgs.msg import ObjectArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32, String
 
 from adawm_planner.core.opendrive import to_opendrive
-from adawm_planner.nodes import convert, qos
+from adawm_planner.nodes import convert, qos, spin
 
 OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
             'off_route': EpisodeOutcome.OUTCOME_OFF_ROUTE, 'timeout': EpisodeOutcome.OUTCOME_TIMEOUT}
@@ -169,19 +167,7 @@ class SimBridgeNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimBridgeNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin(SimBridgeNode, threads=1, args=args)
 
 
 if __name__ == '__main__':
