@@ -31,7 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     adaptation_cli.register(commands)
     train_cli.register(commands)
+
+    demo = commands.add_parser('demo', help='run the embedded stack with adaptation on a shift pair and report')
+    demo.add_argument('--duration', type=float, default=240.0, metavar='S', help='seconds to run (default 240)')
+    demo.add_argument('--pair', default=None, help='shift pair from config/tasks.yaml (default: default_pair)')
+    demo.add_argument('--strategy', default='adawm', choices=adaptation_cli.STRATEGY_CHOICES)
+    demo.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
+    demo.add_argument('--out', default=None, help='report folder (default runs/demo/DATE-TIME)')
+    demo.add_argument('--record', action='store_true', help='also record the run as a rosbag2 folder')
+    demo.set_defaults(func=_demo)
     return parser
+
+
+def _demo(args) -> int:
+    import time
+    from pathlib import Path
+
+    from adawm_planner import demo
+    from adawm_planner.launch_runner import find_package_share
+    launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
+    out = Path(args.out or f'runs/demo/{time.strftime("%Y%m%d-%H%M%S")}')
+    return demo.run(args.duration, args.pair, out, args.strategy, launch_file, args.record, args.checkpoint)
 
 
 def _bag():

@@ -19,7 +19,7 @@ import numpy as np
 
 
 def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launch_file: Path,
-        record: bool = False) -> int:
+        record: bool = False, checkpoint: str = '') -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -36,7 +36,7 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     env = dict(os.environ, ADAWM_STATE_DIR=str(out_dir / 'adaptation_state'))
     command = [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), 'sim:=embedded',
-               f'task:={task}', 'adapt:=true', f'strategy:={strategy}']
+               f'task:={task}', 'adapt:=true', f'strategy:={strategy}', f'checkpoint:={checkpoint}']
     print(f'adawm demo: shift pair {pair} ({pairs[pair]["pretrain"]} -> {task}), strategy {strategy}, '
           f'{duration_s:.0f} s; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only')
     stack = subprocess.Popen(command, env=env, start_new_session=True,
