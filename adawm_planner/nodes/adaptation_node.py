@@ -35,6 +35,7 @@ from adawm_planner.core import lora, metrics
 from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
 from adawm_planner.core.replay import Replay
+from adawm_planner.core.rollback import AdapterJudge
 from adawm_planner.nodes import convert, qos, spin
 
 DECISION_CODES = {'model': MismatchReport.DECISION_UPDATE_MODEL, 'policy': MismatchReport.DECISION_UPDATE_POLICY,
@@ -60,6 +61,8 @@ class AdaptationNode(Node):
         default_state = os.environ.get('ADAWM_STATE_DIR', str(Path.home() / '.adawm' / 'adaptation'))
         self.state_dir = Path(p('state_dir', default_state, ro('adapter history and version counter')).value)
         self.capacity = p('replay_capacity', 20000, ro('new-task transitions kept')).value
+        rollback_episodes = p('rollback_episodes', 3, ro('episodes an adapter is judged on; 0 = no judging')).value
+        rollback_margin = p('rollback_margin', 0.2, ro('relative fall in return that rolls an adapter back')).value
         self.v_des = p('v_des', 4.0, ro('m/s the reward\'s speed term aims for (CarDreamer: 4)')).value
 
         torch.set_num_threads(1)
@@ -83,6 +86,11 @@ class AdaptationNode(Node):
         self.last_step_time = None
         self.last_control = CarlaEgoVehicleControl(brake=1.0)
         self.episode_started = True
+        # 0 episodes: no judging (e.g. a real drive without the embedded bridge's episode outcomes)
+        self.judge = AdapterJudge(rollback_episodes, rollback_margin) if rollback_episodes > 0 else None
+        self.on_trial: dict[str, lora.Adapter] = {}     # pushed and applied, not yet judged
+        self.last_good: dict[str, lora.Adapter] = {}    # judged good
+        self.verdicts: queue.Queue = queue.Queue()
         self.new_transitions = 0
         self.work: queue.Queue = queue.Queue(maxsize=1)
         self.touched: set[str] = set()
@@ -126,6 +134,9 @@ class AdaptationNode(Node):
             with self.replay_lock:
                 self.replay.is_terminal[(self.replay.next - 1) % self.replay.capacity] = True
         self.episode_started = True
+        verdict = self.judge and self.judge.episode(msg.episode_return, msg.outcome == EpisodeOutcome.OUTCOME_SUCCESS)
+        if verdict:
+            self.verdicts.put(verdict)   # acted on by the worker, which owns the finetuner's modules
 
     def _on_input(self, store, msg) -> None:
         store(msg)
@@ -162,6 +173,7 @@ class AdaptationNode(Node):
         from adawm_planner.core.finetune import newest_window
         p = self.agent.preset
         while self.running:
+            self._handle_verdicts()
             try:
                 self.work.get(timeout=0.5)
             except queue.Empty:
@@ -181,13 +193,24 @@ class AdaptationNode(Node):
                 self.touched.add('policy')
             try:
                 self._report(out, decision)
-                if self.tuner.steps % self.push_every == 0:
+                # one round of adapters on trial at a time: the next waits for the verdict on these
+                if self.tuner.steps % self.push_every == 0 and not self.on_trial:
                     for target in sorted(self.touched):
                         self._push(target)
                     self.touched.clear()
             except Exception as exc:   # e.g. the context is shutting down under us
                 if self.running and rclpy.ok():
                     self.get_logger().error(f'publishing / pushing failed: {exc!r}')
+
+    def _handle_verdicts(self) -> None:
+        while not self.verdicts.empty():
+            verdict = self.verdicts.get()
+            if verdict.keep:
+                self.get_logger().info(f'adapter v{verdict.version} kept: {verdict.reason}')
+                self.last_good.update(self.on_trial)
+                self.on_trial.clear()
+            else:
+                self._roll_back(verdict)
 
     def _report(self, out: dict, decision: str) -> None:
         msg = MismatchReport(model_mismatch=float(out['eps_model']), policy_mismatch=float(out['eps_policy']),
@@ -198,35 +221,57 @@ class AdaptationNode(Node):
         self.report_pub.publish(msg)
 
     def _push(self, target: str) -> None:
+        """Export the side's adapter under a new version and set it on the planner; it goes on trial."""
         if self.config.strategy == 'full':
             return   # full finetuning has no adapter to push: its weights are the whole model
         self.version += 1
         self._save_version()
         adapter = self.tuner.export_adapter(target, self.version)
-        path = lora.save(adapter, self.state_dir / f'{target}_v{self.version}')
+        lora.save(adapter, self.state_dir / f'{target}_v{self.version}')
+        reason = self._send(target, adapter)
+        self._status(target, adapter, AdapterStatus.STATE_REJECTED if reason else AdapterStatus.STATE_APPLIED, reason)
+        if not reason and self.judge is not None:
+            self.on_trial[target] = adapter
+            self.judge.applied(self.version)
+
+    def _send(self, target: str, adapter: lora.Adapter) -> str:
+        """One set_parameters_atomically call; returns '' when the planner applied it, else why not."""
         prefix = f'adapter.{target}.'
         params = [_param(prefix + 'data', ParameterValue(type=ParameterType.PARAMETER_BYTE_ARRAY,
                                                          byte_array_value=[bytes([b]) for b in adapter.blob])),
                   _param(prefix + 'sha256', ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                            string_value=adapter.sha256)),
                   _param(prefix + 'version', ParameterValue(type=ParameterType.PARAMETER_INTEGER,
-                                                            integer_value=self.version))]
+                                                            integer_value=adapter.meta.version))]
         if not self.set_params.wait_for_service(timeout_sec=5.0):
-            self._status(target, adapter, AdapterStatus.STATE_REJECTED, 'planner parameter service not available')
-            return
+            return 'planner parameter service not available'
         started = time.monotonic()
         future = self.set_params.call_async(SetParametersAtomically.Request(parameters=params))
         while not future.done() and time.monotonic() - started < 10.0 and self.running:
             time.sleep(0.01)
         if not future.done():
-            self._status(target, adapter, AdapterStatus.STATE_REJECTED, 'planner did not answer within 10 s')
-            return
+            return 'planner did not answer within 10 s'
         result = future.result().result
-        if not result.successful:
-            self._status(target, adapter, AdapterStatus.STATE_REJECTED, result.reason)
-        else:
-            (self.state_dir / f'last_good_{target}.txt').write_text(path.name + '\n')
-            self._status(target, adapter, AdapterStatus.STATE_APPLIED, '')
+        return '' if result.successful else result.reason
+
+    def _roll_back(self, verdict) -> None:
+        """The adapters on trial drove worse: back to the last good ones (or the plain base), in the planner
+        and in the finetuner, so learning resumes from the good point."""
+        for target, bad in sorted(self.on_trial.items()):
+            module = self.agent.world_model if target == 'model' else self.agent.actor_critic
+            good = self.last_good.get(target)
+            if good is not None:
+                lora.load_into(module, good)
+                restore = good   # its own version again: the planner already validated these bytes once
+            else:
+                lora.reset(module, target)
+                self.version += 1
+                self._save_version()
+                restore = self.tuner.export_adapter(target, self.version)   # LoRA B = 0: the plain base
+            reason = self._send(target, restore)
+            self._status(target, bad, AdapterStatus.STATE_ROLLED_BACK,
+                         f'{verdict.reason}; back to v{restore.meta.version}' + (f' (failed: {reason})' if reason else ''))
+        self.on_trial.clear()
 
     def _status(self, target, adapter, state, reason) -> None:
         msg = AdapterStatus(version=adapter.meta.version, target=AdapterStatus.TARGET_MODEL if target == 'model'
@@ -236,7 +281,8 @@ class AdaptationNode(Node):
         msg.trainable_fraction = float(self.tuner.trainable_report()[target]['fraction'])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(msg)
-        verdict = 'applied by the planner' if state == AdapterStatus.STATE_APPLIED else f'rejected: {reason}'
+        verdict = {AdapterStatus.STATE_APPLIED: 'applied by the planner', AdapterStatus.STATE_REJECTED: f'rejected: {reason}',
+                   AdapterStatus.STATE_ROLLED_BACK: f'rolled back: {reason}'}[state]
         self.get_logger().info(f'{target} adapter v{adapter.meta.version} ({len(adapter.blob)} bytes) {verdict}')
 
     # ---- version counter: persisted, never reused ----------------------------------------------------

@@ -62,7 +62,9 @@ class StackMonitor(Node):
     def summary(self) -> dict:
         outcomes = collections.Counter(OUTCOME_NAMES[e.outcome] for e in self.episodes)
         decisions = collections.Counter(DECISION_NAMES[r.decision] for r in self.reports)
-        adapters = collections.Counter(STATE_NAMES[s.state] for s in self.statuses)
+        # planner and adaptation node both announce an applied adapter: count each (target, version, state) once
+        unique = {(s.target, s.version, s.state): s for s in self.statuses}.values()
+        adapters = collections.Counter(STATE_NAMES[s.state] for s in unique)
         rejected = [s.reason for s in self.statuses if s.state == AdapterStatus.STATE_REJECTED]
         return {'frames': len(self.frame_stamps), 'commands': len(self.command_stamps),
                 'command_coverage': self.command_coverage(), 'episodes': len(self.episodes),
