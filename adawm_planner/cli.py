@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from adawm_planner import __version__, adaptation_cli, train_cli
+from adawm_planner import __version__, adaptation_cli, sim_cli, train_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     adaptation_cli.register(commands)
     train_cli.register(commands)
+    sim_cli.register(commands)
+
+    analyze = commands.add_parser('analyze', help='run the world model offline over a recorded drive (no DDS)')
+    analyze.add_argument('bag', help='rosbag2 folder or .mcap file')
+    analyze.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
+    analyze.add_argument('--adapter', nargs='*', default=[], help='adapter .safetensors file(s) to apply')
+    analyze.add_argument('--out', default=None, help='output folder (default runs/analyze/BAGNAME)')
+    analyze.add_argument('--threshold-c', type=float, default=5.0)
+    analyze.set_defaults(func=_analyze)
 
     demo = commands.add_parser('demo', help='run the embedded stack with adaptation on a shift pair and report')
     demo.add_argument('--duration', type=float, default=240.0, metavar='S', help='seconds to run (default 240)')
@@ -41,6 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--record', action='store_true', help='also record the run as a rosbag2 folder')
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _analyze(args) -> int:
+    from pathlib import Path
+
+    from adawm_planner.analyze import analyze
+    from adawm_planner.core.checkpoint import CheckpointError
+    from adawm_planner.core.lora import AdapterError
+    from adawm_planner.nodes.convert import default_checkpoint
+    out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
+    try:
+        summary = analyze(args.bag, args.checkpoint or default_checkpoint(), out, args.adapter,
+                          threshold_c=args.threshold_c)
+    except (CheckpointError, AdapterError, OSError) as exc:
+        print(f'adawm analyze: {exc}')
+        return 2
+    print(f'{summary["steps"]} steps, {summary["bag_seconds"]} s of recording in {summary["wall_seconds"]} s '
+          f'({summary["real_time_factor"]}× real time); decisions {summary.get("decisions", {})}')
+    for note in summary['notes']:
+        print(f'  note: {note}')
+    print(f'written: {out}/summary.md, steps.csv, timeline.png, montage.png')
+    return 0 if summary['steps'] else 1
 
 
 def _demo(args) -> int:

@@ -163,10 +163,11 @@ class InputState:
         if math.isfinite(msg.acceleration.linear.x):
             self.acceleration = float(msg.acceleration.linear.x)
 
-    def frame(self, wall_now: float) -> float | None:
-        """The sim time of a newly completed frame (odometry and objects of the same stamp), else None."""
+    def frame(self, wall_now: float, tolerance: float = 1e-6) -> float | None:
+        """The sim time of a newly completed frame (odometry and objects of the same stamp, within
+        `tolerance` s), else None."""
         stamp = self.ego_stamp
-        if stamp is None or self.objects_stamp is None or abs(stamp - self.objects_stamp) > 1e-6:
+        if stamp is None or self.objects_stamp is None or abs(stamp - self.objects_stamp) > tolerance:
             return None
         if self.done_stamp is not None and stamp <= self.done_stamp:
             return None

@@ -1,0 +1,107 @@
+"""`adawm analyze`: offline over a rosbag2 recording, no DDS; and what it does with damaged bags."""
+import csv
+from pathlib import Path
+
+import pytest
+from rclpy.serialization import serialize_message
+from rosbags.rosbag2 import StoragePlugin, Writer
+from std_msgs.msg import String
+
+from adawm_planner.analyze import analyze
+from adawm_planner.core.opendrive import to_opendrive
+from adawm_planner.nodes import convert
+from adawm_planner.nodes.bag import typestore_with
+from adawm_planner.sim import default_task, make_env
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    import torch
+    from adawm_planner.core.agent import Agent
+    from adawm_planner.core.checkpoint import save_checkpoint
+    from adawm_planner.core.presets import load_preset
+
+    torch.manual_seed(0)
+    agent = Agent.for_env(load_preset('tiny'), make_env(default_task(), seed=0))
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {})
+
+
+def write_bag(path: Path, frames=60, with_map=True, extra=True):
+    """A drive of the embedded task as the bridge would publish it, written the way `adawm record` does."""
+    from carla_msgs.msg import CarlaEgoVehicleControl
+    env = make_env(default_task(), seed=2, dt=0.05)
+    env.reset(seed=2)
+    sim = env.unwrapped
+    scene = sim.scene()
+    types = {'/carla/map': 'std_msgs/msg/String', '/carla/ego_vehicle/waypoints': 'nav_msgs/msg/Path',
+             '/carla/ego_vehicle/odometry': 'nav_msgs/msg/Odometry',
+             '/carla/ego_vehicle/objects': 'derived_object_msgs/msg/ObjectArray',
+             '/carla/ego_vehicle/vehicle_control_cmd': 'carla_msgs/msg/CarlaEgoVehicleControl',
+             '/carla/ego_vehicle/lidar': 'sensor_msgs/msg/PointCloud2'}
+    if not with_map:
+        del types['/carla/map']
+    if not extra:
+        del types['/carla/ego_vehicle/lidar']
+    store = typestore_with(set(types.values()))
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {t: writer.add_connection(t, m, typestore=store) for t, m in types.items()}
+        ns = 1
+        if with_map:
+            writer.write(conns['/carla/map'], ns, serialize_message(String(data=to_opendrive(scene.lanes))))
+        writer.write(conns['/carla/ego_vehicle/waypoints'], ns, serialize_message(convert.route_msg(scene.route, 0.0)))
+        for i in range(frames):
+            sim.step_control(0.4, 0.0, 0.0)
+            scene, stamp = sim.scene(), 0.05 * (i + 1)
+            ns = int(stamp * 1e9)
+            writer.write(conns['/carla/ego_vehicle/objects'], ns, serialize_message(convert.objects_msg(scene.agents, stamp)))
+            writer.write(conns['/carla/ego_vehicle/odometry'], ns,
+                         serialize_message(convert.odometry_msg(scene.ego, stamp, 'ego_vehicle')))
+            control = CarlaEgoVehicleControl(throttle=0.4)
+            control.header.stamp = convert.time_msg(stamp)
+            writer.write(conns['/carla/ego_vehicle/vehicle_control_cmd'], ns + 1000, serialize_message(control))
+            if extra:
+                writer.write(conns['/carla/ego_vehicle/lidar'], ns + 2000, b'\x00\x01\x00\x00garbage-not-cdr')
+    return path
+
+
+def test_analyze_a_recorded_drive(checkpoint, tmp_path):
+    bag = write_bag(tmp_path / 'drive')
+    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    assert summary['steps'] == 30   # 60 frames at 20 Hz -> a model step every 0.1 s
+    with open(tmp_path / 'out/steps.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30
+    assert all(0.0 <= float(r['eps_model']) <= 1.0 and float(r['eps_policy']) == 0.0 for r in rows)
+    assert {r['decision'] for r in rows} <= {'model', 'policy'}
+    times = [float(r['time']) for r in rows]
+    assert times == sorted(times) and times[1] - times[0] == pytest.approx(0.1)
+    for name in ('timeline.png', 'montage.png', 'summary.md'):
+        assert (tmp_path / 'out' / name).stat().st_size > 0
+    text = (tmp_path / 'out/summary.md').read_text()
+    assert 'skipped /carla/ego_vehicle/lidar: not used by the analysis' in text
+
+
+def test_missing_map_is_stated_not_raised(checkpoint, tmp_path):
+    bag = write_bag(tmp_path / 'nomap', frames=10, with_map=False)
+    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    assert summary['steps'] == 0
+    assert any('/carla/map is not in the bag' in n for n in summary['notes'])
+    assert 'Nothing could be analysed' in (tmp_path / 'out/summary.md').read_text()
+
+
+def test_truncated_bag_analyses_what_came_before(checkpoint, tmp_path):
+    bag = write_bag(tmp_path / 'cut', frames=80, extra=False)
+    mcap = next(bag.glob('*.mcap'))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[:len(data) // 2])
+    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    assert summary['steps'] < 40
+    assert summary['notes'], 'a damaged bag must be reported'
+
+
+def test_not_a_bag(checkpoint, tmp_path):
+    (tmp_path / 'empty').mkdir()
+    summary = analyze(tmp_path / 'empty', checkpoint, tmp_path / 'out')
+    assert summary['steps'] == 0 and 'could not be opened' in summary['notes'][0]
