@@ -121,84 +121,128 @@ def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(
     handlers = {'/carla/map': inputs.on_map, f'{ns}/waypoints': inputs.on_route, f'{ns}/odometry': inputs.on_odometry,
                 f'{ns}/objects': inputs.on_objects, f'{ns}/collision': inputs.on_collision,
                 f'{ns}/vehicle_status': inputs.on_vehicle_status, f'{ns}/vehicle_control_cmd': on_control}
+    source = _open_bag(bag, notes)
+    if source is None:
+        return _finish(out, rows, frames_for_montage, events, notes, seen_topics, 0.0, started, current)
+    topics, bag_seconds, messages = source
+    for topic in NEEDED:
+        if topic.replace('ego_vehicle', role) not in topics:
+            notes.append(f'{topic} is not in the bag: no Scene can be built without it')
+    classes, skipped = {}, {}
+    for topic, msgtype in topics.items():
+        if topic in handlers or topic in ('/adawm/episode', '/adawm/adapter_status'):
+            try:
+                classes[topic] = message_class(msgtype)
+            except (ImportError, AttributeError, ValueError):
+                skipped[topic] = f'type {msgtype} is not installed'
+        else:
+            skipped[topic] = 'not used by the analysis'
+    for topic, why in sorted(skipped.items()):
+        notes.append(f'skipped {topic}: {why}')
+    try:
+        # Streams that only matter at a model step stay serialized until one comes: at 20 Hz frames and
+        # 10 Hz steps, half the decoding (the costly part of reading) is never done.
+        lazy = {f'{ns}/objects', f'{ns}/vehicle_status', f'{ns}/vehicle_control_cmd'}
+        pending: dict[str, bytes] = {}
+
+        def decode(topic, data):
+            try:
+                return deserialize_message(data, classes[topic])
+            except Exception as exc:   # one corrupt message does not end the analysis
+                seen_topics[f'{topic} (undecodable)'] += 1
+                if seen_topics[f'{topic} (undecodable)'] == 1:
+                    notes.append(f'{topic}: a message could not be decoded ({exc}); such messages skipped')
+                return None
+
+        for topic, data in messages:
+            if topic not in classes:
+                continue
+            seen_topics[topic] += 1
+            if topic in lazy:
+                pending[topic] = data
+                continue
+            msg = decode(topic, data)
+            if msg is None:
+                continue
+            if topic == '/adawm/episode':
+                events['episode end'].append(stamp_seconds(msg.header.stamp))
+                state['pending_event'] = 'episode end'
+                continue
+            if topic == '/adawm/adapter_status':
+                events['adapter change'].append(stamp_seconds(msg.header.stamp))
+                continue
+            handlers[topic](msg)
+            if topic == f'{ns}/collision':
+                events['collision'].append(stamp_seconds(msg.header.stamp))
+                state['pending_event'] = 'collision'
+            if topic != f'{ns}/odometry' or inputs.ego_stamp is None:
+                continue
+            stamp = inputs.ego_stamp
+            if state['last'] is not None and stamp < state['last']:
+                state['last'] = None   # time ran backwards: the simulator was reset
+            if state['last'] is not None and stamp - state['last'] < model_period - 1e-6:
+                continue
+            for topic in sorted(pending):   # the bridge sends objects and status before odometry
+                decoded = decode(topic, pending.pop(topic))
+                if decoded is not None:
+                    handlers[topic](decoded)
+            # a recorder may have caught a frame's objects after its odometry: take the latest objects
+            # if they are at most one bridge tick older
+            frame = inputs.frame(wall_now=0.0, tolerance=0.06)
+            if frame is None or inputs.problem(wall_now=0.0, timeout=float('inf')) is not None:
+                continue
+            state['last'] = frame
+            step(frame)
+    except Exception as exc:   # a truncated or damaged file: keep what was read
+        notes.append(f'the bag ends early or is damaged ({type(exc).__name__}: {exc}); analysed what came before')
+    return _finish(out, rows, frames_for_montage, events, notes, seen_topics, bag_seconds, started, current)
+
+
+def _open_bag(bag, notes):
+    """(topic -> type, seconds, iterator of (topic, serialized bytes)) through rosbags; for an MCAP whose end
+    is missing (a recording cut short) by streaming its records from the start; None if neither works."""
     try:
         reader = Reader(bag)
         reader.open()
     except Exception as exc:   # rosbags raises several unrelated types for unreadable bags
-        notes.append(f'the bag could not be opened: {exc}')
-        return _finish(out, rows, frames_for_montage, events, notes, seen_topics, 0.0, started, current)
-    with contextlib.closing(reader):
-        topics = {c.topic: c.msgtype for c in reader.connections}
-        for topic in NEEDED:
-            if topic.replace('ego_vehicle', role) not in topics:
-                notes.append(f'{topic} is not in the bag: no Scene can be built without it')
-        classes, skipped = {}, {}
-        for topic, msgtype in topics.items():
-            if topic in handlers or topic in ('/adawm/episode', '/adawm/adapter_status'):
-                try:
-                    classes[topic] = message_class(msgtype)
-                except (ImportError, AttributeError, ValueError):
-                    skipped[topic] = f'type {msgtype} is not installed'
-            else:
-                skipped[topic] = 'not used by the analysis'
-        for topic, why in sorted(skipped.items()):
-            notes.append(f'skipped {topic}: {why}')
-        bag_seconds = reader.duration / 1e9 if reader.message_count else 0.0
-        try:
-            # Streams that only matter at a model step stay serialized until one comes: at 20 Hz frames and
-            # 10 Hz steps, half the decoding (the costly part of reading) is never done.
-            lazy = {f'{ns}/objects', f'{ns}/vehicle_status', f'{ns}/vehicle_control_cmd'}
-            pending: dict[str, bytes] = {}
+        path = Path(bag)
+        mcaps = sorted(path.glob('*.mcap')) if path.is_dir() else [path] if path.suffix == '.mcap' else []
+        if not mcaps:
+            notes.append(f'the bag could not be opened: {exc}')
+            return None
+        notes.append(f'the bag could not be opened as a whole ({exc}); read {mcaps[0].name} record by record')
+        return _stream_mcap(mcaps[0], notes)
 
-            def decode(topic, data):
-                try:
-                    return deserialize_message(data, classes[topic])
-                except Exception as exc:   # one corrupt message does not end the analysis
-                    seen_topics[f'{topic} (undecodable)'] += 1
-                    if seen_topics[f'{topic} (undecodable)'] == 1:
-                        notes.append(f'{topic}: a message could not be decoded ({exc}); such messages skipped')
-                    return None
+    def messages():
+        with contextlib.closing(reader):
+            for conn, _, data in reader.messages():
+                yield conn.topic, bytes(data)
+    seconds = reader.duration / 1e9 if reader.message_count else 0.0
+    return {c.topic: c.msgtype for c in reader.connections}, seconds, messages()
 
-            for conn, _, data in reader.messages(connections=[c for c in reader.connections if c.topic in classes]):
-                seen_topics[conn.topic] += 1
-                if conn.topic in lazy:
-                    pending[conn.topic] = bytes(data)
-                    continue
-                msg = decode(conn.topic, bytes(data))
-                if msg is None:
-                    continue
-                if conn.topic == '/adawm/episode':
-                    events['episode end'].append(stamp_seconds(msg.header.stamp))
-                    state['pending_event'] = 'episode end'
-                    continue
-                if conn.topic == '/adawm/adapter_status':
-                    events['adapter change'].append(stamp_seconds(msg.header.stamp))
-                    continue
-                handlers[conn.topic](msg)
-                if conn.topic == f'{ns}/collision':
-                    events['collision'].append(stamp_seconds(msg.header.stamp))
-                    state['pending_event'] = 'collision'
-                if conn.topic != f'{ns}/odometry' or inputs.ego_stamp is None:
-                    continue
-                stamp = inputs.ego_stamp
-                if state['last'] is not None and stamp < state['last']:
-                    state['last'] = None   # time ran backwards: the simulator was reset
-                if state['last'] is not None and stamp - state['last'] < model_period - 1e-6:
-                    continue
-                for topic in sorted(pending):   # the bridge sends objects and status before odometry
-                    decoded = decode(topic, pending.pop(topic))
-                    if decoded is not None:
-                        handlers[topic](decoded)
-                # a recorder may have caught a frame's objects after its odometry: take the latest objects
-                # if they are at most one bridge tick older
-                frame = inputs.frame(wall_now=0.0, tolerance=0.06)
-                if frame is None or inputs.problem(wall_now=0.0, timeout=float('inf')) is not None:
-                    continue
-                state['last'] = frame
-                step(frame)
-        except Exception as exc:   # a truncated or damaged file: keep what was read
-            notes.append(f'the bag ends early or is damaged ({type(exc).__name__}: {exc}); analysed what came before')
-    return _finish(out, rows, frames_for_montage, events, notes, seen_topics, bag_seconds, started, current)
+
+def _stream_mcap(path: Path, notes):
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+
+    schemas, channels, records = {}, {}, []
+    try:
+        with open(path, 'rb') as f:
+            for record in StreamReader(f, skip_magic=False).records:
+                if isinstance(record, Schema):
+                    schemas[record.id] = record.name
+                elif isinstance(record, Channel):
+                    channels[record.id] = (record.topic, schemas.get(record.schema_id, ''))
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    records.append((record.log_time, channels[record.channel_id][0], bytes(record.data)))
+    except Exception as exc:   # the damage: everything before it is kept
+        notes.append(f'{path.name} breaks off after {len(records)} messages ({type(exc).__name__}: {exc})')
+    if not records:
+        return None
+    records.sort(key=lambda r: r[0])
+    topics = {topic: msgtype for topic, msgtype in channels.values()}
+    seconds = (records[-1][0] - records[0][0]) / 1e9
+    return topics, seconds, ((topic, data) for _, topic, data in records)
 
 
 def _predicted_reward(agent, feat) -> float:

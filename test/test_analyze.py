@@ -92,13 +92,13 @@ def test_missing_map_is_stated_not_raised(checkpoint, tmp_path):
 
 
 def test_truncated_bag_analyses_what_came_before(checkpoint, tmp_path):
-    bag = write_bag(tmp_path / 'cut', frames=80, extra=False)
+    bag = write_bag(tmp_path / 'cut', frames=700, extra=False)   # ~1.8 MB: two MCAP chunks of ≤ 1 MiB
     mcap = next(bag.glob('*.mcap'))
     data = mcap.read_bytes()
-    mcap.write_bytes(data[:len(data) // 2])
+    mcap.write_bytes(data[:len(data) - 150_000])   # a recording cut short: the footer and the last chunk gone
     summary = analyze(bag, checkpoint, tmp_path / 'out')
-    assert summary['steps'] < 40
-    assert summary['notes'], 'a damaged bag must be reported'
+    assert 0 < summary['steps'] < 350, summary
+    assert any('breaks off after' in n for n in summary['notes']), summary['notes']
 
 
 def test_not_a_bag(checkpoint, tmp_path):
