@@ -160,3 +160,20 @@ def test_adapter_slot_builds_the_adapted_module_off_to_the_side(tmp_path):
     assert slot.read_file(path, tmp_path / 'ok') == adapter.blob
     with pytest.raises(lora.AdapterError, match='outside the adapter directory'):
         slot.read_file(tmp_path / 'ok' / '..' / 'elsewhere.safetensors', tmp_path / 'ok')
+
+
+def test_a_failed_write_leaves_no_partial_adapter(tmp_path, monkeypatch):
+    trained = train_a_little(adapted(make_base()))
+    adapter = lora.export(trained, meta_for(trained))
+    lora.save(adapter, tmp_path / 'a')
+    before = (tmp_path / 'a.safetensors').read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(lora.os, 'fsync', disk_full)
+    newer = lora.export(trained, meta_for(trained, version=2))
+    with pytest.raises(OSError, match='No space left'):
+        lora.save(newer, tmp_path / 'a')
+    assert (tmp_path / 'a.safetensors').read_bytes() == before      # the old adapter, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.json', 'a.safetensors']   # no temp files
+    assert lora.load(tmp_path / 'a.safetensors').meta.version == 1

@@ -239,12 +239,18 @@ def load(path: str | Path, **parse_kwargs) -> Adapter:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: a reader sees the old file or the whole new one, never a part (disk full,
+    a kill mid-write); a failed write leaves no temp file behind."""
     tmp = path.with_name(f'.{path.name}.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class AdapterSlot:

@@ -64,6 +64,9 @@ class AdaptationNode(Node):
         rollback_episodes = p('rollback_episodes', 3, ro('episodes an adapter is judged on; 0 = no judging')).value
         rollback_margin = p('rollback_margin', 0.2, ro('relative fall in return that rolls an adapter back')).value
         self.v_des = p('v_des', 4.0, ro('m/s the reward\'s speed term aims for (CarDreamer: 4)')).value
+        self.key = convert.read_key(p('adapter_key_file', '', ParameterDescriptor(
+            description='file holding the HMAC-SHA256 key shared with the planner; when set, adapters are signed',
+            read_only=True)).value)
 
         torch.set_num_threads(1)
         os.nice(10)   # the planner wins any contention for the CPU
@@ -243,6 +246,9 @@ class AdaptationNode(Node):
                                                            string_value=adapter.sha256)),
                   _param(prefix + 'version', ParameterValue(type=ParameterType.PARAMETER_INTEGER,
                                                             integer_value=adapter.meta.version))]
+        if self.key is not None:
+            params.append(_param(prefix + 'signature', ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                                      string_value=lora.sign(adapter.blob, self.key))))
         if not self.set_params.wait_for_service(timeout_sec=5.0):
             return 'planner parameter service not available'
         started = time.monotonic()

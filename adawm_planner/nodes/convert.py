@@ -85,6 +85,16 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def read_key(path: str) -> bytes | None:
+    """The adapter signing key from a file (kept out of parameters, which anyone on the graph can read)."""
+    if not path:
+        return None
+    key = Path(path).read_bytes().strip()
+    if len(key) < 16:
+        raise SystemExit(f'adapter key in {path} is shorter than 16 bytes')
+    return key
+
+
 def default_checkpoint() -> str:
     """The shipped checkpoint, found through the package's share directory (venv or colcon install)."""
     from adawm_planner.launch_runner import LaunchError, find_package_share

@@ -61,8 +61,9 @@ class PlannerNode(Node):
         self.candidates = p('candidates', 0, ParameterDescriptor(description='K; 0 = the preset\'s')).value
         self.horizon = p('horizon', 0, ParameterDescriptor(description='H; 0 = the preset\'s')).value
         self.adapter_dir = p('adapter_dir', '', ParameterDescriptor(description='where .path adapters may live')).value
-        key_text = p('adapter_key', '', ParameterDescriptor(description='HMAC-SHA256 key; when set, adapters '
-                                                             'must carry adapter.<target>.signature')).value
+        key_file = p('adapter_key_file', '', ParameterDescriptor(
+            description='file holding an HMAC-SHA256 key; when set, adapters must carry a valid '
+                        'adapter.<target>.signature', read_only=True)).value
         self.image_every = p('image_every', 4, ParameterDescriptor(
             description='publish the decoded BEV every N decisions; 0 = never')).value
         for target in lora.TARGETS:
@@ -81,7 +82,7 @@ class PlannerNode(Node):
         preset = self.agent.preset
         self.agent.preset = preset.replace(plan_candidates=self.candidates or preset.plan_candidates,
                                            plan_horizon=self.horizon or preset.plan_horizon)
-        key = key_text.encode() if key_text else None
+        key = convert.read_key(key_file)
         self.slots = {'model': lora.AdapterSlot(self.agent.world_model, 'model', key),
                       'policy': lora.AdapterSlot(self.agent.actor_critic, 'policy', key)}
         self.pending: dict[str, tuple] = {}

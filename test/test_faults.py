@@ -1,0 +1,137 @@
+"""Faults over real DDS: signed adapters only, adaptation node killed and restarted, simulator restarted.
+The planner keeps driving through all of it."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    import numpy as np
+    import torch
+    from adawm_planner.core.agent import Agent
+    from adawm_planner.core.checkpoint import save_checkpoint
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.core.replay import Replay
+    from adawm_planner.sim import default_task, make_env
+
+    torch.manual_seed(0)
+    env = make_env(default_task(), seed=0)
+    agent = Agent.for_env(load_preset('tiny'), env)
+    replay = Replay(100, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim)
+    obs, _ = env.reset(seed=0)
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    for step in range(60):
+        obs, reward, terminated, _, _ = env.step(step % 15)
+        replay.add(obs, agent.encode_action(step % 15).numpy(), reward, False, terminated)
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {}, replay)
+
+
+def start(executable, params, log):
+    args = [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
+    return subprocess.Popen([sys.executable, '-m', f'adawm_planner.nodes.{executable}', '--ros-args', *args],
+                            env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_faults(checkpoint, tmp_path):
+    import rclpy
+    from adawm_msgs.msg import AdapterStatus
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParametersAtomically
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    from adawm_planner.nodes.monitor import StackMonitor
+    from adawm_planner.sim import default_pair, shift_pairs
+
+    key_file = tmp_path / 'adapter.key'
+    key_file.write_text('a-shared-secret-of-some-length\n')
+    task = shift_pairs()[default_pair()]['finetune']
+    log = open(tmp_path / 'nodes.log', 'w')
+    bridge = start('sim_bridge_node', {'task': task}, log)
+    planner = start('planner_node', {'checkpoint': checkpoint, 'adapter_key_file': key_file, 'mode': 'actor'}, log)
+    adaptation_params = {'checkpoint': checkpoint, 'adapter_key_file': key_file, 'push_every': 3,
+                         'rollback_episodes': 0, 'state_dir': tmp_path / 'state', 'use_sim_time': 'true'}
+    adaptation = start('adaptation_node', adaptation_params, log)
+    procs = [bridge, planner, adaptation]
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        monitor = StackMonitor(context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(monitor)
+
+        def spin_until(predicate, seconds, what):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+                if predicate():
+                    return
+            raise AssertionError(f'{what} within {seconds} s; log:\n' + (tmp_path / 'nodes.log').read_text()[-3000:])
+
+        def applied_versions():
+            return {s.version for s in monitor.statuses if s.state == AdapterStatus.STATE_APPLIED}
+
+        # 1. signed adapters from the adaptation node are applied
+        spin_until(lambda: applied_versions(), 90, 'a signed adapter applied')
+        # 2. an unsigned one is refused
+        client = monitor.create_client(SetParametersAtomically, '/planner_node/set_parameters_atomically')
+        assert client.wait_for_service(timeout_sec=10)
+        blob = (tmp_path / 'state').glob('*.safetensors').__next__().read_bytes()
+        import hashlib
+        future = client.call_async(SetParametersAtomically.Request(parameters=[
+            Parameter(name='adapter.model.data', value=ParameterValue(
+                type=ParameterType.PARAMETER_BYTE_ARRAY, byte_array_value=[bytes([b]) for b in blob])),
+            Parameter(name='adapter.model.sha256', value=ParameterValue(
+                type=ParameterType.PARAMETER_STRING, string_value=hashlib.sha256(blob).hexdigest())),
+            Parameter(name='adapter.model.signature', value=ParameterValue(
+                type=ParameterType.PARAMETER_STRING, string_value='00' * 32)),
+            Parameter(name='adapter.model.version', value=ParameterValue(
+                type=ParameterType.PARAMETER_INTEGER, integer_value=1))]))
+        spin_until(future.done, 10, 'an answer to the mis-signed adapter')
+        assert not future.result().result.successful
+        assert 'signature does not verify' in future.result().result.reason
+
+        # 3. the adaptation node dies mid-run: the planner keeps driving on its adapter
+        os.killpg(adaptation.pid, signal.SIGKILL)
+        adaptation.wait()
+        commands_before = len(monitor.command_stamps)
+        version_before = monitor.diagnostics.get('model_adapter_version')
+        spin_until(lambda: len(monitor.command_stamps) > commands_before + 60, 30, 'commands after the kill')
+        assert monitor.diagnostics.get('message') == 'planning'
+        assert planner.poll() is None
+
+        # 4. restarted, it resumes its version counter: no version is ever reused
+        highest = max(applied_versions())
+        adaptation = start('adaptation_node', adaptation_params, log)
+        procs.append(adaptation)
+        spin_until(lambda: max(applied_versions()) > highest, 120, 'an adapter from the restarted node')
+        assert version_before is not None
+
+        # 5. the simulator restarts (time starts again at 0): the planner stops, resets and drives on
+        os.killpg(bridge.pid, signal.SIGINT)
+        bridge.wait(timeout=30)
+        spin_until(lambda: 'stale' in monitor.diagnostics.get('message', ''), 10, 'a safe stop on stale inputs')
+        commands_before = len(monitor.command_stamps)
+        bridge = start('sim_bridge_node', {'task': task}, log)
+        procs.append(bridge)
+        spin_until(lambda: len(monitor.command_stamps) > commands_before + 40
+                   and monitor.diagnostics.get('message') == 'planning', 60, 'planning after the simulator restart')
+        assert planner.poll() is None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        rclpy.try_shutdown(context=context)
+    assert 'Traceback' not in (tmp_path / 'nodes.log').read_text()
