@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument('bag', help='rosbag2 folder')
     replay.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1.0)')
     replay.add_argument('--loop', action='store_true', help='start over at the end')
-    replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop))
+    replay.add_argument('--topics', nargs='+', default=None, help='replay only these topics (default: all)')
+    replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop, a.topics))
 
     adaptation_cli.register(commands)
     train_cli.register(commands)

@@ -141,7 +141,7 @@ def record(out: str | Path, topics: list[str] | None = None, duration_s: float |
     return 0 if recorder.writer is not None else 1
 
 
-def replay(bag: str | Path, rate: float = 1.0, loop: bool = False) -> int:
+def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None) -> int:
     if rate <= 0:
         print('adawm replay: --rate must be positive')
         return 2
@@ -157,6 +157,8 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False) -> int:
         with contextlib.closing(reader):
             publishers, skipped = {}, []
             for conn in reader.connections:
+                if topics is not None and conn.topic not in topics:
+                    continue
                 try:
                     cls = message_class(conn.msgtype)
                 except (ImportError, AttributeError, ValueError):
@@ -168,7 +170,7 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False) -> int:
                 publishers[conn.id] = node.create_publisher(cls, conn.topic, qos)
             for line in skipped:
                 print(f'adawm replay: skipping {line}')
-            has_clock = any(c.topic == '/clock' for c in reader.connections)
+            has_clock = any(c.topic == '/clock' for c in reader.connections if c.id in publishers)
             clock_pub = None if has_clock else node.create_publisher(Clock, '/clock', 10)
             time.sleep(0.5)   # let subscribers discover the publishers before the first message
             while True:

@@ -119,6 +119,7 @@ class InputState:
         self.received_wall = None    # monotonic wall time the latest complete frame arrived
         self.agents = np.zeros((0, 7))   # x, y, yaw, vx, vy, length, width
         self.acceleration = 0.0      # m/s², from vehicle_status
+        self.status_stamp = None     # sim time of the latest vehicle_status; None if the topic is silent
         self.collided = False
         self.bad_input = ''
         self.done_stamp = None       # the last frame handed out by `frame`
@@ -172,13 +173,17 @@ class InputState:
     def on_vehicle_status(self, msg) -> None:
         if math.isfinite(msg.acceleration.linear.x):
             self.acceleration = float(msg.acceleration.linear.x)
+            self.status_stamp = stamp_seconds(msg.header.stamp)
 
     def frame(self, wall_now: float, tolerance: float = 1e-6) -> float | None:
-        """The sim time of a newly completed frame (odometry and objects of the same stamp, within
-        `tolerance` s), else None."""
+        """The sim time of a newly completed frame (odometry, objects and — where published — vehicle
+        status of the same stamp, within `tolerance` s), else None. Waiting for all of them makes what the
+        planner sees independent of the order callbacks happen to run in."""
         stamp = self.ego_stamp
         if stamp is None or self.objects_stamp is None or abs(stamp - self.objects_stamp) > tolerance:
             return None
+        if self.status_stamp is not None and abs(stamp - self.status_stamp) > tolerance:
+            return None   # vehicle_status is part of the frame once it has been heard at all
         if self.done_stamp is not None and stamp <= self.done_stamp:
             return None
         self.done_stamp, self.received_wall = stamp, wall_now

@@ -40,6 +40,7 @@ from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
 from adawm_planner.nodes import convert, qos, spin
 
 SAFE_STOP = dict(throttle=0.0, steer=0.0, brake=1.0)
+NEUTRAL = dict(throttle=0.0, steer=0.0, brake=0.0)
 
 
 class PlannerNode(Node):
@@ -92,7 +93,8 @@ class PlannerNode(Node):
         self.inputs = convert.InputState()
         self.observer = convert.Observer(self.agent.world_model.bev_shape[0])
         self.actions = convert.ActionTable(self.meta['task'])
-        self.driver_state, self.last_decision_time, self.command = None, None, dict(SAFE_STOP)
+        self.driver_state, self.last_decision_bin, self.command = None, None, dict(SAFE_STOP)
+        self.route_in_use = None
         self.safe_stop_reason = 'waiting for inputs'
         self.latencies = collections.deque(maxlen=2000)
         self.frames = self.decisions = self.missed = 0
@@ -107,8 +109,9 @@ class PlannerNode(Node):
         self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN, callback_group=sensors)
         self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN,
                                  callback_group=sensors)
-        self.create_subscription(CarlaEgoVehicleStatus, f'{ns}/vehicle_status', self.inputs.on_vehicle_status,
-                                 qos.SENSOR_IN, callback_group=sensors)
+        self.create_subscription(CarlaEgoVehicleStatus, f'{ns}/vehicle_status',
+                                 lambda m: self._on_input(self.inputs.on_vehicle_status, m), qos.SENSOR_IN,
+                                 callback_group=sensors)
         self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN, callback_group=sensors)
         self.control_pub = self.create_publisher(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', qos.STREAM)
         self.marker_pub = self.create_publisher(MarkerArray, '/adawm/imagined_trajectories', 1)
@@ -195,8 +198,11 @@ class PlannerNode(Node):
                 if self.safe_stop_reason:
                     self.get_logger().info(f'inputs sane again; planning resumes ({self.safe_stop_reason})')
                 self.safe_stop_reason = ''
-                if self.last_decision_time is None or stamp - self.last_decision_time >= self.model_period - 1e-6:
-                    self._decide(stamp)
+                # decisions on a fixed grid of simulation time (the first frame of each model period), so a
+                # replayed drive is decided on the same frames as the live one
+                decision_bin = int(stamp / self.model_period + 1e-6)
+                if decision_bin != self.last_decision_bin:
+                    self._decide(stamp, decision_bin)
                 self._publish_control(self.command, stamp)
         except Exception as exc:   # a fault never kills the node: stop safely and say why
             self.get_logger().error(f'planning failed: {exc!r}')
@@ -217,12 +223,18 @@ class PlannerNode(Node):
         if reason is not None:
             self._safe_stop(reason)
 
-    def _decide(self, stamp: float) -> None:
+    def _decide(self, stamp: float, decision_bin: int) -> None:
         scene = self.inputs.scene()
+        if scene.route is not self.route_in_use:   # a new route is a new episode: the latent starts over
+            self.route_in_use, self.driver_state = scene.route, None
+        if self.driver_state is None:
+            # the sampling noise of an episode depends on nothing but its start time: reproducible on replay
+            self.agent.generator.manual_seed(decision_bin)
+            self.command = dict(NEUTRAL)   # an episode's first observation carries no control, as in training
         obs = self.observer.observe(scene, self.command)
         action, self.driver_state, info = self.agent.act(obs, self.driver_state, self.mode)
         self.command = self.actions.control(action)
-        self.last_decision_time = stamp
+        self.last_decision_bin = decision_bin
         self.decisions += 1
         if info:
             self._publish_plan(scene, info)
@@ -233,7 +245,7 @@ class PlannerNode(Node):
         if reason != self.safe_stop_reason:
             self.get_logger().warning(f'safe stop: {reason}')
         self.safe_stop_reason = reason
-        self.driver_state, self.last_decision_time, self.command = None, None, dict(SAFE_STOP)
+        self.driver_state, self.last_decision_bin, self.command = None, None, dict(SAFE_STOP)
         self.observer.reset()
         self._publish_control(self.command, frame_stamp)
 

@@ -86,6 +86,9 @@ class SimBridgeNode(Node):
 
     # ---- episodes ----------------------------------------------------------------------------------
     def _start_episode(self, first=False) -> None:
+        if not first:   # a reset takes a tick: no two different states ever share a time stamp
+            self.frame += 1
+            self.sim_time = self.frame * self.dt
         self.obs, _ = self.env.reset(seed=self.episode_seed)
         self.episode_return, self.episode_steps, self.min_ttc = 0.0, 0, float('inf')
         scene = self.sim.scene()
