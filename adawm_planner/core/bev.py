@@ -58,24 +58,24 @@ def rasterize(scene: Scene, spec: BevSpec = BevSpec()) -> np.ndarray:
     n = spec.size
     planes = [np.zeros((n, n), np.uint8) for _ in CHANNELS]
     reach = np.hypot(max(spec.ahead, spec.behind), spec.extent / 2)   # farthest visible distance from the ego
-    low, high = np.array([ego.x - reach, ego.y - reach]), np.array([ego.x + reach, ego.y + reach])
+    x_lo, y_lo, x_hi, y_hi = ego.x - reach, ego.y - reach, ego.x + reach, ego.y + reach
     pose = (ego.x, ego.y, ego.yaw, spec)
 
-    areas, lines = [], []
-    for lane in scene.lanes:
-        for index, box in lane.chunks:
-            if (box[1] < low).any() or (box[0] > high).any():
-                continue
-            left, right = to_pixels(lane.left[index], *pose), to_pixels(lane.right[index], *pose)
-            areas.append(np.concatenate([left, right[::-1]]))
-            if lane.left_marked:
-                lines.append(left)
-            if lane.right_marked:
-                lines.append(right)
-    for area in areas:   # one call each: a single fillPoly over overlapping polygons would cancel the overlaps
-        cv2.fillPoly(planes[0], [area], 255, cv2.LINE_8, SHIFT)
-    if lines:
-        cv2.polylines(planes[1], lines, False, 255, spec.marking_px, cv2.LINE_8, SHIFT)
+    visible = [(lane, index) for lane in scene.lanes for index, (a, b, c, d) in lane.chunks
+               if c >= x_lo and d >= y_lo and a <= x_hi and b <= y_hi]
+    if visible:   # one transform for every visible boundary point, then sliced back per chunk
+        pieces = [side[index] for lane, index in visible for side in (lane.left, lane.right)]
+        pixels = to_pixels(np.concatenate(pieces), *pose)
+        lines, start = [], 0
+        for lane, index in visible:
+            count = index.stop - index.start
+            left, right = pixels[start:start + count], pixels[start + count:start + 2 * count]
+            start += 2 * count
+            # one call each: a single fillPoly over overlapping polygons would cancel the overlaps
+            cv2.fillPoly(planes[0], [np.concatenate([left, right[::-1]])], 255, cv2.LINE_8, SHIFT)
+            lines += [left] * lane.left_marked + [right] * lane.right_marked
+        if lines:
+            cv2.polylines(planes[1], lines, False, 255, spec.marking_px, cv2.LINE_8, SHIFT)
 
     agents = scene.agents
     if len(agents):

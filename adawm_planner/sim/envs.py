@@ -45,8 +45,8 @@ class DrivingEnv(gym.Env):
         frequency = int(round(1 / self.dt))
         assert abs(frequency * self.dt - 1) < 1e-9, f'dt must divide 1 s, got {dt}'
         traffic = dict(spec['traffic'])
-        if 'spawn_probability' in traffic:   # per second in tasks.yaml -> per step
-            traffic['spawn_probability'] = 1 - (1 - traffic['spawn_probability']) ** self.dt
+        if 'spawn_rate' in traffic:   # spawn attempts per second in tasks.yaml -> probability per step
+            traffic['spawn_probability'] = min(traffic['spawn_rate'] * self.dt, 1.0)
         task = dict(spec, traffic=traffic)
         config = {'task': task, 'simulation_frequency': frequency, 'policy_frequency': frequency,
                   'action': {'type': 'ContinuousAction'}, 'duration': 1e9, 'offscreen_rendering': True,
@@ -60,6 +60,7 @@ class DrivingEnv(gym.Env):
         self.action_space = (gym.spaces.Box(-1.0, 1.0, (2,), np.float32) if continuous
                              else gym.spaces.Discrete(len(self.accelerations) * len(self.steers)))
         self._seed = seed
+        self.lanes = None
 
     # ---- gymnasium -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options=None):
@@ -67,7 +68,8 @@ class DrivingEnv(gym.Env):
         if seed is None:
             seed, self._seed = self._seed, None   # make_env's seed serves the first reset only
         self.sim.reset(seed=seed)
-        self.lanes = scene_source.lanes_of(self.sim.road.network)
+        if self.lanes is None:   # the road is rebuilt on every reset but never changes within a task
+            self.lanes = scene_source.lanes_of(self.sim.road.network)
         self.route = self.sim.route_points() * scene_source.FLIP
         self.tracker = metrics.RouteTracker(self.route)
         self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)

@@ -20,6 +20,7 @@ from highway_env.road.lane import CircularLane, LineType, StraightLane
 from highway_env.road.regulation import RegulatedRoad
 from highway_env.road.road import Road, RoadNetwork
 from highway_env.vehicle.behavior import IDMVehicle
+from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 ROUTE_SPACING = 2.0   # m between route waypoints
@@ -33,12 +34,16 @@ class EgoVehicle(Vehicle):
         self.action['acceleration'] = max(float(self.action['acceleration']), -self.speed / dt)
         super().step(dt)
 
+    def predict_trajectory_constant_speed(self, times):
+        """Straight-line extrapolation (highway-env's deep-copies the vehicle and with it the whole road)."""
+        return [self.position + self.velocity * t for t in times], [self.heading] * len(times)
+
 
 class FixedDriver(IDMVehicle):
     """IDM + MOBIL with parameters fixed by a driver preset (never re-sampled), so a preset really changes
     behaviour. `PRESET` is set per scenario instance; target speeds are scaled by its speed_factor."""
     PRESET = {'time_wanted': 1.5, 'distance_wanted': 5.0, 'comfort_acc_max': 3.0, 'comfort_acc_min': -5.0,
-              'politeness': 0.5, 'speed_factor': 1.0}
+              'politeness': 0.5, 'speed_factor': 1.0, 'yields': True}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -53,6 +58,8 @@ class FixedDriver(IDMVehicle):
 
     @target_speed.setter
     def target_speed(self, value):   # every setter (spawn, un-yielding at a junction) gets the preset's factor
+        if value == 0 and not self.PRESET['yields'] and hasattr(self, '_target_speed'):
+            return   # RegulatedRoad makes a car give way by setting its target speed to 0: this one doesn't
         self._target_speed = value * self.PRESET['speed_factor']
 
     def randomize_behavior(self):
@@ -156,6 +163,32 @@ def route_through(network, lane_indices, start: float, end: float) -> np.ndarray
     return np.concatenate(pieces)
 
 
+class NearbyRegulatedRoad(RegulatedRoad):
+    """highway-env's priority rules, only checked between vehicles that are close enough to meet within
+    the 3 s conflict horizon (its all-pairs check dominated the step time in dense traffic)."""
+
+    def enforce_road_rules(self):
+        vehicles = self.vehicles
+        for v in vehicles:   # release cars whose yield time is over
+            if getattr(v, 'is_yielding', False):
+                if v.yield_timer >= self.YIELD_DURATION * self.REGULATION_FREQUENCY:
+                    v.target_speed, v.is_yielding = v.lane.speed_limit, False
+                    v.__dict__.pop('color', None)
+                else:
+                    v.yield_timer += 1
+        for i, v1 in enumerate(vehicles[:-1]):
+            for v2 in vehicles[i + 1:]:
+                reach = 3.0 * (v1.speed + v2.speed) + v1.LENGTH
+                if np.linalg.norm(v1.position - v2.position) > reach or not self.is_conflict_possible(v1, v2):
+                    continue
+                yielding = self.respect_priorities(v1, v2)
+                if isinstance(yielding, ControlledVehicle) and not isinstance(yielding, MDPVehicle):
+                    yielding.color = self.YIELDING_COLOR
+                    yielding.target_speed = 0
+                    yielding.is_yielding = True
+                    yielding.yield_timer = 0
+
+
 # ---- intersection: right / left turn -----------------------------------------------------------------
 class Intersection(ScenarioMixin, IntersectionEnv):
     """A four-way junction of single-lane roads with a configurable lane width and corner radius.
@@ -187,9 +220,9 @@ class Intersection(ScenarioMixin, IntersectionEnv):
                          StraightLane(rot @ [w / 2, outer], rot @ [w / 2, -outer], line_types=[s, n], **kw))
             net.add_lane(f'il{(corner - 1) % 4}', f'o{(corner - 1) % 4}',
                          StraightLane(rot @ [outer, w / 2], rot @ [access + outer, w / 2], line_types=[n, c], **kw))
-        self.road = RegulatedRoad(network=net, np_random=self.np_random)
+        self.road = NearbyRegulatedRoad(network=net, np_random=self.np_random)
 
-    def _make_vehicles(self, n_vehicles=None):
+    def _make_vehicles(self, n_vehicles=None):   # count comes from the traffic preset instead
         t = self.task
         for longitudinal in np.linspace(0, 80, t['traffic']['initial_vehicle_count']):
             self._spawn_vehicle(longitudinal, spawn_probability=1.0)

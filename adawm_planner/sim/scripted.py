@@ -1,6 +1,8 @@
-"""A fixed scripted driver: pure pursuit along the route, cruise at v_des, brake for predicted conflicts.
+"""A fixed scripted driver, IDM-like: pure pursuit along the route, IDM on the nearest car in its path.
 
-It measures the tasks, not the agent: the shift pairs must change its success or collision rate.
+It reacts only to cars already in its path (no yielding to crossing traffic, no prediction), like a
+plain car-following model. It measures the tasks, not the agent: a shift pair is real when its
+success or collision rate changes.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from adawm_planner.core.metrics import RouteTracker
 from adawm_planner.core.scene import Scene
 from adawm_planner.sim.envs import MAX_STEER_ANGLE, PEDAL_ACCELERATION
 
-HORIZON = np.arange(0.25, 3.01, 0.25)   # s of constant-velocity prediction
-CLEARANCE = (6.0, 2.8)                  # m along / across the ego's path: a predicted car inside this ellipse is a conflict
-WHEELBASE_HALF = 2.5                    # m: highway-env's bicycle turns about half the car length
+WHEELBASE_HALF = 2.5          # m: highway-env's bicycle turns about half the car length
+PATH_AHEAD = 30.0             # m of route searched for a leading car
+PATH_HALF_WIDTH = 2.0         # m: a car whose centre is this close to the path is in it
+TIME_GAP, MIN_GAP, COMFORT_BRAKE, DELTA = 1.5, 4.0, 3.0, 4   # IDM parameters
 
 
 def scripted_control(scene: Scene, tracker: RouteTracker, v_des: float) -> tuple[float, float, float]:
@@ -24,49 +27,49 @@ def scripted_control(scene: Scene, tracker: RouteTracker, v_des: float) -> tuple
     alpha = np.arctan2(-s * dx + c * dy, c * dx + s * dy)
     curvature = 2 * np.sin(alpha) / lookahead                      # + = turn left
     beta = np.arcsin(np.clip(curvature * WHEELBASE_HALF, -1, 1))
-    wheel = np.arctan(2 * np.tan(beta))
-    steer = float(np.clip(-wheel / MAX_STEER_ANGLE, -1, 1))         # CARLA: + steers right
+    steer = float(np.clip(-np.arctan(2 * np.tan(beta)) / MAX_STEER_ANGLE, -1, 1))   # CARLA: + steers right
 
-    speed_target = v_des if not _conflict(scene, tracker, max(ego.speed, 0.5 * v_des)) else 0.0
-    acc = float(np.clip(1.5 * (speed_target - ego.speed), -PEDAL_ACCELERATION, PEDAL_ACCELERATION))
+    acc = PEDAL_ACCELERATION * (1 - (ego.speed / v_des) ** DELTA)
+    lead = _leader(scene, tracker)
+    if lead is not None:
+        gap, lead_speed = lead
+        wanted = MIN_GAP + ego.speed * TIME_GAP + ego.speed * (ego.speed - lead_speed) / (2 * np.sqrt(PEDAL_ACCELERATION * COMFORT_BRAKE))
+        acc -= PEDAL_ACCELERATION * (max(wanted, 0.0) / max(gap, 0.1)) ** 2
+    acc = float(np.clip(acc, -PEDAL_ACCELERATION, PEDAL_ACCELERATION))
     return max(acc, 0.0) / PEDAL_ACCELERATION, steer, max(-acc, 0.0) / PEDAL_ACCELERATION
 
 
 def _point_at(tracker: RouteTracker, s: float) -> np.ndarray:
+    """The route point at arc length s, extended straight past its end."""
+    beyond = max(s - tracker.length, 0.0)
     s = np.clip(s, 0.0, tracker.length)
-    return np.array([np.interp(s, tracker.arc, tracker.route[:, 0]), np.interp(s, tracker.arc, tracker.route[:, 1])])
+    point = np.array([np.interp(s, tracker.arc, tracker.route[:, 0]), np.interp(s, tracker.arc, tracker.route[:, 1])])
+    return point + tracker.seg_dir[-1] * beyond
 
 
-def _conflict(scene: Scene, tracker: RouteTracker, speed: float) -> bool:
+def _leader(scene: Scene, tracker: RouteTracker):
+    """(bumper gap, speed along the path) of the nearest car in the path ahead, or None."""
     agents = scene.agents
     if not len(agents):
-        return False
-    ego_path = np.stack([_point_at(tracker, tracker.s + speed * t) for t in HORIZON])          # (T, 2)
-    ahead = np.stack([_point_at(tracker, tracker.s + speed * t + 1.0) for t in HORIZON]) - ego_path
-    heading = ahead / np.maximum(np.linalg.norm(ahead, axis=1, keepdims=True), 1e-9)       # (T, 2)
-    others = np.stack([agents.x[None] + agents.vx[None] * HORIZON[:, None],
-                       agents.y[None] + agents.vy[None] * HORIZON[:, None]], -1)             # (T, K, 2)
-    rel = others - ego_path[:, None]
-    along = np.einsum('tkd,td->tk', rel, heading)
-    across = rel[..., 1] * heading[:, None, 0] - rel[..., 0] * heading[:, None, 1]
-    gap = np.hypot(along / CLEARANCE[0], across / CLEARANCE[1])
-    now = np.hypot(agents.x - scene.ego.x, agents.y - scene.ego.y)
-    # ignore cars behind us that we are not about to meet (they must brake for us, as in CarDreamer)
-    c, s = np.cos(scene.ego.yaw), np.sin(scene.ego.yaw)
-    behind = (c * (agents.x - scene.ego.x) + s * (agents.y - scene.ego.y)) < -1.0
-    return bool(((gap < 1.0).any(0) & ~(behind & (now < 8.0))).any())
+        return None
+    stations = np.arange(1.0, PATH_AHEAD, 1.0)
+    path = np.stack([_point_at(tracker, tracker.s + d) for d in stations])            # (P, 2)
+    distance = np.hypot(agents.x[:, None] - path[None, :, 0], agents.y[:, None] - path[None, :, 1])   # (K, P)
+    inside = distance.min(1) < PATH_HALF_WIDTH
+    if not inside.any():
+        return None
+    station = stations[distance.argmin(1)]
+    k = int(np.argmin(np.where(inside, station, np.inf)))
+    heading = _point_at(tracker, tracker.s + station[k] + 0.5) - _point_at(tracker, tracker.s + station[k] - 0.5)
+    speed_along = float(agents.vx[k] * heading[0] + agents.vy[k] * heading[1])
+    return station[k] - (scene.ego.length + agents.length[k]) / 2, speed_along
 
 
-def run_episode(env, seed: int, frames: list | None = None) -> dict:
+def run_episode(env, seed: int) -> dict:
     """One episode of the scripted driver on a DrivingEnv (env.unwrapped); returns the final info."""
     env.reset(seed=seed)
-    v_des = env.spec['v_des']
     while True:
-        if frames is not None:
-            frames.append(env.render())
-        control = scripted_control(env.scene(), env.tracker, v_des)
+        control = scripted_control(env.scene(), env.tracker, env.spec['v_des'])
         _, _, terminated, truncated, info = env.step_control(*control)
         if terminated or truncated:
-            if frames is not None:
-                frames.append(env.render())
             return info

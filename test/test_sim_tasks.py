@@ -1,0 +1,135 @@
+"""The embedded tasks on the real simulator: every task resets and steps, seeded determinism, the map
+frame, the control mapping, and that each shift pair's two tasks really differ."""
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from adawm_planner.core import metrics
+from adawm_planner.core.bev import rasterize
+from adawm_planner.sim import default_task, gym_id, make_env, shift_pairs, task_names
+from adawm_planner.sim.envs import control_to_sim, discrete_to_control
+
+
+@pytest.mark.parametrize('task', task_names())
+def test_every_task_resets_and_steps(task):
+    env = make_env(task, seed=1)
+    obs, info = env.reset()
+    assert env.observation_space.contains(obs) and env.action_space.n == 15
+    assert obs['bev'][..., 3].any() and obs['bev'][..., 0].any() and obs['bev'][..., 4].any()
+    for action in (7, 12, 2):
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+    for key in ('success', 'collision', 'off_route', 'timeout', 'ttc', 'route_completion', 'r_waypoint', 'r_speed'):
+        assert key in info
+    env.close()
+
+
+def test_gymnasium_ids_work():
+    env = gym.make(gym_id('right_turn-moderate'), seed=3)
+    obs, _ = env.reset()
+    assert obs['bev'].shape == (64, 64, 5) and gym_id('right_turn-moderate') == 'AdaWM/RightTurn-moderate-v0'
+    assert env.unwrapped.scene().ego.speed > 0
+    env.close()
+
+
+def rollout(task, seed, actions, continuous=False):
+    env = make_env(task, seed=seed, continuous=continuous)
+    obs, _ = env.reset()
+    trace = [obs['bev'].copy(), obs['ego'].copy()]
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        s = env.scene()
+        trace += [obs['bev'].copy(), obs['ego'].copy(), reward, s.agents.x.copy(), s.agents.y.copy()]
+        if terminated or truncated:
+            break
+    return trace
+
+
+def same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_seeded_determinism():
+    actions = np.random.default_rng(0).integers(0, 15, 60)
+    assert same(rollout('right_turn-dense', 5, actions), rollout('right_turn-dense', 5, actions))
+    assert not same(rollout('right_turn-dense', 5, actions), rollout('right_turn-dense', 6, actions))
+    cont = np.random.default_rng(1).uniform(-1, 1, (40, 2))
+    assert same(rollout('roundabout-moderate', 2, cont, True), rollout('roundabout-moderate', 2, cont, True))
+
+
+def test_reset_without_seed_continues_and_reseeding_repeats():
+    env = make_env('lane_merge-moderate', seed=4)
+    first = env.reset()[0]['bev']
+    env.reset()
+    again = env.reset(seed=4)[0]['bev']
+    assert np.array_equal(first, again)
+
+
+def test_map_frame_and_control_mapping():
+    """Ego starts south of the junction driving north: in the ROS map frame that is yaw +90°, y growing."""
+    env = make_env('right_turn-sparse', seed=0)
+    env.reset()
+    start = env.scene().ego
+    assert start.yaw == pytest.approx(np.pi / 2) and start.y < 0
+    for _ in range(10):
+        env.step_control(0.5, 0.0, 0.0)
+    straight = env.scene().ego
+    assert straight.y > start.y + 3 and straight.x == pytest.approx(start.x) and straight.speed > start.speed
+    for _ in range(10):
+        env.step_control(0.0, 0.5, 0.0)            # CARLA: + steer turns right = yaw decreases in the map frame
+    assert env.scene().ego.yaw < straight.yaw - 0.3
+    for _ in range(40):
+        env.step_control(0.0, 0.0, 1.0)            # braking stops the car, never reverses it
+    assert env.scene().ego.speed == 0.0
+    assert discrete_to_control(0, [-2, 0, 2], [-0.9, -0.3, 0, 0.3, 0.9]) == pytest.approx((0.0, -0.9, 2 / 3))
+    assert discrete_to_control(14, [-2, 0, 2], [-0.9, -0.3, 0, 0.3, 0.9]) == pytest.approx((2 / 3, 0.9, 0.0))
+    assert control_to_sim(2 / 3, 0.0, 0.0)[0] == pytest.approx(2.0)
+
+
+def test_continuous_actions_on_roundabout_and_merge_and_ros_rate():
+    for task in ('roundabout-moderate', 'lane_merge-moderate'):
+        env = make_env(task, seed=0, continuous=True, dt=0.05)
+        env.reset()
+        assert env.max_steps == 600
+        for _ in range(5):
+            _, reward, *_ = env.step(np.array([0.3, 0.0], np.float32))
+            assert np.isfinite(reward)
+
+
+def test_obs_is_the_core_functions_of_the_scene():
+    env = make_env(default_task(), seed=0)
+    env.reset()
+    obs, *_ = env.step(12)
+    scene = env.scene()
+    assert np.array_equal(obs['bev'], rasterize(scene))
+    assert np.array_equal(obs['ego'], metrics.ego_features(scene, env.control, env.progress))
+
+
+def test_shift_pairs_differ():
+    pairs = shift_pairs()
+    assert len(pairs) >= 4 and len({p['pretrain'] for p in pairs.values()}) == 1
+    for name, pair in pairs.items():
+        a, b = make_env(pair['pretrain'], seed=0), make_env(pair['finetune'], seed=0)
+        assert a.spec != b.spec, name
+        a.reset(), b.reset()
+        sa, sb = a.scene(), b.scene()
+        assert (len(sa.agents) != len(sb.agents) or sa.route.shape != sb.route.shape
+                or not np.allclose(sa.route, sb.route) or a.spec['drivers'] != b.spec['drivers']), name
+    dense, moderate = make_env(pairs['density']['finetune'], seed=0), make_env(pairs['density']['pretrain'], seed=0)
+    dense.reset(), moderate.reset()
+    assert len(dense.scene().agents) > len(moderate.scene().agents)
+
+
+def test_sim_cli_render_and_shift_check(tmp_path, capsys):
+    from adawm_planner.cli import main
+    assert main(['sim', 'render', 'roundabout-sparse', '--out', str(tmp_path / 'f.png'), '--steps', '3']) == 0
+    assert main(['sim', 'render', 'right_turn-sparse', '--out', str(tmp_path / 'f.gif'), '--steps', '4']) == 0
+    assert (tmp_path / 'f.png').stat().st_size > 1000 and (tmp_path / 'f.gif').stat().st_size > 1000
+    assert main(['sim', 'shift-check', '--episodes', '1', '--pairs', 'behaviour']) == 0
+    assert '| behaviour | right_turn-moderate -> right_turn-moderate-aggressive |' in capsys.readouterr().out
+
+
+def test_scripted_driver_completes_the_pretrain_task():
+    from adawm_planner.sim.scripted import run_episode
+    info = run_episode(make_env(default_task()), seed=0)
+    assert info['success'] and info['route_completion'] > 0.9
