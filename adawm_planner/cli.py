@@ -80,7 +80,7 @@ def _demo(args) -> int:
     from pathlib import Path
 
     from adawm_planner import demo
-    from adawm_planner.launch_runner import find_package_share
+    from adawm_planner.share import find_package_share
     launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
     out = Path(args.out or f'runs/demo/{time.strftime("%Y%m%d-%H%M%S")}')
     return demo.run(args.duration, args.pair, out, args.strategy, launch_file, args.record, args.checkpoint)

@@ -18,14 +18,18 @@ import ast
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import yaml
+
+from adawm_planner import share
 
 
 class LaunchError(RuntimeError):
@@ -43,7 +47,9 @@ class NodeSpec:
     remaps: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     args: list[str] = dataclasses.field(default_factory=list)
 
-    def command(self) -> list[str]:
+    def command(self, params_dir: str | Path) -> list[str]:
+        """The node's command line. Inline <param>s go through a generated params file, as ros2 launch does:
+        values keep their YAML types, and an empty string stays an empty string (`-p name:=` is an rcl error)."""
         cmd = [find_executable(self.package, self.executable), *self.args, '--ros-args']
         if self.name:
             cmd += ['-r', f'__node:={self.name}']
@@ -51,29 +57,25 @@ class NodeSpec:
             cmd += ['-r', f'__ns:={self.namespace}']
         for path in self.param_files:
             cmd += ['--params-file', path]
-        for name, value in self.params:
-            cmd += ['-p', f'{name}:={value}']
+        if self.params:
+            values = {name: '' if not value.strip() else yaml.safe_load(value) for name, value in self.params}
+            path = Path(params_dir) / f'{self.name or self.executable}_{id(self)}.yaml'
+            path.write_text(yaml.safe_dump({'/**': {'ros__parameters': values}}))
+            cmd += ['--params-file', str(path)]
         for src, dst in self.remaps:
             cmd += ['-r', f'{src}:={dst}']
         return cmd
 
 
-def ament_prefixes() -> list[Path]:
-    prefixes = [Path(p) for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
-    if Path(sys.prefix) not in prefixes:
-        prefixes.append(Path(sys.prefix))
-    return prefixes
-
-
 def find_package_share(package: str) -> Path:
-    for prefix in ament_prefixes():
-        if (prefix / 'share/ament_index/resource_index/packages' / package).exists():
-            return prefix / 'share' / package
-    raise LaunchError(f'package {package!r} not found on AMENT_PREFIX_PATH (is it installed and sourced?)')
+    try:
+        return share.find_package_share(package)
+    except LookupError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 def find_executable(package: str, executable: str) -> str:
-    for prefix in ament_prefixes():
+    for prefix in share.ament_prefixes():
         candidate = prefix / 'lib' / package / executable
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -260,7 +262,8 @@ _HANDLERS = {'arg': _arg, 'let': _let, 'group': _group, 'include': _include, 'no
 
 def run(nodes: list[NodeSpec], duration_s: float | None = None, stop_grace_s: float = 10.0) -> int:
     """Starts every node, waits until one fails, time is up, or a signal arrives; stops them all."""
-    commands = [spec.command() for spec in nodes]   # resolve every executable before starting any
+    params_dir = tempfile.mkdtemp(prefix='adawm_launch_')
+    commands = [spec.command(params_dir) for spec in nodes]   # resolve every executable before starting any
     stop = {'requested': False}
 
     def request_stop(signum, frame):
@@ -287,6 +290,7 @@ def run(nodes: list[NodeSpec], duration_s: float | None = None, stop_grace_s: fl
             time.sleep(0.1)
     finally:
         _stop_all(procs, stop_grace_s)
+        shutil.rmtree(params_dir, ignore_errors=True)
         for s, handler in previous.items():
             signal.signal(s, handler)
     return exit_code

@@ -15,7 +15,7 @@ def register(subparsers):
     pre.add_argument('--train-ratio', type=float, default=None, help="replayed steps per env step (preset's if unset)")
     pre.add_argument('--eval-every', type=int, default=5000, help='env steps between evaluations + checkpoints')
     pre.add_argument('--eval-episodes', type=int, default=10)
-    pre.add_argument('--eval-mode', choices=['actor', 'plan'], default='actor')
+    pre.add_argument('--eval-mode', choices=['actor', 'plan', 'sample'], default='actor')
     pre.add_argument('--time-limit', type=float, default=None, help='stop (evaluate, save) after this many minutes')
     pre.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
     pre.add_argument('--continuous', action='store_true', help='continuous (acceleration, steer) actions')
@@ -26,7 +26,8 @@ def register(subparsers):
     ev.add_argument('--checkpoint', required=True, help='checkpoint directory (model.json + model.safetensors)')
     ev.add_argument('--task', default=None, help="task name (default: the checkpoint's task)")
     ev.add_argument('--episodes', type=int, default=50)
-    ev.add_argument('--mode', choices=['plan', 'actor'], default='plan')
+    ev.add_argument('--mode', choices=['plan', 'actor', 'sample'], default='plan',
+                    help="plan: imagination planner; actor: actor's most likely action; sample: sampled from the actor")
     ev.add_argument('--threads', type=int, default=None)
     ev.add_argument('--json', action='store_true', help='print the metrics as JSON')
     ev.set_defaults(func=evaluate_command)
@@ -73,6 +74,10 @@ def evaluate_command(args):
         print(f'cannot load checkpoint: {exc}')
         return 1
     task = args.task or meta['task']
+    from adawm_planner.sim import task_names
+    if task not in task_names():
+        print(f'unknown task {task!r}; known: {", ".join(task_names())}')
+        return 2
     metrics = evaluate(agent, task, args.episodes, args.mode, continuous=not agent.discrete)
     if args.json:
         print(json.dumps({'task': task, 'mode': args.mode, 'episodes': args.episodes, **metrics}))

@@ -55,7 +55,7 @@ def main():
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from adawm_planner.launch_runner import find_package_share
+    from adawm_planner.share import find_package_share
     from adawm_planner.nodes.monitor import StackMonitor
     from adawm_planner.sim import default_pair, shift_pairs
 

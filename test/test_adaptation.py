@@ -92,7 +92,7 @@ def test_exported_adapters_reproduce_the_finetuned_agent():
 
     fresh_agent, _ = toy_agent_and_data(seed=2)
     fresh_agent.load_state_dict(base_state)
-    fresh = Finetuner(fresh_agent, FinetuneConfig(strategy='alternate', window=16))
+    Finetuner(fresh_agent, FinetuneConfig(strategy="alternate", window=16))   # attaches the LoRA layers
     for target, module in (('model', fresh_agent.world_model), ('policy', fresh_agent.actor_critic)):
         lora.load_into(module, adapters[target])
     window = replay.sample(1, 16)

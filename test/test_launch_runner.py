@@ -58,9 +58,11 @@ def prefix(tmp_path, monkeypatch):
         <launch>
           <arg name="sim" default="embedded" description="embedded or carla"/>
           <arg name="rate" default="20.0"/>
+          <arg name="label" default=""/>
           <group if="$(eval '\\'$(var sim)\\' == \\'embedded\\'')">
             <node pkg="launch_probe" exec="probe" name="embedded_bridge" namespace="/demo">
               <param name="rate" value="$(var rate)"/>
+              <param name="greeting" value="$(var label)"/>
               <remap from="chatter" to="/remapped/chatter"/>
             </node>
           </group>
@@ -78,7 +80,7 @@ def test_load_resolves_args_conditions_and_includes(prefix):
     main = prefix / 'share/launch_probe/launch/main.launch.xml'
     [bridge] = launch_runner.load(main, {})
     assert (bridge.name, bridge.namespace) == ('embedded_bridge', '/demo')
-    assert bridge.params == [('rate', '20.0')] and bridge.remaps == [('chatter', '/remapped/chatter')]
+    assert bridge.params == [('rate', '20.0'), ('greeting', '')] and bridge.remaps == [('chatter', '/remapped/chatter')]
     [inner] = launch_runner.load(main, {'sim': 'carla', 'rate': '10.0'})
     assert inner.name == 'inner_carla' and inner.params == [('greeting', 'hello carla')]
 
@@ -96,10 +98,11 @@ def test_load_refuses_what_it_cannot_honour(prefix, tmp_path):
         launch_runner.load(odd, {})
     odd.write_text('<launch><node pkg="launch_probe" exec="missing"/></launch>')
     with pytest.raises(LaunchError, match="'missing' of package 'launch_probe' not found"):
-        launch_runner.load(odd, {})[0].command()
+        launch_runner.load(odd, {})[0].command(tmp_path)
 
 
 def test_adawm_launch_starts_real_nodes_and_sigterm_stops_them(prefix):
+    """Typed parameters arrive typed (rate a float), an empty string arrives empty, remaps apply."""
     main = prefix / 'share/launch_probe/launch/main.launch.xml'
     runner = subprocess.Popen([sys.executable, '-m', 'adawm_planner.cli', 'launch', str(main), 'rate:=5.5'],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
@@ -111,7 +114,7 @@ def test_adawm_launch_starts_real_nodes_and_sigterm_stops_them(prefix):
         lines.append(line)
         if line.startswith('PROBE /demo/embedded_bridge'):
             break
-    assert lines[-1].strip() == 'PROBE /demo/embedded_bridge greeting=none rate=5.5 topic=/remapped/chatter', lines
+    assert lines[-1].strip() == 'PROBE /demo/embedded_bridge greeting= rate=5.5 topic=/remapped/chatter', lines
     runner.send_signal(signal.SIGTERM)
     out, _ = runner.communicate(timeout=30)
     assert runner.returncode == 0

@@ -53,7 +53,7 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from adawm_planner.launch_runner import find_package_share
+    from adawm_planner.share import find_package_share
     from adawm_planner.nodes.monitor import StackMonitor
     from adawm_planner.sim import shift_pairs
 

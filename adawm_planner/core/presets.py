@@ -4,7 +4,9 @@ from pathlib import Path
 
 import yaml
 
-PRESETS_FILE = Path(__file__).resolve().parents[2] / 'config' / 'presets.yaml'
+from adawm_planner.share import package_share
+
+PRESETS_FILE = package_share() / 'config' / 'presets.yaml'
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from derived_object_msgs.msg import ObjectArray
 from nav_msgs.msg import Odometry, Path as PathMsg
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -99,24 +98,20 @@ class AdaptationNode(Node):
         self.touched: set[str] = set()
 
         ns = f'/carla/{self.role}'
-        inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
-                                 qos.SENSOR_IN, callback_group=inputs)
+                                 qos.SENSOR_IN)
         self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
-                                 qos.SENSOR_IN, callback_group=inputs)
-        self.create_subscription(PathMsg, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN, callback_group=inputs)
-        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN, callback_group=inputs)
-        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN,
-                                 callback_group=inputs)
+                                 qos.SENSOR_IN)
+        self.create_subscription(PathMsg, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
+        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
+        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN)
         self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control,
-                                 qos.SENSOR_IN, callback_group=inputs)
-        self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN,
-                                 callback_group=inputs)
+                                 qos.SENSOR_IN)
+        self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN)
         self.report_pub = self.create_publisher(MismatchReport, '/adawm/mismatch', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
         # atomically: the planner must see bytes, sha256 and version of an adapter in one call
-        self.set_params = self.create_client(SetParametersAtomically, f'/{planner}/set_parameters_atomically',
-                                             callback_group=MutuallyExclusiveCallbackGroup())
+        self.set_params = self.create_client(SetParametersAtomically, f'/{planner}/set_parameters_atomically')
         self.worker = threading.Thread(target=self._work_loop, daemon=True)
         self.running = True
         self.worker.start()
@@ -314,7 +309,7 @@ def _param(name: str, value: ParameterValue) -> ParameterMsg:
 
 
 def main(args=None) -> None:
-    spin(AdaptationNode, threads=2, args=args)
+    spin(AdaptationNode, args=args)
 
 
 if __name__ == '__main__':

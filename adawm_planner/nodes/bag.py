@@ -43,7 +43,7 @@ def message_class(type_name: str):
 def typestore_with(type_names: set[str]):
     """A Kilted typestore that also knows the interface packages it lacks (carla_msgs, adawm_msgs, ...),
     read from the .msg files the packages install under share/."""
-    from adawm_planner.launch_runner import find_package_share
+    from adawm_planner.share import find_package_share
 
     store = get_typestore(Stores.ROS2_KILTED)
     missing_packages = {name.split('/')[0] for name in type_names if name not in store.fielddefs}

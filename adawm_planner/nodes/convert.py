@@ -23,6 +23,7 @@ from adawm_planner.core import metrics
 from adawm_planner.core.bev import BevSpec, rasterize
 from adawm_planner.core.opendrive import lanes_from_opendrive
 from adawm_planner.core.scene import Agents, Ego, Scene
+from adawm_planner.share import package_share
 
 MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
 MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
@@ -96,13 +97,8 @@ def read_key(path: str) -> bytes | None:
 
 
 def default_checkpoint() -> str:
-    """The shipped checkpoint, found through the package's share directory (venv or colcon install)."""
-    from adawm_planner.launch_runner import LaunchError, find_package_share
-    try:
-        share = find_package_share('adawm_planner')
-    except LaunchError:
-        share = Path(__file__).resolve().parents[2]
-    candidates = sorted((share / 'checkpoints').glob('*/model.json'))
+    """The shipped checkpoint: the first under the package's checkpoints/ (venv, colcon install or checkout)."""
+    candidates = sorted((package_share() / 'checkpoints').glob('*/model.json'))
     return str(candidates[0].parent) if candidates else ''
 
 

@@ -28,7 +28,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -101,25 +100,22 @@ class PlannerNode(Node):
         self.last_frame_stamp, self.frame_period = None, None
 
         ns = f'/carla/{self.role}'
-        sensors = MutuallyExclusiveCallbackGroup()   # frames, planning and the watchdog never overlap
         self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
-                                 qos.SENSOR_IN, callback_group=sensors)
+                                 qos.SENSOR_IN)
         self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
-                                 qos.SENSOR_IN, callback_group=sensors)
-        self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN, callback_group=sensors)
-        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN,
-                                 callback_group=sensors)
+                                 qos.SENSOR_IN)
+        self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
+        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN)
         self.create_subscription(CarlaEgoVehicleStatus, f'{ns}/vehicle_status',
-                                 lambda m: self._on_input(self.inputs.on_vehicle_status, m), qos.SENSOR_IN,
-                                 callback_group=sensors)
-        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN, callback_group=sensors)
+                                 lambda m: self._on_input(self.inputs.on_vehicle_status, m), qos.SENSOR_IN)
+        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
         self.control_pub = self.create_publisher(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', qos.STREAM)
         self.marker_pub = self.create_publisher(MarkerArray, '/adawm/imagined_trajectories', 1)
         self.image_pub = self.create_publisher(Image, '/adawm/decoded_bev', 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
         steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
-        self.create_timer(1.0 / self.rate, self._watchdog, callback_group=sensors, clock=steady)
+        self.create_timer(1.0 / self.rate, self._watchdog, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         self.get_logger().info(f'planning with {self.checkpoint_dir} (preset {preset.name}, mode {self.mode}, '
                                f'K={self.agent.preset.plan_candidates}, H={self.agent.preset.plan_horizon})')
@@ -304,7 +300,7 @@ class PlannerNode(Node):
 
 
 def main(args=None) -> None:
-    spin(PlannerNode, threads=2, args=args)
+    spin(PlannerNode, args=args)
 
 
 if __name__ == '__main__':

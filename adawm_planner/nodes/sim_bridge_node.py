@@ -170,7 +170,7 @@ class SimBridgeNode(Node):
 
 
 def main(args=None) -> None:
-    spin(SimBridgeNode, threads=1, args=args)
+    spin(SimBridgeNode, args=args)
 
 
 if __name__ == '__main__':

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import gymnasium as gym
 import yaml
 
-TASKS_FILE = Path(__file__).resolve().parents[2] / 'config' / 'tasks.yaml'
+from adawm_planner.share import package_share
+
+TASKS_FILE = package_share() / 'config' / 'tasks.yaml'
 
 
 @lru_cache(maxsize=1)
