@@ -98,12 +98,14 @@ class AdaptationNode(Node):
         self.touched: set[str] = set()
 
         ns = f'/carla/{self.role}'
+        # map and route first: when a new episode's route and first frame are ready together, the executor
+        # (which serves subscriptions in creation order) takes the route first, live and on replay alike
+        self.create_subscription(PathMsg, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
+        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
         self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
                                  qos.SENSOR_IN)
         self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
                                  qos.SENSOR_IN)
-        self.create_subscription(PathMsg, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
-        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
         self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN)
         self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control,
                                  qos.SENSOR_IN)

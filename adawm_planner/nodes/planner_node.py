@@ -100,15 +100,17 @@ class PlannerNode(Node):
         self.last_frame_stamp, self.frame_period = None, None
 
         ns = f'/carla/{self.role}'
+        # map and route first: when a new episode's route and first frame are ready together, the executor
+        # (which serves subscriptions in creation order) takes the route first, live and on replay alike
+        self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
+        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
         self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
                                  qos.SENSOR_IN)
         self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
                                  qos.SENSOR_IN)
-        self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
         self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN)
         self.create_subscription(CarlaEgoVehicleStatus, f'{ns}/vehicle_status',
                                  lambda m: self._on_input(self.inputs.on_vehicle_status, m), qos.SENSOR_IN)
-        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
         self.control_pub = self.create_publisher(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', qos.STREAM)
         self.marker_pub = self.create_publisher(MarkerArray, '/adawm/imagined_trajectories', 1)
         self.image_pub = self.create_publisher(Image, '/adawm/decoded_bev', 1)
