@@ -18,7 +18,7 @@ def register(commands):
     experiment = commands.add_parser('experiment', help='all strategies × seeds on a shift pair; resumable')
     experiment.add_argument('--pair', required=True, help='shift pair name (config/tasks.yaml)')
     experiment.add_argument('--checkpoint', default=None,
-                            help='pretrained checkpoint (default checkpoints/PRETRAIN_TASK)')
+                            help='pretrained checkpoint (default: the shipped one for the pair\'s pretrain task)')
     experiment.add_argument('--seeds', type=int, default=3)
     experiment.add_argument('--strategies', nargs='+', choices=STRATEGY_CHOICES, default=list(STRATEGY_CHOICES))
     experiment.add_argument('--steps', type=int, default=3000, help='environment steps per run')
@@ -61,7 +61,12 @@ def _experiment(args):
         print(f'adawm experiment: unknown pair {args.pair!r}; known: {", ".join(pairs)}')
         return 2
     pretrain_task, finetune_task = pairs[args.pair]['pretrain'], pairs[args.pair]['finetune']
-    checkpoint = args.checkpoint or f'checkpoints/{pretrain_task}'
+    from adawm_planner.share import package_share
+    shipped = sorted((package_share() / 'checkpoints').glob(f'{pretrain_task}*/model.json'))
+    if not (args.checkpoint or shipped):
+        print(f'adawm experiment: no checkpoint for {pretrain_task}; pass --checkpoint')
+        return 2
+    checkpoint = args.checkpoint or str(shipped[0].parent)
     out = Path(args.out or f'runs/experiments/{args.pair}')
     experiment(checkpoint, pretrain_task, finetune_task, out, args.seeds, args.strategies, args.steps,
                train_every=args.train_every, eval_every=args.eval_every, eval_episodes=args.eval_episodes,

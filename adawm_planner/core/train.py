@@ -29,7 +29,7 @@ class Learner:
         self.critic_opt = torch.optim.Adam(ac.critic.parameters(), p.critic_lr, eps=1e-5)
 
     def update(self, batch):
-        p, wm, ac = self.agent.preset, self.agent.world_model, self.agent.actor_critic
+        wm, ac = self.agent.world_model, self.agent.actor_critic
         model_loss, metrics, posts = wm.loss_and_posts(batch)
         self._step(self.model_opt, model_loss, wm.parameters())
         start = {k: v.detach().flatten(0, 1) for k, v in posts.items()}
