@@ -3,7 +3,8 @@
 
 def spin(make_node, args=None) -> None:
     """Every node's main(): init, build, spin until Ctrl-C / SIGTERM / shutdown, then tear down cleanly.
-    A node may end its own run with SystemExit (e.g. the bridge after max_episodes).
+    A node ends its own run with SystemExit: SystemExit(0) is a clean finish (the bridge after max_episodes),
+    SystemExit('message') a failure to start (e.g. no checkpoint): the message goes to stderr, exit code 1.
 
     Single-threaded on purpose: rclpy's MultiThreadedExecutor busy-waits while a mutually exclusive group
     has work queued behind a running callback (measured: the planner's main thread spent 20 s in
@@ -11,17 +12,25 @@ def spin(make_node, args=None) -> None:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    import sys
+
     rclpy.init(args=args)
     node = None
+    failure = None
     try:
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except SystemExit as exc:
+        failure = exc.code if isinstance(exc.code, str) else None
     finally:
         if node is not None:
             getattr(node, 'shutdown', lambda: None)()
             node.destroy_node()
         rclpy.try_shutdown()
+    if failure:
+        print(failure, file=sys.stderr, flush=True)
+        sys.exit(1)
