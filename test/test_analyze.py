@@ -28,8 +28,9 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {})
 
 
-def write_bag(path: Path, frames=60, with_map=True, extra=True):
-    """A drive of the embedded task as the bridge would publish it, written the way `adawm record` does."""
+def write_bag(path: Path, frames=60, with_map=True, extra=True, live=None, restart_at=None):
+    """A drive of the embedded task as the bridge would publish it, written the way `adawm record` does.
+    `live`, a dict, receives what the simulator itself computed at each frame: stamp -> (TTC, speed)."""
     from carla_msgs.msg import CarlaEgoVehicleControl
     env = make_env(default_task(), seed=2, dt=0.05)
     env.reset(seed=2)
@@ -45,6 +46,11 @@ def write_bag(path: Path, frames=60, with_map=True, extra=True):
     if not extra:
         del types['/carla/ego_vehicle/lidar']
     store = typestore_with(set(types.values()))
+    if extra:   # a vendor sensor whose message package this machine does not have
+        from rosbags.typesys import get_types_from_msg
+        store.register(get_types_from_msg('float32 range\nfloat32 azimuth', 'vendor_msgs/msg/Radar'))
+        types['/carla/ego_vehicle/radar'] = 'vendor_msgs/msg/Radar'
+
     with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {t: writer.add_connection(t, m, typestore=store) for t, m in types.items()}
         ns = 1
@@ -52,9 +58,13 @@ def write_bag(path: Path, frames=60, with_map=True, extra=True):
             writer.write(conns['/carla/map'], ns, serialize_message(String(data=to_opendrive(scene.lanes))))
         writer.write(conns['/carla/ego_vehicle/waypoints'], ns, serialize_message(convert.route_msg(scene.route, 0.0)))
         for i in range(frames):
-            sim.step_control(0.4, 0.0, 0.0)
-            scene, stamp = sim.scene(), 0.05 * (i + 1)
-            ns = int(stamp * 1e9)
+            _, _, _, _, info = sim.step_control(0.4, 0.0, 0.0)
+            scene = sim.scene()
+            # header stamps restart with the simulator; the recorder's receive times (the bag's) never do
+            stamp = 0.05 * (i + 1 if restart_at is None or i < restart_at else i + 1 - restart_at)
+            if live is not None:
+                live[round(stamp, 3)] = (info['ttc'], scene.ego.speed)
+            ns = int(0.05 * (i + 1) * 1e9)
             writer.write(conns['/carla/ego_vehicle/objects'], ns, serialize_message(convert.objects_msg(scene.agents, stamp)))
             writer.write(conns['/carla/ego_vehicle/odometry'], ns,
                          serialize_message(convert.odometry_msg(scene.ego, stamp, 'ego_vehicle')))
@@ -63,11 +73,13 @@ def write_bag(path: Path, frames=60, with_map=True, extra=True):
             writer.write(conns['/carla/ego_vehicle/vehicle_control_cmd'], ns + 1000, serialize_message(control))
             if extra:
                 writer.write(conns['/carla/ego_vehicle/lidar'], ns + 2000, b'\x00\x01\x00\x00garbage-not-cdr')
+                writer.write(conns['/carla/ego_vehicle/radar'], ns + 3000, b'\x00\x01\x00\x00' + bytes(8))
     return path
 
 
 def test_analyze_a_recorded_drive(checkpoint, tmp_path):
-    bag = write_bag(tmp_path / 'drive')
+    live = {}
+    bag = write_bag(tmp_path / 'drive', live=live)
     summary = analyze(bag, checkpoint, tmp_path / 'out')
     assert summary['steps'] == 30   # 60 frames at 20 Hz -> a model step every 0.1 s
     with open(tmp_path / 'out/steps.csv') as f:
@@ -77,10 +89,24 @@ def test_analyze_a_recorded_drive(checkpoint, tmp_path):
     assert {r['decision'] for r in rows} <= {'model', 'policy'}
     times = [float(r['time']) for r in rows]
     assert times == sorted(times) and times[1] - times[0] == pytest.approx(0.1)
+    # what the analysis rebuilt from the messages is what the simulator computed live
+    for row in rows:
+        ttc, speed = live[round(float(row['time']), 3)]
+        assert float(row['ttc']) == pytest.approx(ttc, rel=1e-6) and float(row['speed']) == pytest.approx(speed)
     for name in ('timeline.png', 'montage.png', 'summary.md'):
         assert (tmp_path / 'out' / name).stat().st_size > 0
     text = (tmp_path / 'out/summary.md').read_text()
     assert 'skipped /carla/ego_vehicle/lidar: not used by the analysis' in text
+    assert 'skipped /carla/ego_vehicle/radar' in text   # vendor_msgs is not installed here
+
+
+def test_time_running_backwards_starts_over(checkpoint, tmp_path):
+    """A simulator restart mid-recording: stamps jump back; the analysis resets and goes on."""
+    bag = write_bag(tmp_path / 'restart', frames=80, extra=False, restart_at=40)
+    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    with open(tmp_path / 'out/steps.csv') as f:
+        times = [float(r['time']) for r in csv.DictReader(f)]
+    assert summary['steps'] >= 35 and min(times[25:]) < max(times[:20])   # both halves analysed
 
 
 def test_missing_map_is_stated_not_raised(checkpoint, tmp_path):
