@@ -16,18 +16,6 @@ from adawm_planner.sim import default_task, make_env
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    import torch
-    from adawm_planner.core.agent import Agent
-    from adawm_planner.core.checkpoint import save_checkpoint
-    from adawm_planner.core.presets import load_preset
-
-    torch.manual_seed(0)
-    agent = Agent.for_env(load_preset('tiny'), make_env(default_task(), seed=0))
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {})
-
-
 def write_bag(path: Path, frames=60, with_map=True, extra=True, live=None, restart_at=None):
     """A drive of the embedded task as the bridge would publish it, written the way `adawm record` does.
     `live`, a dict, receives what the simulator itself computed at each frame: stamp -> (TTC, speed)."""
@@ -77,10 +65,10 @@ def write_bag(path: Path, frames=60, with_map=True, extra=True, live=None, resta
     return path
 
 
-def test_analyze_a_recorded_drive(checkpoint, tmp_path):
+def test_analyze_a_recorded_drive(tiny_checkpoint, tmp_path):
     live = {}
     bag = write_bag(tmp_path / 'drive', live=live)
-    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    summary = analyze(bag, tiny_checkpoint, tmp_path / 'out')
     assert summary['steps'] == 30   # 60 frames at 20 Hz -> a model step every 0.1 s
     with open(tmp_path / 'out/steps.csv') as f:
         rows = list(csv.DictReader(f))
@@ -100,34 +88,34 @@ def test_analyze_a_recorded_drive(checkpoint, tmp_path):
     assert 'skipped /carla/ego_vehicle/radar' in text   # vendor_msgs is not installed here
 
 
-def test_time_running_backwards_starts_over(checkpoint, tmp_path):
+def test_time_running_backwards_starts_over(tiny_checkpoint, tmp_path):
     """A simulator restart mid-recording: stamps jump back; the analysis resets and goes on."""
     bag = write_bag(tmp_path / 'restart', frames=80, extra=False, restart_at=40)
-    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    summary = analyze(bag, tiny_checkpoint, tmp_path / 'out')
     with open(tmp_path / 'out/steps.csv') as f:
         times = [float(r['time']) for r in csv.DictReader(f)]
     assert summary['steps'] >= 35 and min(times[25:]) < max(times[:20])   # both halves analysed
 
 
-def test_missing_map_is_stated_not_raised(checkpoint, tmp_path):
+def test_missing_map_is_stated_not_raised(tiny_checkpoint, tmp_path):
     bag = write_bag(tmp_path / 'nomap', frames=10, with_map=False)
-    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    summary = analyze(bag, tiny_checkpoint, tmp_path / 'out')
     assert summary['steps'] == 0
     assert any('/carla/map is not in the bag' in n for n in summary['notes'])
     assert 'Nothing could be analysed' in (tmp_path / 'out/summary.md').read_text()
 
 
-def test_truncated_bag_analyses_what_came_before(checkpoint, tmp_path):
+def test_truncated_bag_analyses_what_came_before(tiny_checkpoint, tmp_path):
     bag = write_bag(tmp_path / 'cut', frames=700, extra=False)   # ~1.8 MB: two MCAP chunks of ≤ 1 MiB
     mcap = next(bag.glob('*.mcap'))
     data = mcap.read_bytes()
     mcap.write_bytes(data[:len(data) - 150_000])   # a recording cut short: the footer and the last chunk gone
-    summary = analyze(bag, checkpoint, tmp_path / 'out')
+    summary = analyze(bag, tiny_checkpoint, tmp_path / 'out')
     assert 0 < summary['steps'] < 350, summary
     assert any('breaks off after' in n for n in summary['notes']), summary['notes']
 
 
-def test_not_a_bag(checkpoint, tmp_path):
+def test_not_a_bag(tiny_checkpoint, tmp_path):
     (tmp_path / 'empty').mkdir()
-    summary = analyze(tmp_path / 'empty', checkpoint, tmp_path / 'out')
+    summary = analyze(tmp_path / 'empty', tiny_checkpoint, tmp_path / 'out')
     assert summary['steps'] == 0 and 'could not be opened' in summary['notes'][0]

@@ -11,35 +11,13 @@ import pytest
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    import numpy as np
-    import torch
-    from adawm_planner.core.agent import Agent
-    from adawm_planner.core.checkpoint import save_checkpoint
-    from adawm_planner.core.presets import load_preset
-    from adawm_planner.core.replay import Replay
-    from adawm_planner.sim import default_task, make_env
-
-    torch.manual_seed(0)
-    env = make_env(default_task(), seed=0)
-    agent = Agent.for_env(load_preset('tiny'), env)
-    replay = Replay(100, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim)
-    obs, _ = env.reset(seed=0)
-    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    for step in range(60):
-        obs, reward, terminated, _, _ = env.step(step % 15)
-        replay.add(obs, agent.encode_action(step % 15).numpy(), reward, False, terminated)
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {}, replay)
-
-
 def start(executable, params, log):
     args = [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
     return subprocess.Popen([sys.executable, '-m', f'adawm_planner.nodes.{executable}', '--ros-args', *args],
                             env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_faults(checkpoint, tmp_path):
+def test_faults(tiny_checkpoint, tmp_path):
     import rclpy
     from adawm_msgs.msg import AdapterStatus
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -55,8 +33,8 @@ def test_faults(checkpoint, tmp_path):
     task = shift_pairs()[default_pair()]['finetune']
     log = open(tmp_path / 'nodes.log', 'w')
     bridge = start('sim_bridge_node', {'task': task}, log)
-    planner = start('planner_node', {'checkpoint': checkpoint, 'adapter_key_file': key_file, 'mode': 'actor'}, log)
-    adaptation_params = {'checkpoint': checkpoint, 'adapter_key_file': key_file, 'push_every': 3,
+    planner = start('planner_node', {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'mode': 'actor'}, log)
+    adaptation_params = {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'push_every': 3,
                          'rollback_episodes': 0, 'state_dir': tmp_path / 'state', 'use_sim_time': 'true'}
     adaptation = start('adaptation_node', adaptation_params, log)
     procs = [bridge, planner, adaptation]

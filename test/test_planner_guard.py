@@ -11,20 +11,6 @@ import pytest
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    import torch
-    from adawm_planner.core.agent import Agent
-    from adawm_planner.core.checkpoint import save_checkpoint
-    from adawm_planner.core.presets import load_preset
-    from adawm_planner.sim import default_task, make_env
-
-    torch.manual_seed(0)
-    env = make_env(default_task(), seed=0)
-    agent = Agent.for_env(load_preset('tiny'), env)
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {})
-
-
 class FakeBridge:
     """Publishes what carla-ros-bridge would, from a real embedded task, frame by frame."""
 
@@ -73,13 +59,13 @@ def stamp_of(msg):
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
-def test_safe_stop_on_bad_input_and_recovery(checkpoint):
+def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
     planner = subprocess.Popen(
-        [sys.executable, '-m', 'adawm_planner.nodes.planner_node', '--ros-args', '-p', f'checkpoint:={checkpoint}',
+        [sys.executable, '-m', 'adawm_planner.nodes.planner_node', '--ros-args', '-p', f'checkpoint:={tiny_checkpoint}',
          '-p', 'input_timeout:=0.5', '-p', 'mode:=actor'],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = Context()

@@ -14,19 +14,6 @@ BRIDGE_TOPICS = ['/carla/map', '/carla/ego_vehicle/waypoints', '/carla/ego_vehic
 COMMANDS = '/carla/ego_vehicle/vehicle_control_cmd'
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    import torch
-    from adawm_planner.core.agent import Agent
-    from adawm_planner.core.checkpoint import save_checkpoint
-    from adawm_planner.core.presets import load_preset
-    from adawm_planner.sim import default_task, make_env
-
-    torch.manual_seed(0)
-    agent = Agent.for_env(load_preset('tiny'), make_env(default_task(), seed=0))
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, default_task(), 0, {})
-
-
 def run(module_args, log):
     return subprocess.Popen([sys.executable, *module_args], env=dict(os.environ), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -47,7 +34,7 @@ def stamp_of(msg):
     return round(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, 3)
 
 
-def test_replay_gives_the_live_commands(checkpoint, tmp_path):
+def test_replay_gives_the_live_commands(tiny_checkpoint, tmp_path):
     import rclpy
     from carla_msgs.msg import CarlaEgoVehicleControl
     from nav_msgs.msg import Odometry, Path
@@ -62,7 +49,7 @@ def test_replay_gives_the_live_commands(checkpoint, tmp_path):
     bag = tmp_path / 'live'
     recorder = run(['-m', 'adawm_planner.cli', 'record', str(bag), '--topics', *BRIDGE_TOPICS, COMMANDS], log)
     time.sleep(3)
-    live_planner = planner(checkpoint, log)
+    live_planner = planner(tiny_checkpoint, log)
     bridge = run(['-m', 'adawm_planner.nodes.sim_bridge_node', '--ros-args', '-p', 'wait_for_command:=true',
                   '-p', 'seed:=4'], log)
     time.sleep(15)
@@ -91,7 +78,7 @@ def test_replay_gives_the_live_commands(checkpoint, tmp_path):
                                  qos.SENSOR_IN)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        fresh_planner = planner(checkpoint, log)
+        fresh_planner = planner(tiny_checkpoint, log)
         time.sleep(12)   # the planner is up and subscribed before the first recorded message goes out
         # the live run went as fast as the planner answered; a quarter of that leaves the replay planner room
         player = run(['-m', 'adawm_planner.cli', 'replay', str(bag), '--rate', '0.25', '--topics', *BRIDGE_TOPICS], log)

@@ -5,40 +5,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ros
 
 RUN_SECONDS = 45
-
-
-@pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory):
-    """An untrained tiny agent with a replay summary: the plumbing, not the driving, is under test."""
-    import torch
-    from adawm_planner.core.agent import Agent
-    from adawm_planner.core.checkpoint import save_checkpoint
-    from adawm_planner.core.presets import load_preset
-    from adawm_planner.core.replay import Replay
-    from adawm_planner.sim import default_task, make_env
-
-    torch.manual_seed(0)
-    task = default_task()
-    env = make_env(task, seed=0)
-    preset = load_preset('tiny')
-    agent = Agent.for_env(preset, env)
-    replay = Replay(200, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim)
-    obs, _ = env.reset(seed=0)
-    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    for step in range(100):
-        action = step % 15
-        obs, reward, terminated, truncated, _ = env.step(action)
-        replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
-        if terminated or truncated:
-            obs, _ = env.reset()
-            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny', agent, task, 0, {}, replay)
 
 
 def node_processes():
@@ -106,7 +77,8 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
     assert stack.returncode == 0, log[-3000:]
     assert not node_processes(), 'SIGTERM left nodes running'
     assert summary['frames'] > 200, summary
-    assert summary['command_coverage'] >= 0.95, summary
+    # once all three nodes work (the first mismatch report), commands answer ≥ 95 % of the frames
+    assert summary['command_coverage_all_up'] >= 0.95, summary
     assert summary['mismatch_reports'] >= 2, summary
     assert summary['adapters'].get('applied', 0) >= 1, (summary, log[-3000:])
     assert not answer.successful and 'sha256 mismatch' in answer.reason

@@ -22,13 +22,10 @@ import numpy as np
 import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus, EpisodeOutcome, MismatchReport
-from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl
-from derived_object_msgs.msg import ObjectArray
-from nav_msgs.msg import Odometry, Path as PathMsg
+from carla_msgs.msg import CarlaEgoVehicleControl
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.node import Node
-from std_msgs.msg import String
 
 from adawm_planner.core import lora, metrics
 from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
@@ -103,15 +100,7 @@ class AdaptationNode(Node):
         self.touched: set[str] = set()
 
         ns = f'/carla/{self.role}'
-        # map and route first: when a new episode's route and first frame are ready together, the executor
-        # (which serves subscriptions in creation order) takes the route first, live and on replay alike
-        self.create_subscription(PathMsg, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
-        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
-        self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
-                                 qos.SENSOR_IN)
-        self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
-                                 qos.SENSOR_IN)
-        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN)
+        convert.subscribe_inputs(self, self.inputs, self.role, self._on_input)
         self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control,
                                  qos.SENSOR_IN)
         self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN)

@@ -215,6 +215,25 @@ class InputState:
                      agents=Agents.from_rows(self.agents), collision=self.collided)
 
 
+def subscribe_inputs(node, inputs: 'InputState', role: str, on_frame_input) -> None:
+    """The bridge topics a Scene is built from, the same for every node that builds one.
+    `on_frame_input(store, msg)` handles the streams that make up a frame (odometry, objects, status)."""
+    from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleStatus
+    from std_msgs.msg import String
+
+    from adawm_planner.nodes import qos
+    ns = f'/carla/{role}'
+    # map and route first: when a new episode's route and first frame are ready together, the executor
+    # (which serves subscriptions in creation order) takes the route first, live and on replay alike
+    node.create_subscription(PathMsg, f'{ns}/waypoints', inputs.on_route, qos.LATCHED_IN)
+    node.create_subscription(String, '/carla/map', inputs.on_map, qos.LATCHED_IN)
+    for msg_type, topic, store in ((Odometry, 'odometry', inputs.on_odometry), (ObjectArray, 'objects', inputs.on_objects),
+                                   (CarlaEgoVehicleStatus, 'vehicle_status', inputs.on_vehicle_status)):
+        node.create_subscription(msg_type, f'{ns}/{topic}', lambda m, store=store: on_frame_input(store, m),
+                                 qos.SENSOR_IN)
+    node.create_subscription(CarlaCollisionEvent, f'{ns}/collision', inputs.on_collision, qos.EVENTS_IN)
+
+
 class Observer:
     """Scene -> the model's observation, exactly as the embedded env computes it: the BEV raster and the
     ego vector, whose route terms come from a RouteTracker that follows the ego along the current route."""

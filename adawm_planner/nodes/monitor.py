@@ -50,14 +50,19 @@ class StackMonitor(Node):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
                 self.diagnostics['message'] = status.message
 
-    def command_coverage(self) -> float:
-        """Fraction of simulation frames, from the planner's first command on, answered by a control command
-        stamped with that frame's time."""
+    def command_coverage(self, since: float | None = None) -> float:
+        """Fraction of simulation frames answered by a control command stamped with that frame's time,
+        counted from the planner's first command on (or from sim time `since`, if later)."""
         if not self.command_stamps:
             return 0.0
         answered = set(round(s, 3) for s in self.command_stamps)
-        frames = [s for s in self.frame_stamps if s >= min(self.command_stamps)]
+        start = max(min(self.command_stamps), since or 0.0)
+        frames = [s for s in self.frame_stamps if s >= start]
         return sum(round(s, 3) in answered for s in frames) / max(len(frames), 1)
+
+    def all_up_since(self) -> float | None:
+        """Sim time from which planner and adaptation node both work: the first mismatch report's stamp."""
+        return stamp_seconds(self.reports[0].header.stamp) if self.reports else None
 
     def summary(self) -> dict:
         outcomes = collections.Counter(OUTCOME_NAMES[e.outcome] for e in self.episodes)
@@ -67,6 +72,7 @@ class StackMonitor(Node):
         adapters = collections.Counter(STATE_NAMES[s.state] for s in unique)
         rejected = [s.reason for s in self.statuses if s.state == AdapterStatus.STATE_REJECTED]
         return {'frames': len(self.frame_stamps), 'commands': len(self.command_stamps),
-                'command_coverage': self.command_coverage(), 'episodes': len(self.episodes),
+                'command_coverage': self.command_coverage(),
+                'command_coverage_all_up': self.command_coverage(self.all_up_since()), 'episodes': len(self.episodes),
                 'outcomes': dict(outcomes), 'mismatch_reports': len(self.reports), 'decisions': dict(decisions),
                 'adapters': dict(adapters), 'rejection_reasons': rejected, 'planner': dict(self.diagnostics)}

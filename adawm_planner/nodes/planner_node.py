@@ -23,15 +23,12 @@ import numpy as np
 import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus
-from carla_msgs.msg import CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEgoVehicleStatus
-from derived_object_msgs.msg import ObjectArray
+from carla_msgs.msg import CarlaEgoVehicleControl
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
-from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from adawm_planner.core import lora
@@ -101,17 +98,7 @@ class PlannerNode(Node):
         self.last_frame_stamp, self.frame_period = None, None
 
         ns = f'/carla/{self.role}'
-        # map and route first: when a new episode's route and first frame are ready together, the executor
-        # (which serves subscriptions in creation order) takes the route first, live and on replay alike
-        self.create_subscription(Path, f'{ns}/waypoints', self.inputs.on_route, qos.LATCHED_IN)
-        self.create_subscription(String, '/carla/map', self.inputs.on_map, qos.LATCHED_IN)
-        self.create_subscription(Odometry, f'{ns}/odometry', lambda m: self._on_input(self.inputs.on_odometry, m),
-                                 qos.SENSOR_IN)
-        self.create_subscription(ObjectArray, f'{ns}/objects', lambda m: self._on_input(self.inputs.on_objects, m),
-                                 qos.SENSOR_IN)
-        self.create_subscription(CarlaCollisionEvent, f'{ns}/collision', self.inputs.on_collision, qos.EVENTS_IN)
-        self.create_subscription(CarlaEgoVehicleStatus, f'{ns}/vehicle_status',
-                                 lambda m: self._on_input(self.inputs.on_vehicle_status, m), qos.SENSOR_IN)
+        convert.subscribe_inputs(self, self.inputs, self.role, self._on_input)
         self.control_pub = self.create_publisher(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', qos.STREAM)
         self.marker_pub = self.create_publisher(MarkerArray, '/adawm/imagined_trajectories', 1)
         self.image_pub = self.create_publisher(Image, '/adawm/decoded_bev', 1)
@@ -120,6 +107,10 @@ class PlannerNode(Node):
         steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
         self.create_timer(1.0 / self.rate, self._watchdog, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
+        # One decision on a blank observation before the first frame: torch's first calls are slow.
+        spec = self.meta['spec']
+        blank = {'bev': np.zeros(spec['bev_shape'], np.uint8), 'ego': np.zeros(spec['ego_dim'], np.float32)}
+        self.agent.act(blank, None, self.mode)
         # The model and message types stay for the node's life: keep them out of the cyclic GC's scans,
         # whose full passes otherwise land as latency spikes on planning ticks.
         gc.collect()
