@@ -22,7 +22,6 @@ import dataclasses
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from adawm_planner.core import lora, mismatch
 
@@ -174,6 +173,3 @@ class Finetuner:
             report[side] = {'trainable': count, 'fraction': fraction}
         return report
 
-
-def one_hot_actions(indices: torch.Tensor, action_dim: int) -> torch.Tensor:
-    return F.one_hot(indices.long(), action_dim).float()

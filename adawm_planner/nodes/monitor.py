@@ -11,6 +11,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from adawm_planner.nodes import qos
+from adawm_planner.nodes.convert import stamp_seconds
 
 OUTCOME_NAMES = {EpisodeOutcome.OUTCOME_SUCCESS: 'success', EpisodeOutcome.OUTCOME_COLLISION: 'collision',
                  EpisodeOutcome.OUTCOME_OFF_ROUTE: 'off_route', EpisodeOutcome.OUTCOME_TIMEOUT: 'timeout',
@@ -19,10 +20,6 @@ DECISION_NAMES = {MismatchReport.DECISION_NONE: 'none', MismatchReport.DECISION_
                   MismatchReport.DECISION_UPDATE_POLICY: 'policy'}
 STATE_NAMES = {AdapterStatus.STATE_APPLIED: 'applied', AdapterStatus.STATE_REJECTED: 'rejected',
                AdapterStatus.STATE_ROLLED_BACK: 'rolled_back'}
-
-
-def stamp_seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class StackMonitor(Node):
