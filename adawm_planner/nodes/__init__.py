@@ -26,6 +26,11 @@ def spin(make_node, args=None) -> None:
         pass
     except SystemExit as exc:
         failure = exc.code if isinstance(exc.code, str) else None
+    except Exception:
+        # A SIGINT/SIGTERM that shuts the context down between two waits surfaces as RCLError ('the given
+        # context is not valid') rather than ExternalShutdownException: a normal stop, not a crash.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             getattr(node, 'shutdown', lambda: None)()

@@ -6,7 +6,7 @@ bridge's topics with the bridge's types, frames and QoS. The road network goes o
 /carla/map and /carla/world_info (latched), the route on waypoints (latched, again after every reset).
 
 With `wait_for_command` (carla-ros-bridge's synchronous_mode_wait_for_vehicle_control_command) each tick
-waits for a command stamped after the previous tick, so a run is deterministic whatever the machine's
+waits for the command answering the frame on the wire, so a run is deterministic whatever the machine's
 speed; otherwise ticks come at real-time pace (scaled by `speed`). Each episode's end is published on
 /adawm/episode (adawm_msgs/EpisodeOutcome) and the task resets with the next seed.
 """
@@ -126,7 +126,12 @@ class SimBridgeNode(Node):
             self.get_logger().warning(f'ignoring a control with non-finite values {values}', throttle_duration_sec=5)
             return
         self.control = msg
-        if self.wait_for_command:
+        # Only a command for the frame on the wire steps: one answering an earlier frame (stamped, but before
+        # it) would put two frames in flight for good, and a planner would then skip frames now and then.
+        # Unstamped commands (stamp 0, e.g. a manual controller) step as in carla-ros-bridge.
+        stamp = convert.stamp_seconds(msg.header.stamp)
+        answers_an_earlier_frame = 0.0 < stamp < self.sim_time - 1e-6
+        if self.wait_for_command and not answers_an_earlier_frame:
             self._tick()
 
     def _unstick(self) -> None:
