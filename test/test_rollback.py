@@ -42,6 +42,15 @@ def test_superseded_adapter_gets_no_verdict():
     assert verdict.version == 6
 
 
+def test_superseded_before_any_episode_keeps_the_bar():
+    judge = AdapterJudge(episodes=2)
+    drive(judge, [10, 10])
+    judge.applied(7)
+    judge.applied(8)
+    [verdict] = drive(judge, [1, 1])
+    assert verdict.version == 8 and not verdict.keep and 'fell from 10.0 to 1.0' in verdict.reason
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         AdapterJudge(episodes=0)

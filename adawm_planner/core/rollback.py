@@ -43,7 +43,7 @@ class AdapterJudge:
 
     def applied(self, version: int) -> None:
         """A new adapter is in force; the one on trial (if any) is superseded without a verdict."""
-        if self.on_trial is not None:
+        if self.on_trial is not None and self.trial:   # with nothing driven on it, the bar stands
             self.before.clear()
             self.before.extend(self.trial[-self.episodes:])
         self.on_trial, self.trial = version, []

@@ -188,10 +188,8 @@ class AdaptationNode(Node):
             try:
                 self._report(out, decision)
                 # one round of adapters on trial at a time: the next waits for the verdict on these
-                if self.tuner.steps % self.push_every == 0 and not self.on_trial:
-                    for target in sorted(self.touched):
-                        self._push(target)
-                    self.touched.clear()
+                if self.tuner.steps % self.push_every == 0 and not self.on_trial and self.touched:
+                    self._push_round()
             except Exception as exc:   # e.g. the context is shutting down under us
                 if self.running and rclpy.ok():
                     self.get_logger().error(f'publishing / pushing failed: {exc!r}')
@@ -214,19 +212,27 @@ class AdaptationNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.report_pub.publish(msg)
 
-    def _push(self, target: str) -> None:
-        """Export the side's adapter under a new version and set it on the planner; it goes on trial."""
+    def _push_round(self) -> None:
+        """Export each side touched since the last round under a new version and set it on the planner. The
+        applied ones go on trial together, and the judge hears of the round before anyone hears it applied:
+        every episode reported after an adapter's status counts against it."""
+        targets, self.touched = sorted(self.touched), set()
         if self.config.strategy == 'full':
             return   # full finetuning has no adapter to push: its weights are the whole model
-        self.version += 1
-        self._save_version()
-        adapter = self.tuner.export_adapter(target, self.version)
-        lora.save(adapter, self.state_dir / f'{target}_v{self.version}')
-        reason = self._send(target, adapter)
-        self._status(target, adapter, AdapterStatus.STATE_REJECTED if reason else AdapterStatus.STATE_APPLIED, reason)
-        if not reason and self.judge is not None:
-            self.on_trial[target] = adapter
-            self.judge.applied(self.version)
+        sent = []
+        for target in targets:
+            self.version += 1
+            self._save_version()
+            adapter = self.tuner.export_adapter(target, self.version)
+            lora.save(adapter, self.state_dir / f'{target}_v{self.version}')
+            sent.append((target, adapter, self._send(target, adapter)))
+        if self.judge is not None:
+            self.on_trial.update({target: adapter for target, adapter, reason in sent if not reason})
+            if self.on_trial:
+                self.judge.applied(max(adapter.meta.version for adapter in self.on_trial.values()))
+        for target, adapter, reason in sent:
+            self._status(target, adapter, AdapterStatus.STATE_REJECTED if reason else AdapterStatus.STATE_APPLIED,
+                         reason)
 
     def _send(self, target: str, adapter: lora.Adapter) -> str:
         """One set_parameters_atomically call; returns '' when the planner applied it, else why not."""
