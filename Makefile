@@ -1,8 +1,11 @@
 # AdaWM: `make setup` builds .venv; `make test` runs the suite on loopback-only DDS.
 SHELL := /bin/bash
 VENV := .venv
-# Every run gets a DDS domain of its own (1..100) unless the caller picks one.
-ROS_DOMAIN_ID ?= $(shell echo $$(( RANDOM % 100 + 1 )))
+# Every run gets a DDS domain of its own (1..100) unless the caller picks one; drawn once (`:=`), so the
+# domain a recipe prints is the one its commands use.
+ifeq ($(origin ROS_DOMAIN_ID),undefined)
+ROS_DOMAIN_ID := $(shell echo $$(( RANDOM % 100 + 1 )))
+endif
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID
 
