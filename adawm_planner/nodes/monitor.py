@@ -49,11 +49,13 @@ class StackMonitor(Node):
 
     def command_coverage(self, since: float | None = None) -> float:
         """Fraction of simulation frames answered by a control command stamped with that frame's time,
-        counted from the planner's first command on (or from sim time `since`, if later)."""
-        if not self.command_stamps:
-            return 0.0
+        counted from the first frame the planner answered (or from sim time `since`, if later). Not from its
+        first command: a safe stop sent before the first frame arrives carries the clock's time, often 0."""
         answered = set(round(s, 3) for s in self.command_stamps)
-        start = max(min(self.command_stamps), since or 0.0)
+        first = next((s for s in self.frame_stamps if round(s, 3) in answered), None)
+        if first is None:
+            return 0.0
+        start = max(first, since or 0.0)
         frames = [s for s in self.frame_stamps if s >= start]
         return sum(round(s, 3) in answered for s in frames) / max(len(frames), 1)
 
