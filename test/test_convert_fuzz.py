@@ -51,6 +51,7 @@ def objects(rows, stamp):
     return msg
 
 
+@pytest.mark.filterwarnings('error::RuntimeWarning')   # an overflow on the way to pixels is a failure too
 @settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ego=st.tuples(floats, floats, floats, floats, floats, floats),
        rows=st.lists(st.tuples(*[floats] * 7), max_size=40),

@@ -28,6 +28,7 @@ from adawm_planner.share import package_share
 MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
 MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
 MAX_SPEED = 100.0          # m/s
+MAX_OBJECT_SIZE = 100.0    # m; no road user is longer or wider
 
 
 def time_msg(seconds: float) -> Time:
@@ -156,7 +157,8 @@ class InputState:
             pos, vel = obj.pose.position, obj.twist.linear
             rows.append((pos.x, pos.y, yaw_from_quaternion(obj.pose.orientation), vel.x, vel.y, dims[0], dims[1]))
         agents = np.array(rows, dtype=np.float64).reshape(-1, 7)
-        sane = np.isfinite(agents).all(axis=1) & (np.abs(agents[:, :2]).max(axis=1, initial=0) < MAX_ABS_COORDINATE)
+        sane = (np.isfinite(agents).all(axis=1) & (np.abs(agents[:, :2]).max(axis=1, initial=0) < MAX_ABS_COORDINATE)
+                & (agents[:, 5:7] >= 0).all(axis=1) & (agents[:, 5:7] <= MAX_OBJECT_SIZE).all(axis=1))
         agents = agents[sane]
         if len(agents) > MAX_OBJECTS and self.ego is not None:
             distance = np.hypot(agents[:, 0] - self.ego['x'], agents[:, 1] - self.ego['y'])
