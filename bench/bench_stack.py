@@ -20,29 +20,6 @@ from pathlib import Path
 import numpy as np
 
 
-def untrained_checkpoint(preset_name: str, out: Path) -> Path:
-    import torch
-    from adawm_planner.core.agent import Agent
-    from adawm_planner.core.checkpoint import save_checkpoint
-    from adawm_planner.core.presets import load_preset
-    from adawm_planner.core.replay import Replay
-    from adawm_planner.sim import default_task, make_env
-
-    torch.manual_seed(0)
-    env = make_env(default_task(), seed=0)
-    agent = Agent.for_env(load_preset(preset_name), env)
-    replay = Replay(600, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim)
-    obs, _ = env.reset(seed=0)
-    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    for step in range(500):
-        obs, reward, terminated, truncated, _ = env.step(step % 15)
-        replay.add(obs, agent.encode_action(step % 15).numpy(), reward, False, terminated)
-        if terminated or truncated:
-            obs, _ = env.reset()
-            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    return save_checkpoint(out / preset_name, agent, default_task(), 0, {}, replay)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--checkpoint', default=None)
@@ -55,13 +32,14 @@ def main():
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from adawm_planner.core.checkpoint import save_untrained
     from adawm_planner.share import find_package_share
     from adawm_planner.nodes.monitor import StackMonitor
     from adawm_planner.sim import default_pair, shift_pairs
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        checkpoint = Path(args.checkpoint) if args.checkpoint else untrained_checkpoint(args.preset, tmp)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else save_untrained(tmp / args.preset, args.preset, scripted_steps=500)
         task = shift_pairs()[default_pair()]['finetune']
         launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
         log_path = tmp / 'stack.log'

@@ -45,6 +45,32 @@ def save_checkpoint(directory, agent, task, step, metrics, replay=None, extra=No
     return directory
 
 
+def save_untrained(directory, preset_name: str, scripted_steps: int):
+    """An untrained agent of the preset for the default task, with the replay summary of `scripted_steps`
+    steps cycling through the actions: for tests and benchmarks of the plumbing (loading, latency,
+    adapters), where what the network has learned does not matter."""
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.core.replay import Replay
+    from adawm_planner.sim import default_task, make_env
+
+    torch.manual_seed(0)
+    task = default_task()
+    env = make_env(task, seed=0)
+    agent = Agent.for_env(load_preset(preset_name), env)
+    replay = Replay(2 * scripted_steps, env.observation_space['bev'].shape, agent.world_model.ego_dim,
+                    agent.action_dim)
+    obs, _ = env.reset(seed=0)
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    for step in range(scripted_steps):
+        action = step % agent.action_dim
+        obs, reward, terminated, truncated, _ = env.step(action)
+        replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    return save_checkpoint(directory, agent, task, 0, {}, replay)
+
+
 def read_meta(directory):
     path = Path(directory) / 'model.json'
     if not path.is_file():
