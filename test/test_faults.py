@@ -1,20 +1,15 @@
 """Faults over real DDS: signed adapters only, adaptation node killed and restarted, simulator restarted.
 The planner keeps driving through all of it."""
+import functools
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
+import node_procs
+from node_procs import start_node, stop_nodes
+
 pytestmark = pytest.mark.ros
-
-
-def start(executable, params, log):
-    args = [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
-    return subprocess.Popen([sys.executable, '-m', f'adawm_planner.nodes.{executable}', '--ros-args', *args],
-                            env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_faults(tiny_checkpoint, tmp_path):
@@ -32,11 +27,11 @@ def test_faults(tiny_checkpoint, tmp_path):
     key_file.write_text('a-shared-secret-of-some-length\n')
     task = shift_pairs()[default_pair()]['finetune']
     log = open(tmp_path / 'nodes.log', 'w')
-    bridge = start('sim_bridge_node', {'task': task}, log)
-    planner = start('planner_node', {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'mode': 'actor'}, log)
+    bridge = start_node('sim_bridge_node', {'task': task}, log)
+    planner = start_node('planner_node', {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'mode': 'actor'}, log)
     adaptation_params = {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'push_every': 3,
                          'rollback_episodes': 0, 'state_dir': tmp_path / 'state', 'use_sim_time': 'true'}
-    adaptation = start('adaptation_node', adaptation_params, log)
+    adaptation = start_node('adaptation_node', adaptation_params, log)
     procs = [bridge, planner, adaptation]
     context = Context()
     rclpy.init(context=context)
@@ -45,13 +40,7 @@ def test_faults(tiny_checkpoint, tmp_path):
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(monitor)
 
-        def spin_until(predicate, seconds, what):
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
-                if predicate():
-                    return
-            raise AssertionError(f'{what} within {seconds} s; log:\n' + (tmp_path / 'nodes.log').read_text()[-3000:])
+        spin_until = functools.partial(node_procs.spin_until, executor, log_path=tmp_path / 'nodes.log')
 
         def applied_versions():
             return {s.version for s in monitor.statuses if s.state == AdapterStatus.STATE_APPLIED}
@@ -87,7 +76,7 @@ def test_faults(tiny_checkpoint, tmp_path):
 
         # 4. restarted, it resumes its version counter: no version is ever reused
         highest = max(applied_versions())
-        adaptation = start('adaptation_node', adaptation_params, log)
+        adaptation = start_node('adaptation_node', adaptation_params, log)
         procs.append(adaptation)
         spin_until(lambda: max(applied_versions()) > highest, 120, 'an adapter from the restarted node')
         assert version_before is not None
@@ -97,19 +86,12 @@ def test_faults(tiny_checkpoint, tmp_path):
         bridge.wait(timeout=30)
         spin_until(lambda: 'stale' in monitor.diagnostics.get('message', ''), 10, 'a safe stop on stale inputs')
         commands_before = len(monitor.command_stamps)
-        bridge = start('sim_bridge_node', {'task': task}, log)
+        bridge = start_node('sim_bridge_node', {'task': task}, log)
         procs.append(bridge)
         spin_until(lambda: len(monitor.command_stamps) > commands_before + 40
                    and monitor.diagnostics.get('message') == 'planning', 60, 'planning after the simulator restart')
         assert planner.poll() is None
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_nodes(procs)
         rclpy.try_shutdown(context=context)
     assert 'Traceback' not in (tmp_path / 'nodes.log').read_text()

@@ -5,23 +5,15 @@ The test is the judge's source of episodes: the bridge's own outcomes are remapp
 publishes good episodes before the first adapter and bad ones after it, so the verdict is known in advance.
 Everything else is the real stack: the bridge's frames train the adaptation node, which pushes adapters to
 the planner's parameter service and, on the bad verdict, pushes the plain base back."""
-import os
+import functools
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
+import node_procs
+from node_procs import start_node, stop_nodes
+
 pytestmark = pytest.mark.ros
-
-
-def start(executable, params, log, remaps=()):
-    args = [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
-    args += [a for r in remaps for a in ('-r', r)]
-    return subprocess.Popen([sys.executable, '-m', f'adawm_planner.nodes.{executable}', '--ros-args', *args],
-                            env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
@@ -37,11 +29,11 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
     task = shift_pairs()[default_pair()]['finetune']
     log = open(tmp_path / 'nodes.log', 'w')
     procs = [
-        start('sim_bridge_node', {'task': task}, log, remaps=['/adawm/episode:=/sim/episode']),
-        start('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log),
-        start('adaptation_node', {'checkpoint': tiny_checkpoint, 'push_every': 3, 'rollback_episodes': 3,
-                                  'rollback_margin': 0.2, 'state_dir': tmp_path / 'state', 'use_sim_time': 'true'},
-              log),
+        start_node('sim_bridge_node', {'task': task}, log, remaps=['/adawm/episode:=/sim/episode']),
+        start_node('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log),
+        start_node('adaptation_node', {'checkpoint': tiny_checkpoint, 'push_every': 3, 'rollback_episodes': 3,
+                                       'rollback_margin': 0.2, 'state_dir': tmp_path / 'state',
+                                       'use_sim_time': 'true'}, log),
     ]
     context = Context()
     rclpy.init(context=context)
@@ -51,13 +43,7 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(monitor)
 
-        def spin_until(predicate, seconds, what):
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
-                if predicate():
-                    return
-            raise AssertionError(f'{what} within {seconds} s; log:\n' + (tmp_path / 'nodes.log').read_text()[-3000:])
+        spin_until = functools.partial(node_procs.spin_until, executor, log_path=tmp_path / 'nodes.log')
 
         def episodes(count, episode_return, outcome):
             for _ in range(count):
@@ -116,13 +102,6 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
                 spin_until(lambda: monitor.diagnostics.get(DIAGNOSTIC_KEY[status.target]) == version, 30,
                            f'the planner back on the kept v{version}')
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_nodes(procs)
         rclpy.try_shutdown(context=context)
     assert 'Traceback' not in (tmp_path / 'nodes.log').read_text()
