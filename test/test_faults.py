@@ -28,7 +28,8 @@ def test_faults(tiny_checkpoint, tmp_path):
     task = shift_pairs()[default_pair()]['finetune']
     log = open(tmp_path / 'nodes.log', 'w')
     bridge = start_node('sim_bridge_node', {'task': task}, log)
-    planner = start_node('planner_node', {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'mode': 'actor'}, log)
+    planner = start_node('planner_node', {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file,
+                                          'mode': 'actor'}, log)
     adaptation_params = {'checkpoint': tiny_checkpoint, 'adapter_key_file': key_file, 'push_every': 3,
                          'rollback_episodes': 0, 'state_dir': tmp_path / 'state', 'use_sim_time': 'true'}
     adaptation = start_node('adaptation_node', adaptation_params, log)
