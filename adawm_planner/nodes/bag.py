@@ -186,6 +186,9 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                         publishers[conn.id].publish(bytes(data))
                 if not loop:
                     break
+            # the last messages are still in flight when the loop ends: exiting now would drop them
+            for publisher in publishers.values():
+                publisher.wait_for_all_acked(rclpy.duration.Duration(seconds=2.0))
     except KeyboardInterrupt:
         pass
     finally:
