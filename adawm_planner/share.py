@@ -1,6 +1,6 @@
 """Where installed packages keep their data: `<prefix>/share/<package>`, found like ament_index does, on
-AMENT_PREFIX_PATH and this interpreter's prefix (which `make setup` lays out as an ament prefix). A checkout
-that was never installed falls back to its own source tree for this package's config and checkpoints."""
+AMENT_PREFIX_PATH and this interpreter's prefix (which `make setup` lays out as an ament prefix). Code imported
+from a checkout reads that checkout's config and checkpoints."""
 import os
 import sys
 from pathlib import Path
@@ -23,8 +23,8 @@ def find_package_share(package: str) -> Path:
 
 
 def package_share() -> Path:
-    """adawm_planner's own share directory (launch/, config/, checkpoints/), or the source tree."""
-    try:
-        return find_package_share('adawm_planner')
-    except LookupError:
+    """adawm_planner's own data (launch/, config/, checkpoints/): a checkout's own tree when the package is
+    imported from one (so a second checkout or worktree reads its own config), else the installed share."""
+    if (SOURCE_TREE / 'package.xml').is_file() and (SOURCE_TREE / 'config').is_dir():
         return SOURCE_TREE
+    return find_package_share('adawm_planner')
