@@ -35,12 +35,19 @@ class FakeBridge:
             convert.route_msg(scene.route, 0.0))
         self.odom = node.create_publisher(Odometry, '/carla/ego_vehicle/odometry', qos.STREAM)
         self.objects = node.create_publisher(ObjectArray, '/carla/ego_vehicle/objects', qos.STREAM)
-        self.commands, self.diagnostics = [], []
+        self.commands, self.diagnostics, self.diagnostic_values = [], [], []
         node.create_subscription(CarlaEgoVehicleControl, '/carla/ego_vehicle/vehicle_control_cmd',
                                  self.commands.append, qos.SENSOR_IN)
-        node.create_subscription(DiagnosticArray, '/diagnostics',
-                                 lambda m: self.diagnostics.extend(s.message for s in m.status), qos.EVENTS_IN)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, qos.EVENTS_IN)
         self.stamp = 0.0
+
+    def _on_diagnostics(self, msg):
+        self.diagnostics.extend(s.message for s in msg.status)
+        self.diagnostic_values.extend({kv.key: kv.value for kv in s.values} for s in msg.status)
+
+    def diagnostics_values(self):
+        """The key/values of the latest planner diagnostics ({} before the first)."""
+        return self.diagnostic_values[-1] if self.diagnostic_values else {}
 
     def frame(self, odometry_hook=None, objects_hook=None, stamp=None):
         self.sim.step_control(0.3, 0.0, 0.0)

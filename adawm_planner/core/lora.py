@@ -287,6 +287,21 @@ class AdapterSlot:
         load_into(module, adapter)
         return module.eval(), adapter
 
+    def prepare_fields(self, fields: dict, allowed_dir: str) -> tuple[torch.nn.Module, Adapter]:
+        """`prepare` from the fields an adapter travels in: data (bytes, or a list of 1-byte bytes as ROS byte
+        arrays come) or path (a file inside `allowed_dir`), with sha256, version and signature."""
+        if not (fields.get('data') or fields.get('path')):
+            raise AdapterError(f'set adapter.{self.target}.data (or .path) together with .sha256 and .version '
+                               'in one call')
+        if fields.get('path'):
+            blob = self.read_file(fields['path'], allowed_dir or '/nonexistent-adapter-dir')
+        else:
+            data = fields.get('data') or b''
+            blob = data if isinstance(data, (bytes, bytearray)) else b''.join(data)
+        if not isinstance(fields.get('version'), int) or not isinstance(fields.get('sha256'), str):
+            raise AdapterError('the adapter\'s version must be an integer and its sha256 a string')
+        return self.prepare(blob, fields['sha256'], fields['version'], fields.get('signature') or None)
+
     def read_file(self, path: str | Path, allowed_dir: str | Path) -> bytes:
         """Bytes of an adapter file, refusing anything outside `allowed_dir` or over the size limit."""
         path, allowed = Path(path).resolve(), Path(allowed_dir).resolve()

@@ -35,6 +35,10 @@ def time_msg(seconds: float) -> Time:
     return Time(sec=int(sec), nanosec=int(nanosec))
 
 
+def time_from_ns(nanoseconds: int) -> Time:
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
 def quaternion_from_yaw(yaw: float) -> Quaternion:
     return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
 
@@ -63,6 +67,39 @@ def objects_msg(agents: Agents, stamp: float) -> ObjectArray:
                                    dimensions=[float(agents.length[i]), float(agents.width[i]), 1.5])
         msg.objects.append(obj)
     return msg
+
+
+def plan_markers_msg(paths: np.ndarray, best: int, stamp_ns: int):
+    """The candidates' paths (K, H+1, 2) as line strips in the map frame; the chosen one bold and green."""
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker, MarkerArray
+    markers = MarkerArray()
+    for i, path in enumerate(paths):
+        m = Marker(ns='adawm_candidates', id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
+        m.header.frame_id, m.header.stamp = 'map', time_from_ns(stamp_ns)
+        m.scale.x = 0.3 if i == best else 0.08
+        m.color.r, m.color.g, m.color.b, m.color.a = (0.1, 0.9, 0.2, 1.0) if i == best else (0.6, 0.6, 0.9, 0.35)
+        m.points = [Point(x=float(x), y=float(y), z=0.2) for x, y in path]
+        markers.markers.append(m)
+    return markers
+
+
+def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str):
+    from sensor_msgs.msg import Image
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', step=rgb.shape[1] * 3, data=rgb.tobytes())
+    msg.header.stamp = time_from_ns(stamp_ns)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def diagnostics_msg(name: str, hardware_id: str, warn: bool, message: str, values: dict, stamp_ns: int):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message,
+                              level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = time_from_ns(stamp_ns)
+    return array
 
 
 def route_msg(route: np.ndarray, stamp: float) -> PathMsg:
