@@ -1,5 +1,6 @@
 """The planner under bad input, over real DDS: a safe stop within one frame with the reason on
 /diagnostics, and recovery by itself when inputs are sane again. The node is never killed by input."""
+import contextlib
 import math
 import os
 import subprocess
@@ -66,22 +67,34 @@ def stamp_of(msg):
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
-def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
+@contextlib.contextmanager
+def planner_beside_bridge(checkpoint, *params):
+    """A planner process (with `-p` params) and, in this process, a FakeBridge node and its executor. On the
+    way out the planner is stopped, and it must not have died nor printed a traceback."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    planner = subprocess.Popen(
-        [sys.executable, '-m', 'adawm_planner.nodes.planner_node', '--ros-args', '-p', f'checkpoint:={tiny_checkpoint}',
-         '-p', 'input_timeout:=0.5', '-p', 'mode:=actor'],
-        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [a for p in (f'checkpoint:={checkpoint}', 'mode:=actor', *params) for a in ('-p', p)]
+    planner = subprocess.Popen([sys.executable, '-m', 'adawm_planner.nodes.planner_node', '--ros-args', *args],
+                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = Context()
     rclpy.init(context=context)
     try:
         node = rclpy.create_node('fake_bridge', context=context)
-        bridge = FakeBridge(node)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
+        yield node, FakeBridge(node), executor
+        assert planner.poll() is None, 'the planner died'
+    finally:
+        planner.terminate()
+        out, _ = planner.communicate(timeout=30)
+        rclpy.try_shutdown(context=context)
+    assert 'Traceback' not in out, out[-3000:]
+
+
+def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
+    with planner_beside_bridge(tiny_checkpoint, 'input_timeout:=0.5') as (node, bridge, executor):
 
         def spin(seconds):
             end = time.monotonic() + seconds
@@ -147,9 +160,3 @@ def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
         assert late and all(c.brake == 1.0 for c in late)
         assert any('stale' in m for m in bridge.diagnostics[-3:]), bridge.diagnostics[-3:]
         assert time.monotonic() - silence_started < 5
-        assert planner.poll() is None, 'the planner died'
-    finally:
-        planner.terminate()
-        out, _ = planner.communicate(timeout=30)
-        rclpy.try_shutdown(context=context)
-    assert 'Traceback' not in out, out[-3000:]

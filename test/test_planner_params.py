@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_planner_guard import FakeBridge
+from test_planner_guard import planner_beside_bridge
 
 pytestmark = pytest.mark.ros
 
@@ -68,26 +68,16 @@ def value_params(**values):
 
 
 def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
-    import rclpy
     from adawm_msgs.msg import AdapterStatus
     from rcl_interfaces.srv import SetParametersAtomically
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
 
     from adawm_planner.nodes import qos
 
     model, policy = adapters(tiny_checkpoint)
-    planner = start('planner_node', f'checkpoint:={tiny_checkpoint}', 'mode:=actor')
-    context = Context()
-    rclpy.init(context=context)
-    try:
-        node = rclpy.create_node('param_tester', context=context)
-        bridge = FakeBridge(node)
+    with planner_beside_bridge(tiny_checkpoint) as (node, bridge, executor):
         statuses = []
         node.create_subscription(AdapterStatus, '/adawm/adapter_status', statuses.append, qos.EVENTS_IN)
         client = node.create_client(SetParametersAtomically, '/planner_node/set_parameters_atomically')
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
 
         def drive(seconds):
             end = time.monotonic() + seconds
@@ -127,9 +117,3 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         values = bridge.diagnostics_values()
         assert (values['candidates'], values['horizon'], values['mode']) == ('4', '3', 'plan'), values
         assert values['model_adapter_version'] == '1' and values['policy_adapter_version'] == '0'
-        assert planner.poll() is None, 'the planner died'
-    finally:
-        planner.terminate()
-        out, _ = planner.communicate(timeout=30)
-        rclpy.try_shutdown(context=context)
-    assert 'Traceback' not in out, out[-3000:]
