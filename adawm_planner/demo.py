@@ -37,8 +37,10 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
     env = dict(os.environ, ADAWM_STATE_DIR=str(out_dir / 'adaptation_state'))
     command = [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), 'sim:=embedded',
                f'task:={task}', 'adapt:=true', f'strategy:={strategy}', f'checkpoint:={checkpoint}']
+    from adawm_planner.core.lora import default_key_file
     print(f'adawm demo: shift pair {pair} ({pairs[pair]["pretrain"]} -> {task}), strategy {strategy}, '
-          f'{duration_s:.0f} s; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only')
+          f'{duration_s:.0f} s; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only; '
+          f'adapters signed with the key in {default_key_file()}')
     stack = subprocess.Popen(command, env=env, start_new_session=True,
                              stdout=open(out_dir / 'stack.log', 'w'), stderr=subprocess.STDOUT)
     recorder = None

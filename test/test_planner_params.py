@@ -46,14 +46,25 @@ def adapters(checkpoint):
     return tuner.export_adapter('model', 1), tuner.export_adapter('policy', 2)
 
 
-def adapter_params(target, adapter, sha256=None):
+def adapter_params(target, adapter, sha256=None, key=b'the-key-of-this-run', signature=None):
+    """The parameters of one adapter; signed with the key of this test run (ADAWM_KEY_FILE, the planner's
+    per-user key) unless `key` is given — None: unsigned — or an explicit `signature`."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    return [Parameter(name=f'adapter.{target}.data', value=ParameterValue(
-                type=ParameterType.PARAMETER_BYTE_ARRAY, byte_array_value=[bytes([b]) for b in adapter.blob])),
-            Parameter(name=f'adapter.{target}.sha256', value=ParameterValue(
-                type=ParameterType.PARAMETER_STRING, string_value=sha256 or adapter.sha256)),
-            Parameter(name=f'adapter.{target}.version', value=ParameterValue(
-                type=ParameterType.PARAMETER_INTEGER, integer_value=adapter.meta.version))]
+
+    from adawm_planner.core import lora
+    if key == b'the-key-of-this-run':
+        key, _ = lora.load_or_create_key(lora.default_key_file())
+    params = [Parameter(name=f'adapter.{target}.data', value=ParameterValue(
+                  type=ParameterType.PARAMETER_BYTE_ARRAY, byte_array_value=[bytes([b]) for b in adapter.blob])),
+              Parameter(name=f'adapter.{target}.sha256', value=ParameterValue(
+                  type=ParameterType.PARAMETER_STRING, string_value=sha256 or adapter.sha256)),
+              Parameter(name=f'adapter.{target}.version', value=ParameterValue(
+                  type=ParameterType.PARAMETER_INTEGER, integer_value=adapter.meta.version))]
+    signature = signature or (lora.sign(adapter.blob, key) if key else None)
+    if signature:
+        params.append(Parameter(name=f'adapter.{target}.signature', value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=signature)))
+    return params
 
 
 def value_params(**values):
@@ -104,6 +115,15 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         assert not applied(), 'the model adapter of a refused call was applied'
         assert bridge.diagnostics_values()['model_adapter_version'] == '0'
 
+        # a foreign node with a well-formed adapter but not the key: unsigned and mis-signed are both refused
+        refused = call(adapter_params('model', model, key=None))
+        assert not refused.successful and 'unsigned' in refused.reason, refused.reason
+        refused = call(adapter_params('model', model, key=b'some-other-key-of-16-bytes'))
+        assert not refused.successful and 'signature does not verify' in refused.reason, refused.reason
+        commands_before = len(bridge.commands)
+        drive(1.0)
+        assert len(bridge.commands) > commands_before and not applied()   # still commanding, still the base
+
         refused = call(value_params(input_timeout=0.0, candidates=4))
         assert not refused.successful and 'input_timeout must be positive' in refused.reason
         assert not call(value_params(adapter_dir='/')).successful   # start-only: no escape hatch for files
@@ -117,3 +137,17 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         values = bridge.diagnostics_values()
         assert (values['candidates'], values['horizon'], values['mode']) == ('4', '3', 'plan'), values
         assert values['model_adapter_version'] == '1' and values['policy_adapter_version'] == '0'
+
+
+def test_accepting_unsigned_adapters_is_explicit_and_said(tiny_checkpoint):
+    proc = start('planner_node', f'checkpoint:={tiny_checkpoint}', 'allow_unsigned_adapters:=true')
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if 'planning with' in line:
+                break
+    finally:
+        proc.terminate()
+        lines += proc.communicate(timeout=30)[0].splitlines()
+    assert any('allow_unsigned_adapters is set' in line for line in lines), lines

@@ -102,6 +102,18 @@ def diagnostics_msg(name: str, hardware_id: str, warn: bool, message: str, value
     return array
 
 
+def adapter_status_msg(target: str, version: int, state: int, reason: str, stamp_ns: int, adapter=None,
+                       trainable_fraction: float = 0.0):
+    """adawm_msgs/AdapterStatus of an adapter (a core.lora.Adapter, when there is one to describe)."""
+    from adawm_msgs.msg import AdapterStatus
+    msg = AdapterStatus(version=version, state=state, reason=reason, trainable_fraction=float(trainable_fraction),
+                        target=AdapterStatus.TARGET_MODEL if target == 'model' else AdapterStatus.TARGET_POLICY)
+    msg.header.stamp = time_from_ns(stamp_ns)
+    if adapter is not None:
+        msg.rank, msg.trainable_parameters, msg.sha256 = adapter.meta.rank, adapter.parameter_count, adapter.sha256
+    return msg
+
+
 def route_msg(route: np.ndarray, stamp: float) -> PathMsg:
     msg = PathMsg()
     msg.header.frame_id, msg.header.stamp = 'map', time_msg(stamp)
@@ -123,13 +135,16 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def read_key(path: str) -> bytes | None:
-    """The adapter signing key from a file (kept out of parameters, which anyone on the graph can read)."""
-    if not path:
-        return None
-    key = Path(path).read_bytes().strip()
-    if len(key) < 16:
-        raise SystemExit(f'adapter key in {path} is shorter than 16 bytes')
+def signing_key(node, key_file: str) -> bytes:
+    """The adapter signing key from a file (kept out of parameters, which anyone on the graph can read): the
+    given one, or the per-user key, created on first use. A node that cannot have it does not start."""
+    from adawm_planner.core import lora
+    path = Path(key_file) if key_file else lora.default_key_file()
+    try:
+        key, created = lora.load_or_create_key(path)
+    except (OSError, lora.AdapterError) as exc:
+        raise SystemExit(f'{node.get_name()}: cannot read or create the adapter key {path}: {exc}') from None
+    node.get_logger().info(f'adapters are signed with the key in {path}' + (' (created now)' if created else ''))
     return key
 
 

@@ -72,8 +72,16 @@ class PlannerNode(Node):
             or convert.default_checkpoint()
         self.role = d('role_name', 'ego_vehicle', ro('ego role name (topics under /carla/ROLE)')).value
         self.adapter_dir = d('adapter_dir', '', ro('where adapter.<target>.path files may live; empty = none')).value
-        key = convert.read_key(d('adapter_key_file', '', ro(
-            'file holding an HMAC-SHA256 key; when set, adapters must carry a valid adapter.<target>.signature')).value)
+        key_file = d('adapter_key_file', '', ro('file with the HMAC-SHA256 key adapters must be signed with; empty = '
+                                                'the per-user key ($ADAWM_KEY_FILE or ~/.adawm/adapter.key), '
+                                                'created on first use')).value
+        if d('allow_unsigned_adapters', False, ro('accept adapters without a valid signature: then anyone on the '
+                                                  'DDS domain can change the planner\'s weights')).value:
+            key = None
+            self.get_logger().warning('allow_unsigned_adapters is set: any node on this DDS domain can replace '
+                                      'the planner\'s adapters')
+        else:
+            key = convert.signing_key(self, key_file)
         try:
             self.agent, self.meta = load_checkpoint(self.checkpoint_dir)
         except CheckpointError as exc:
@@ -181,12 +189,8 @@ class PlannerNode(Node):
                                    f'({1000 * (time.perf_counter() - started):.2f} ms swap)')
 
     def _status(self, target, version, state, reason, adapter=None):
-        msg = AdapterStatus(version=version, target=AdapterStatus.TARGET_MODEL if target == 'model'
-                            else AdapterStatus.TARGET_POLICY, state=state, reason=reason)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        if adapter is not None:
-            msg.rank, msg.trainable_parameters, msg.sha256 = adapter.meta.rank, adapter.parameter_count, adapter.sha256
-        self.status_pub.publish(msg)
+        self.status_pub.publish(convert.adapter_status_msg(target, version, state, reason,
+                                                           self.get_clock().now().nanoseconds, adapter))
 
     # ---- frames ---------------------------------------------------------------------------------------
     def _on_input(self, store, msg) -> None:
