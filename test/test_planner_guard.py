@@ -160,3 +160,59 @@ def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
         assert late and all(c.brake == 1.0 for c in late)
         assert any('stale' in m for m in bridge.diagnostics[-3:]), bridge.diagnostics[-3:]
         assert time.monotonic() - silence_started < 5
+
+
+def test_an_interleaved_nan_flood_stops_for_the_fault_and_the_hold(tiny_checkpoint):
+    """A second publisher floods odometry with NaN between the bridge's good frames: every frame of the flood
+    and of the 0.5 s hold after it is answered with a safe stop (no flapping), /diagnostics names the
+    flooding node and the second publisher, and driving resumes after the hold."""
+    import rclpy
+    from nav_msgs.msg import Odometry
+
+    from adawm_planner.nodes import qos
+
+    with planner_beside_bridge(tiny_checkpoint, 'input_timeout:=0.5', 'fault_hold:=0.5') as (node, bridge, executor):
+        flooder_node = rclpy.create_node('nan_flooder', context=node.context)
+        executor.add_node(flooder_node)
+        flood = flooder_node.create_publisher(Odometry, '/carla/ego_vehicle/odometry', qos.STREAM)
+
+        def answer_to(stamp, timeout=10.0):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.01)
+                hits = [c for c in bridge.commands if abs(stamp_of(c) - stamp) < 1e-6]
+                if hits:
+                    return hits[-1]
+            raise AssertionError(f'no command answered the frame at {stamp:.2f}')
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not bridge.commands:
+            bridge.frame()
+            executor.spin_once(timeout_sec=0.05)
+        for _ in range(30):   # healthy, past any start-up hold
+            answer_to(bridge.frame())
+        assert answer_to(bridge.frame()).brake < 1.0, 'the planner does not drive on healthy frames'
+
+        def poisoned(stamp):
+            msg = bridge.convert.odometry_msg(bridge.sim.scene().ego, stamp, 'ego_vehicle')
+            msg.pose.pose.position.x = math.nan
+            return msg
+
+        during = []
+        for _ in range(20):   # 1 s of flood: a NaN message before and after every good frame
+            flood.publish(poisoned(bridge.stamp + 0.02))
+            stamp = bridge.frame()
+            flood.publish(poisoned(stamp + 0.01))
+            during.append(answer_to(stamp))
+        after = [answer_to(bridge.frame()) for _ in range(9)]   # inside the 0.5 s hold (10 frames)
+        assert all(c.brake == 1.0 and c.throttle == 0.0 for c in during + after), \
+            [(stamp_of(c), c.brake) for c in during + after if c.brake != 1.0]
+        resumed = [answer_to(bridge.frame()) for _ in range(20)]
+        assert any(c.brake < 1.0 for c in resumed), 'driving did not resume after the hold'
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and 'nan_flooder' not in bridge.diagnostics_values().get('last_input_fault', ''):
+            executor.spin_once(timeout_sec=0.05)
+        fault = bridge.diagnostics_values().get('last_input_fault', '')
+        assert 'odometry not finite' in fault and '/nan_flooder' in fault, bridge.diagnostics_values()
+        assert any('several publishers on /carla/ego_vehicle/odometry' in m for m in bridge.diagnostics), \
+            bridge.diagnostics[-5:]

@@ -56,6 +56,8 @@ class NodeConfig:
     rate: float = knob(20.0, 'watchdog checks per second (wall clock); start-only', positive=True)
     input_timeout: float = knob(0.5, 's (wall) without a new frame before the inputs count as stale', positive=True)
     image_every: int = knob(4, 'publish the decoded BEV every N decisions; 0 = never', low=0)
+    fault_hold: float = knob(0.5, 's of simulation time the inputs must stay clean after a fault (not finite, '
+                             'stale, time running back) before planning resumes', low=0.0)
 
 
 class PlannerNode(Node):
@@ -109,6 +111,8 @@ class PlannerNode(Node):
         self.actions = self.contract.action_table()
         self.driver_state, self.command = None, dict(SAFE_STOP)
         self.safe_stop_reason = 'waiting for inputs'
+        self.last_fault, self.clean_since = '', None   # hysteresis: stop until clean for fault_hold s
+        self.fault_report = ''                         # the last fault, kept for /diagnostics after recovery
         self.latencies = collections.deque(maxlen=2000)
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
@@ -201,7 +205,7 @@ class PlannerNode(Node):
             return
         try:
             self._swap_pending()
-            reason = self.inputs.problem(started, self.settings.input_timeout)
+            reason = self._fault_or_hold(stamp, started)
             if reason is not None:
                 self._safe_stop(reason, stamp)
             else:
@@ -218,6 +222,26 @@ class PlannerNode(Node):
             self._safe_stop(f'planning failed: {exc!r}', stamp)
         self._count_frame(stamp, time.monotonic() - started)
 
+    def _fault_or_hold(self, stamp: float, wall_now: float) -> str | None:
+        """Why this frame must not be planned on: a fault now, or a fault less than `fault_hold` s of
+        simulation time of clean frames ago (an input stream interleaving good and bad messages never drives)."""
+        fault = self.inputs.take_fault()
+        reason = self.inputs.problem(wall_now, self.settings.input_timeout)
+        if fault is not None and reason is None:
+            name = convert.publisher_name(self, fault[1])
+            reason = fault[0] + (f' (from {name})' if name else '')
+            self.fault_report = reason
+        if reason is not None:
+            self.last_fault, self.clean_since = reason, None
+            return reason
+        if self.last_fault:
+            self.clean_since = stamp if self.clean_since is None else self.clean_since
+            if stamp - self.clean_since < self.settings.fault_hold - 1e-6:
+                return (f'holding: inputs clean for {stamp - self.clean_since:.2f} of {self.settings.fault_hold} s '
+                        f'after: {self.last_fault}')
+            self.last_fault = ''
+        return None
+
     def _count_frame(self, stamp: float, latency: float) -> None:
         if self.last_frame_stamp is not None and stamp > self.last_frame_stamp:
             gap = stamp - self.last_frame_stamp
@@ -230,6 +254,7 @@ class PlannerNode(Node):
     def _watchdog(self) -> None:
         reason = self.inputs.problem(time.monotonic(), self.settings.input_timeout)
         if reason is not None:
+            self.last_fault, self.clean_since = reason, None
             self._safe_stop(reason)
 
     def _lookahead(self) -> tuple[int, int]:
@@ -290,9 +315,13 @@ class PlannerNode(Node):
                   'input_age_s': f'{self.inputs.age(time.monotonic()):.3f}',
                   'model_adapter_version': str(self.slots['model'].version),
                   'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
-                  'candidates': str(k), 'horizon': str(h)}
+                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report}
         message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
-        self.diag_pub.publish(convert.diagnostics_msg('adawm/planner', self.role, bool(self.safe_stop_reason),
+        crowded = convert.crowded_inputs(self, self.role)
+        if crowded:   # a second source on an input topic: a misconfigured graph, or someone injecting
+            values['inputs_with_several_publishers'] = ', '.join(f'{t} ({n})' for t, n in crowded.items())
+            message += '; several publishers on ' + ', '.join(crowded)
+        self.diag_pub.publish(convert.diagnostics_msg('adawm/planner', self.role, bool(self.safe_stop_reason or crowded),
                                                       message, values, self.get_clock().now().nanoseconds))
 
 
