@@ -26,11 +26,11 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
     from adawm_planner.nodes.monitor import StackMonitor
     from adawm_planner.sim import default_pair, shift_pairs
 
+    from adawm_planner.experiments.cli_args import refuse
     pairs = shift_pairs()
     pair = pair or default_pair()
     if pair not in pairs:
-        print(f'adawm demo: unknown shift pair {pair!r}; known: {", ".join(pairs)}')
-        return 2
+        return refuse('demo', f'unknown shift pair {pair!r}; known: {", ".join(pairs)}')
     task = pairs[pair]['finetune']
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
