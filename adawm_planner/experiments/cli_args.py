@@ -66,3 +66,26 @@ def check_checkpoint(path) -> str:
     except CheckpointError as exc:
         raise Refused(f'cannot use checkpoint {path}: {str(exc).splitlines()[0]}') from None
     return str(path)
+
+
+def add_ray_arguments(parser, count: str, help_count: str) -> None:
+    """`--COUNT N` (Ray processes) and `--ray-address`; without `--COUNT` Ray is not used."""
+    parser.add_argument(f'--{count}', type=int, default=None, help=help_count)
+    parser.add_argument('--ray-address', default=None,
+                        help=f'Ray cluster to join (e.g. HEAD:6379 after `ray start --head`); default: a local '
+                             f'Ray instance on loopback, with --{count}')
+
+
+def check_ray(args, count: str):
+    """The number of Ray processes asked for (None: no Ray), or Refused."""
+    n = getattr(args, count)
+    if n is None:
+        if args.ray_address:
+            raise Refused(f'--ray-address needs --{count}')
+        return None
+    if n < 1:
+        raise Refused(f'--{count} must be at least 1, got {n}')
+    import importlib.util
+    if importlib.util.find_spec('ray') is None:
+        raise Refused(f'--{count} needs Ray: pip install ray (pinned in requirements.txt)')
+    return n

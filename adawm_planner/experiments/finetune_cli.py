@@ -1,9 +1,10 @@
 """`adawm finetune` and `adawm experiment`: the strategy table of AdaWM against its baselines."""
+import sys
 from pathlib import Path
 
 from adawm_planner.core.config import STRATEGIES, FinetuneConfig
-from adawm_planner.experiments.cli_args import (Refused, add_knob_arguments, check_checkpoint, check_pair,
-                                                check_task, knobs_from_args, refuse)
+from adawm_planner.experiments.cli_args import (Refused, add_knob_arguments, add_ray_arguments, check_checkpoint,
+                                                check_pair, check_ray, check_task, knobs_from_args, refuse)
 
 
 def register(commands):
@@ -24,6 +25,7 @@ def register(commands):
     experiment.add_argument('--strategies', nargs='+', choices=STRATEGIES, default=list(STRATEGIES))
     experiment.add_argument('--steps', type=int, default=3000, help='environment steps per run')
     experiment.add_argument('--out', default=None, help='results folder (default runs/experiments/PAIR)')
+    add_ray_arguments(experiment, 'workers', 'run the grid as Ray tasks, this many at a time (one CPU each)')
     _common(experiment, skip=('strategy',))
     experiment.set_defaults(func=_experiment)
 
@@ -53,6 +55,7 @@ def _finetune(args):
 
 def _experiment(args):
     from adawm_planner.experiments.finetune import experiment
+    from adawm_planner.experiments.scale import GridError   # Ray itself is imported only with --workers
     from adawm_planner.share import package_share
     try:
         pair = check_pair(args.pair)
@@ -61,10 +64,16 @@ def _experiment(args):
             raise Refused(f'no shipped checkpoint for {pair["pretrain"]}; pass --checkpoint')
         checkpoint = check_checkpoint(args.checkpoint or shipped[0].parent)
         config = knobs_from_args(FinetuneConfig, args)
+        workers = check_ray(args, 'workers')
     except Refused as exc:
         return refuse('experiment', str(exc))
     out = Path(args.out or f'runs/experiments/{args.pair}')
-    experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, args.strategies, args.steps, config,
-               eval_every=args.eval_every, eval_episodes=args.eval_episodes)
+    try:
+        experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, args.strategies, args.steps,
+                   config, eval_every=args.eval_every, eval_episodes=args.eval_episodes, workers=workers,
+                   ray_address=args.ray_address)
+    except GridError as exc:
+        print(f'adawm experiment: {exc}; finished runs are saved in {out}, run again to retry', file=sys.stderr)
+        return 1
     print((out / 'table.md').read_text())
     return 0

@@ -44,11 +44,19 @@ def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continu
 
 
 def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episodes=10, eval_mode='actor',
-             time_limit_min=None, progress=True, continuous=False, make_env=make_task_env, checkpoint_dir=None):
+             time_limit_min=None, progress=True, continuous=False, make_env=make_task_env, checkpoint_dir=None,
+             collectors=None, ray_address=None):
     """Pretrain an Agent on `task` for `steps` env steps. Returns (agent, last eval metrics).
+    With `collectors`, that many Ray actors step the simulator while this process trains
+    (experiments/scale.py), on a local Ray instance or the cluster at `ray_address`.
 
     Writes scalars.csv and TensorBoard events (scalars; real vs decoded BEV at each evaluation) to out_dir, and a checkpoint (with replay summary) to `checkpoint_dir`
     (default out_dir/checkpoint) after every evaluation and at the end."""
+    if collectors:
+        from adawm_planner.experiments.scale import pretrain_on_ray
+        return pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episodes, eval_mode,
+                               time_limit_min, continuous, make_env, checkpoint_dir, collectors, ray_address,
+                               progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = Path(checkpoint_dir or out_dir / 'checkpoint')

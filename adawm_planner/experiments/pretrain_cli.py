@@ -2,7 +2,8 @@
 measure a checkpoint (success, collision, off-route and timeout rates, TTC, route completion, return)."""
 import json
 
-from adawm_planner.experiments.cli_args import Refused, check_checkpoint, check_task, refuse
+from adawm_planner.experiments.cli_args import (Refused, add_ray_arguments, check_checkpoint, check_ray, check_task,
+                                                refuse)
 
 
 def register(subparsers):
@@ -22,6 +23,7 @@ def register(subparsers):
     pre.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch decides)')
     pre.add_argument('--continuous', action='store_true', help='continuous (acceleration, steer) actions')
     pre.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_ray_arguments(pre, 'collectors', 'this many Ray actors step the simulator while this process trains')
     pre.set_defaults(func=pretrain_command)
 
     ev = subparsers.add_parser('evaluate', help='evaluate a checkpoint on a task', description=evaluate_command.__doc__)
@@ -50,6 +52,7 @@ def pretrain_command(args):
     try:
         task = check_task(args.task or default_task())
         preset = load_preset(args.preset, **overrides)
+        collectors = check_ray(args, 'collectors')
     except KeyError as exc:
         return refuse('pretrain', exc.args[0])
     except Refused as exc:
@@ -57,7 +60,7 @@ def pretrain_command(args):
     out = args.out or f'runs/pretrain-{task}-{args.preset}-s{args.seed}'
     _, metrics = pretrain(task, preset, args.steps, out, args.seed, args.eval_every, args.eval_episodes,
                           args.eval_mode, args.time_limit, not args.no_progress, args.continuous, make_env,
-                          args.checkpoint)
+                          args.checkpoint, collectors, args.ray_address)
     print(f'checkpoint: {args.checkpoint or out + "/checkpoint"}')
     print(_table(metrics))
     return 0
