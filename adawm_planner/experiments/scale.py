@@ -58,21 +58,20 @@ def run_grid(checkpoint_dir, finetune_task, jobs, out_dir, workers, ray_address=
     files = {p.name: p.read_bytes() for p in Path(checkpoint_dir).iterdir() if p.is_file()}
     checkpoint = ray.put(files)
     remote_run = ray.remote(num_cpus=1, max_retries=0)(_grid_run)
+    kwargs = dict(run_kwargs, make_env=make_env) if make_env else run_kwargs
     pending, running, done, retried, failed = list(jobs), {}, {}, [], []
     attempts = {}
     while pending or running:
         while pending and len(running) < workers:
             strategy, seed, config = job = pending.pop(0)
             attempts[strategy, seed] = attempts.get((strategy, seed), 0) + 1
-            kwargs = dict(run_kwargs, make_env=make_env) if make_env else run_kwargs
             running[remote_run.remote(checkpoint, finetune_task, seed, config, kwargs)] = job
         [ref], _ = ray.wait(list(running), num_returns=1)
         strategy, seed, config = job = running.pop(ref)
         try:
             result, folder = ray.get(ref)
-        except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
-                ray.exceptions.RayActorError, ray.exceptions.NodeDiedError) as exc:
-            reason = f'{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ""}'
+        except ray.exceptions.RayError as exc:   # the run raised, or its worker or node died
+            reason = type(exc).__name__ + ''.join(f': {line}' for line in str(exc).strip().splitlines()[-1:])
             if attempts[strategy, seed] == 1:
                 retried.append((strategy, seed, reason))
                 print(f'{strategy}/seed{seed}: {reason}; retrying once', file=sys.stderr, flush=True)
@@ -196,7 +195,7 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
     the learner by at most one chunk each. Writes what pretrain() writes, plus throughput/ scalars (env
     steps/s and updates/s after the prefill). Returns (agent, last eval metrics)."""
     from adawm_planner.experiments.pretrain import evaluate
-    ray = init_ray(ray_address, collectors + 1)
+    ray = init_ray(ray_address, collectors)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = Path(checkpoint_dir or out_dir / 'checkpoint')
