@@ -1,5 +1,5 @@
-"""The architecture's lines, checked: core imports neither the simulator nor nodes nor runners; sim imports no
-ROS and no nodes; the planner node's input path runs with the simulator packages unimportable."""
+"""The architecture's lines, checked: core imports neither the simulator nor nodes, runners or Ray; sim imports no
+ROS, no nodes and no Ray; the planner node's input path runs with the simulator packages unimportable."""
 import ast
 import os
 import subprocess
@@ -13,8 +13,8 @@ ROS = ('rclpy', 'std_msgs', 'nav_msgs', 'sensor_msgs', 'geometry_msgs', 'carla_m
        'derived_object_msgs', 'diagnostic_msgs', 'visualization_msgs', 'rcl_interfaces', 'rosbags')
 FORBIDDEN = {
     'core': ROS + ('adawm_planner.sim', 'adawm_planner.nodes', 'adawm_planner.experiments', 'adawm_planner.analyze',
-                   'gymnasium', 'highway_env', 'tqdm', 'matplotlib'),
-    'sim': ROS + ('adawm_planner.nodes', 'adawm_planner.experiments'),
+                   'gymnasium', 'highway_env', 'tqdm', 'matplotlib', 'ray'),
+    'sim': ROS + ('adawm_planner.nodes', 'adawm_planner.experiments', 'ray'),
     'experiments': ROS + ('adawm_planner.nodes',),
 }
 
