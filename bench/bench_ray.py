@@ -7,7 +7,8 @@ started anew, one torch thread); each result is appended to OUT/results.jsonl as
 
 pretrain: `small` preset on the default task, the preset's train ratio, prefill shortened to --prefill so
 that most of the run trains; env steps/s and updates/s are over the whole pretrain() call (prefill, the one
-closing evaluation episode and the checkpoint included, Ray's start-up not: it is reported beside).
+closing evaluation episode and the checkpoint included, Ray's start-up not: it is reported beside), and with
+collectors the share of the post-prefill time the learner was busy rather than waiting for steps.
 grid: `adawm experiment --pair density` with the shipped checkpoint, wall time of the whole command.
 """
 import argparse
@@ -42,10 +43,16 @@ def pretrain_once(args):
              eval_episodes=1, progress=False, collectors=collectors)
     wall = time.perf_counter() - started
     meta = read_meta(out / 'checkpoint')
+    busy = None
+    if collectors:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        board = EventAccumulator(str(out), size_guidance={'scalars': 0})
+        board.Reload()
+        busy = round(board.Scalars('throughput/learner_busy')[-1].value, 3)
     print(json.dumps({'bench': 'pretrain', 'mode': args.mode, 'steps': meta['step'], 'updates': meta['updates'],
                       'wall_s': round(wall, 1), 'ray_start_s': round(ray_start_s, 1),
                       'env_steps_per_s': round(meta['step'] / wall, 2),
-                      'updates_per_s': round(meta['updates'] / wall, 3)}))
+                      'updates_per_s': round(meta['updates'] / wall, 3), 'learner_busy': busy}))
 
 
 def record(out, row):

@@ -125,7 +125,7 @@ def test_pretrain_with_two_collectors(ray_cluster, tmp_path, capsys):
     board = tensorboard_events(out)
     tags = set(board.Tags()['scalars'])
     assert {'train/model_loss', 'episode/return', 'eval_actor/success', 'throughput/env_steps_per_s',
-            'throughput/updates_per_s'} <= tags
+            'throughput/updates_per_s', 'throughput/learner_busy'} <= tags
     assert board.Scalars('throughput/updates_per_s')[-1].value > 0
 
 

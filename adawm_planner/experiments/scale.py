@@ -192,8 +192,9 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
     trains at the preset's train ratio on what they send: after each chunk of n env steps it owes
     n * train_ratio / (batch * seq_len) updates and takes them; every BROADCAST_EVERY updates the weights go
     to the object store and each collector picks them up with its next call. The collectors run ahead of
-    the learner by at most one chunk each. Writes what pretrain() writes, plus throughput/ scalars (env
-    steps/s and updates/s after the prefill). Returns (agent, last eval metrics)."""
+    the learner by at most one chunk each. Writes what pretrain() writes, plus throughput/ scalars after the
+    prefill: env steps/s, updates/s and learner_busy, the share of the time the learner did not wait for a
+    chunk (near 1: learner-bound, more collectors cannot help). Returns (agent, last eval metrics)."""
     from adawm_planner.experiments.pretrain import evaluate
     ray = init_ray(ray_address, collectors)
     out_dir = Path(out_dir)
@@ -220,6 +221,7 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
     current, version, sent = weights(), 1, [0] * collectors
     dispatched, step, updates, owed, episodes, recent, eval_metrics = 0, 0, 0, 0.0, 0, [], {}
     steady = None   # (time, step, updates) when the prefill ended: the throughput window starts there
+    waited = 0.0    # seconds the learner spent waiting for a chunk, in that window
     running = {}
 
     def dispatch(i):
@@ -242,7 +244,9 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
         dispatch(i)
     try:
         while running:
+            started_waiting = time.time()
             [ref], _ = ray.wait(list(running), num_returns=1)
+            waited += time.time() - started_waiting
             i = running.pop(ref)
             chunk, ended = ray.get(ref)
             dispatch(i)   # the collector steps its next chunk while this one is learned from
@@ -254,7 +258,7 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
                 log.scalars(step, episode, 'episode/')
             if step >= preset.prefill and replay.ready(preset.seq_len):
                 if steady is None:
-                    steady = (time.time(), step, updates)
+                    steady, waited = (time.time(), step, updates), 0.0
                 owed += (step - max(before, preset.prefill)) * updates_per_step
                 while owed >= 1:
                     metrics = learner.update(replay.sample(preset.batch, preset.seq_len))
@@ -269,7 +273,8 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
                 if steady is not None:
                     seconds = time.time() - steady[0]
                     log.scalars(step, {'env_steps_per_s': (step - steady[1]) / seconds,
-                                       'updates_per_s': (updates - steady[2]) / seconds}, 'throughput/')
+                                       'updates_per_s': (updates - steady[2]) / seconds,
+                                       'learner_busy': 1 - waited / seconds}, 'throughput/')
                 eval_metrics = evaluate(agent, task, eval_episodes, eval_mode, make_env, continuous)
                 log.scalars(step, eval_metrics, f'eval_{eval_mode}/')
                 log.image(step, 'bev/real_over_decoded', bev_comparison(agent.world_model, replay,
@@ -279,8 +284,8 @@ def pretrain_on_ray(task, preset, steps, out_dir, seed, eval_every, eval_episode
                     print(f'step {step}: {updates} updates, {episodes} episodes; eval ({eval_mode}, '
                           f'{eval_episodes} episodes) ' + ', '.join(f'{k} {v:.3g}' for k, v in eval_metrics.items()),
                           flush=True)
-                if steady is not None:
-                    steady = (time.time(), step, updates)   # evaluation time is not collection time
+                if steady is not None:   # evaluation time is not collection time
+                    steady, waited = (time.time(), step, updates), 0.0
             if out_of_time:
                 print(f'time limit of {time_limit_min} min reached at step {step}', flush=True)
                 break
