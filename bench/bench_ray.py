@@ -87,7 +87,8 @@ def main():
         out = Path(args.out) / f'grid-{"serial" if workers is None else f"workers{workers}"}'
         command = [sys.executable, '-m', 'adawm_planner.cli', 'experiment', '--pair', 'density', '--seeds',
                    str(args.seeds), '--strategies', *args.strategies, '--steps', str(steps), '--eval-every',
-                   str(steps), '--eval-episodes', '2', '--out', str(out)] + (['--workers', str(workers)] if workers else [])
+                   str(steps), '--eval-episodes', '2', '--out', str(out)]
+        command += ['--workers', str(workers)] if workers else []
         shutil.rmtree(out, ignore_errors=True)   # a fresh grid: no finished runs to skip
         started = time.perf_counter()
         subprocess.run(command, capture_output=True, check=True)

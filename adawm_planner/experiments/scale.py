@@ -36,8 +36,8 @@ def init_ray(address=None, num_cpus=None):
         os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
     import ray
     if not ray.is_initialized():
-        if address is None:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address='127.0.0.1',
+        if address is None:   # 'local': a new instance, even where `ray start` left a cluster's address
+            ray.init(address='local', num_cpus=num_cpus, include_dashboard=False, _node_ip_address='127.0.0.1',
                      log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
