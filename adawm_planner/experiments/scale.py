@@ -9,6 +9,7 @@ pinned requirements installed, with the same Python.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -48,24 +49,23 @@ class GridError(RuntimeError):
     """Runs of a grid that failed twice; every other run finished and was saved."""
 
 
-def run_grid(checkpoint_dir, finetune_task, jobs, out_dir, workers, ray_address=None, make_env=None,
-             **run_kwargs):
-    """Runs `jobs` [(strategy, seed, config)] as Ray tasks, at most `workers` at a time, one CPU each; each
-    finished run's folder is written to out_dir/STRATEGY/seedN as soon as it comes back. A run whose task
+def run_grid(checkpoint_dir, finetune_task, jobs, out_dir, workers, ray_address=None, **run_kwargs):
+    """Runs `jobs` [(strategy, seed, config)] as Ray tasks (finetune() with `run_kwargs`), at most `workers`
+    at a time, one CPU each; each finished run's folder is written to out_dir/STRATEGY/seedN as soon as it
+    comes back, its result.json naming `checkpoint_dir` as a serial run's does. A run whose task
     fails or whose worker dies is retried once. Returns {(strategy, seed): result} and the retried runs
     [(strategy, seed, reason)]; raises GridError (after the other runs finished) if a retry fails too."""
     ray = init_ray(ray_address, workers)
     files = {p.name: p.read_bytes() for p in Path(checkpoint_dir).iterdir() if p.is_file()}
     checkpoint = ray.put(files)
     remote_run = ray.remote(num_cpus=1, max_retries=0)(_grid_run)
-    kwargs = dict(run_kwargs, make_env=make_env) if make_env else run_kwargs
     pending, running, done, retried, failed = list(jobs), {}, {}, [], []
     attempts = {}
     while pending or running:
         while pending and len(running) < workers:
             strategy, seed, config = job = pending.pop(0)
             attempts[strategy, seed] = attempts.get((strategy, seed), 0) + 1
-            running[remote_run.remote(checkpoint, finetune_task, seed, config, kwargs)] = job
+            running[remote_run.remote(checkpoint, finetune_task, seed, config, run_kwargs)] = job
         [ref], _ = ray.wait(list(running), num_returns=1)
         strategy, seed, config = job = running.pop(ref)
         try:
@@ -80,6 +80,8 @@ def run_grid(checkpoint_dir, finetune_task, jobs, out_dir, workers, ray_address=
                 failed.append((strategy, seed, reason))
                 print(f'{strategy}/seed{seed}: failed again: {reason}', file=sys.stderr, flush=True)
             continue
+        result['checkpoint'] = str(checkpoint_dir)   # not the worker's temporary copy
+        folder['result.json'] = (json.dumps(result, indent=2) + '\n').encode()
         _write_folder(Path(out_dir) / strategy / f'seed{seed}', folder)
         done[strategy, seed] = result
         print(f'{strategy}/seed{seed}: success {result["before"]["success"]:.2f} -> '
@@ -98,8 +100,7 @@ def _grid_run(checkpoint_files, task, seed, config, run_kwargs):
         checkpoint.mkdir()
         for name, blob in checkpoint_files.items():
             (checkpoint / name).write_bytes(blob)
-        result = finetune(checkpoint, task, run_kwargs.pop('steps'), run, seed, config, progress=False,
-                          **run_kwargs)
+        result = finetune(checkpoint, task, out_dir=run, seed=seed, config=config, progress=False, **run_kwargs)
         folder = {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob('*')) if p.is_file()}
     return result, folder
 
