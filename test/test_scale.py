@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from adawm_planner.cli import main
 from adawm_planner.core.adaptation import FinetuneConfig
@@ -90,7 +92,16 @@ def test_grid_on_ray_matches_serial_and_retries_a_killed_worker(ray_cluster, toy
     for r in serial:
         run = f'{r["strategy"]}/seed{r["seed"]}/result.json'
         a, b = (json.loads((tmp_path / side / run).read_text()) for side in ('serial', 'ray'))
+        for adapter in [*a['adapters'].values(), *b['adapters'].values()]:
+            # safetensors writes the metadata keys in hash order, so an export's bytes (and sha256) differ
+            # between two serial runs too; its tensors and metadata do not:
+            del adapter['sha256']
         assert a == {**b, 'wall_s': a['wall_s']}, run
+    for name in ('model', 'policy'):
+        serial_adapter, ray_adapter = (load_file(tmp_path / side / f'adawm/seed1/{name}_adapter.safetensors')
+                                       for side in ('serial', 'ray'))
+        assert serial_adapter.keys() == ray_adapter.keys()
+        assert all(torch.equal(serial_adapter[k], ray_adapter[k]) for k in serial_adapter), name
     assert (tmp_path / 'ray/table.md').read_text() == (tmp_path / 'serial/table.md').read_text()
     for name in ('table.csv', 'learning_curves.png', 'mismatch.png', 'adawm/seed1/model_adapter.safetensors',
                  'adawm/seed1/trace.csv', 'none/seed0/curve.csv'):
