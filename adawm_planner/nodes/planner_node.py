@@ -161,8 +161,9 @@ class PlannerNode(Node):
             except lora.AdapterError as exc:
                 reason = f'{target} adapter rejected: {exc}'
                 self.get_logger().warning(reason)
-                version = given.get(prefix + 'version', 0)
-                self._status(target, version if isinstance(version, int) else 0, AdapterStatus.STATE_REJECTED, reason)
+                version = given.get(prefix + 'version', 0)   # (what a status message can carry: uint32)
+                self._status(target, version if isinstance(version, int) and 0 <= version < 2 ** 32 else 0,
+                             AdapterStatus.STATE_REJECTED, reason)
                 return SetParametersResult(successful=False, reason=reason)
         # everything in the call passed: nothing is applied before this point, so a refused call leaves no trace
         self.staged = ({n: v for n, v in given.items() if n in self.knob_fields}, prepared)
