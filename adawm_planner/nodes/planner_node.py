@@ -144,6 +144,13 @@ class PlannerNode(Node):
 
     # ---- parameters: check all in on_set, apply after ------------------------------------------------
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        try:
+            return self._check_parameters(parameters)
+        except Exception as exc:   # an answer for every call: a checking fault never takes the node down
+            self.get_logger().error(f'checking parameters failed: {exc!r}')
+            return SetParametersResult(successful=False, reason=f'could not check the parameters: {exc!r}')
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
         reason = params.invalid(self.knob_fields, parameters)
         if reason or not self.ready:   # while declaring: start values are checked, and read once declared
             return SetParametersResult(successful=not reason, reason=reason or '')
