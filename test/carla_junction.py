@@ -1,7 +1,10 @@
 """A CARLA-style OpenDRIVE junction for tests and benchmarks: four two-lane arms (lines) and twelve connecting
 roads inside a junction (a straight line and two arcs from every arm), right-hand traffic, as CARLA towns
-describe their intersections. `carla.Map(name, xodr)` parses it offline."""
+describe their intersections. `carla.Map(name, xodr)` parses it offline. And `record`, a drive on any map
+written as `adawm record` writes it."""
 import math
+
+import numpy as np
 
 
 def _road(road_id, junction, x, y, heading, length, curvature, lanes, predecessor=None, successor=None):
@@ -49,3 +52,53 @@ def junction_xodr(half: float = 10.0, arm: float = 60.0) -> str:
     header = '<header revMajor="1" revMinor="4" name="junction" version="1.00" north="0" south="0" east="0" west="0"/>'
     junction = f'<junction id="1" name="junction">{"".join(connections)}</junction>'
     return f'<?xml version="1.0" standalone="yes"?><OpenDRIVE>{header}{"".join(roads)}{junction}</OpenDRIVE>'
+
+
+def record(path, map_xodr, route, seconds, rate=20.0, agents=()):
+    """A drive along `route` (map frame, (M, 2)) at 5 m/s with `agents` (list of (route, speed)) around it."""
+    from carla_msgs.msg import CarlaEgoVehicleControl
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from std_msgs.msg import String
+
+    from adawm_planner.core.scene import Agents, Ego
+    from adawm_planner.nodes import convert
+    from adawm_planner.nodes.bag import typestore_with
+
+    types = {'/carla/map': 'std_msgs/msg/String', '/carla/ego_vehicle/waypoints': 'nav_msgs/msg/Path',
+             '/carla/ego_vehicle/odometry': 'nav_msgs/msg/Odometry',
+             '/carla/ego_vehicle/objects': 'derived_object_msgs/msg/ObjectArray',
+             '/carla/ego_vehicle/vehicle_control_cmd': 'carla_msgs/msg/CarlaEgoVehicleControl'}
+    store = typestore_with(set(types.values()))
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(route, axis=0), axis=1))])
+
+    def at(polyline, s):
+        s = s % arc_of(polyline)[-1]
+        a = arc_of(polyline)
+        i = int(np.clip(np.searchsorted(a, s) - 1, 0, len(polyline) - 2))
+        p, q = polyline[i], polyline[i + 1]
+        t = (s - a[i]) / max(a[i + 1] - a[i], 1e-9)
+        return p + t * (q - p), math.atan2(q[1] - p[1], q[0] - p[0])
+
+    arcs = {}
+    arc_of = lambda poly: arcs.setdefault(id(poly), np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(poly, axis=0), axis=1))]))
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {t: writer.add_connection(t, m, typestore=store) for t, m in types.items()}
+        writer.write(conns['/carla/map'], 1, serialize_message(String(data=map_xodr)))
+        writer.write(conns['/carla/ego_vehicle/waypoints'], 1, serialize_message(convert.route_msg(route, 0.0)))
+        for i in range(int(seconds * rate)):
+            stamp = (i + 1) / rate
+            (x, y), yaw = at(route, min(5.0 * stamp, arc[-1] - 0.1))
+            rows = []
+            for poly, speed in agents:
+                (ax, ay), ayaw = at(poly, speed * stamp)
+                rows.append((ax, ay, ayaw, speed * math.cos(ayaw), speed * math.sin(ayaw), 4.5, 2.0))
+            ns = int(stamp * 1e9)
+            writer.write(conns['/carla/ego_vehicle/objects'], ns,
+                         serialize_message(convert.objects_msg(Agents.from_rows(rows), stamp)))
+            writer.write(conns['/carla/ego_vehicle/odometry'], ns,
+                         serialize_message(convert.odometry_msg(Ego(x, y, yaw, 5.0), stamp, 'ego_vehicle')))
+            control = CarlaEgoVehicleControl(throttle=0.3)
+            control.header.stamp = convert.time_msg(stamp)
+            writer.write(conns['/carla/ego_vehicle/vehicle_control_cmd'], ns + 1000, serialize_message(control))
+    return path
