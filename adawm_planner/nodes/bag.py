@@ -196,7 +196,9 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                     if conn.id in publishers:
                         publishers[conn.id].publish(bytes(data))
                         if conn.id in latched:   # a route or map: delivered before the frames that follow
+                            waited = time.monotonic()
                             publishers[conn.id].wait_for_all_acked(rclpy.duration.Duration(seconds=0.5))
+                            start_wall += time.monotonic() - waited   # the schedule waits too: no burst after
                 if not loop:
                     break
             # the last messages are still in flight when the loop ends: exiting now would drop them
