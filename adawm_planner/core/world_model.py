@@ -161,8 +161,8 @@ class WorldModel(nn.Module):
         p = self.preset
         posts, priors = self.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
         feat = self.feat(posts)
-        bev_target = batch['bev'].float() / 255.0
-        bev_loss = (self.bev_decoder(feat) - bev_target).square().sum((-3, -2, -1))
+        bev_target = batch['bev'].to(torch.float32, copy=True).div_(255.0)
+        bev_loss = F.mse_loss(self.bev_decoder(feat), bev_target, reduction='none').sum((-3, -2, -1))
         ego_loss = (self.ego_decoder(feat) - symlog(batch['ego'])).square().sum(-1)
         reward_loss = -TwoHot(self.reward_head(feat), self.bins).log_prob(batch['reward'])
         cont_target = 1.0 - batch['is_terminal'].float()
