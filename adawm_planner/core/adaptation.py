@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from adawm_planner.core import lora, mismatch
+from adawm_planner.core.memory import retain_freed_memory
 
 STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none')
 MODEL_LORA_PREFIXES = ('rssm.', 'ego_encoder.')
@@ -57,6 +58,7 @@ class Finetuner:
     def __init__(self, agent, config: FinetuneConfig, pretrain_summary: dict | None = None):
         if not agent.discrete:
             raise ValueError('adaptation needs the discrete action set: ε_π is an exact TV over actions')
+        retain_freed_memory()  # a step's large tensors reuse faulted-in pages
         self.agent, self.config, self.summary = agent, config, pretrain_summary
         self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
         self.steps = 0

@@ -91,6 +91,7 @@ class TwoHot:
     def __init__(self, logits, bins):
         self.logits = logits
         self.bins = bins
+        self.log_probs = None  # log-softmax of the logits, computed once for all log_prob calls
 
     def mean(self):
         return symexp((F.softmax(self.logits, -1) * self.bins).sum(-1))
@@ -101,7 +102,9 @@ class TwoHot:
         below = above - 1
         lo, hi = self.bins[below], self.bins[above]
         w_hi = ((x - lo) / (hi - lo)).clamp(0, 1)
-        log_p = F.log_softmax(self.logits, -1)
+        if self.log_probs is None:
+            self.log_probs = F.log_softmax(self.logits, -1)
+        log_p = self.log_probs
         return ((1 - w_hi) * log_p.gather(-1, below[..., None])[..., 0]
                 + w_hi * log_p.gather(-1, above[..., None])[..., 0])
 
