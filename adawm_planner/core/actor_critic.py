@@ -22,7 +22,10 @@ class Actor(nn.Module):
 
     def forward(self, feat):
         """Distribution parameters: log-probabilities (discrete) or (mean, std) (continuous)."""
-        out = self.mlp(feat)
+        return self.params(self.mlp(feat))
+
+    def params(self, out):
+        """Distribution parameters from the MLP's output."""
         if self.discrete:
             return unimix_logits(out, self.unimix)
         mean, std = out.chunk(2, -1)

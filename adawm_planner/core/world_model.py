@@ -51,15 +51,21 @@ class RSSM(nn.Module):
 
     def img_step(self, state, action, generator=None):
         """Prior step: (state_{t-1}, a_{t-1}) -> prior state_t."""
-        x = torch.cat([state['stoch'].flatten(-2), action], -1)
-        x = F.silu(self.img_in_norm(self.img_in(x)))
-        reset, cand, update = self.gru_norm(self.gru(torch.cat([x, state['deter']], -1))).chunk(3, -1)
+        deter = self.recurrent(self.img_in(torch.cat([state['stoch'].flatten(-2), action], -1)), state['deter'])
+        logits = self.prior_logits(deter)
+        return {'deter': deter, 'stoch': sample_onehot(logits, generator), 'logits': logits}
+
+    def recurrent(self, x, deter):
+        """GRU step: `x` is img_in's output for (stoch_{t-1}, a_{t-1}), `deter` is deter_{t-1}."""
+        x = F.silu(self.img_in_norm(x))
+        reset, cand, update = self.gru_norm(self.gru(torch.cat([x, deter], -1))).chunk(3, -1)
         reset = torch.sigmoid(reset)
         cand = torch.tanh(reset * cand)
         update = torch.sigmoid(update - 1)  # biased towards keeping the old state
-        deter = update * cand + (1 - update) * state['deter']
-        logits = self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
-        return {'deter': deter, 'stoch': sample_onehot(logits, generator), 'logits': logits}
+        return update * cand + (1 - update) * deter
+
+    def prior_logits(self, deter):
+        return self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
 
     def obs_step(self, prev_state, prev_action, embed, is_first, generator=None):
         """Posterior step; resets state and action where `is_first` is set. Returns (post, prior)."""
