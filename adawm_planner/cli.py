@@ -2,7 +2,11 @@
 import argparse
 import sys
 
-from adawm_planner import __version__, adaptation_cli, sim_cli, train_cli
+from adawm_planner import __version__
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig
+from adawm_planner.core.knobs import knobs
+from adawm_planner.experiments.knob_args import add_knob_arguments
+from adawm_planner.experiments import finetune_cli, pretrain_cli, sim_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument('--topics', nargs='+', default=None, help='replay only these topics (default: all)')
     replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop, a.topics))
 
-    adaptation_cli.register(commands)
-    train_cli.register(commands)
+    finetune_cli.register(commands)
+    pretrain_cli.register(commands)
     sim_cli.register(commands)
 
     analyze = commands.add_parser('analyze', help='run the world model offline over a recorded drive (no DDS)')
@@ -39,13 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
     analyze.add_argument('--adapter', nargs='*', default=[], help='adapter .safetensors file(s) to apply')
     analyze.add_argument('--out', default=None, help='output folder (default runs/analyze/BAGNAME)')
-    analyze.add_argument('--threshold-c', type=float, default=5.0)
+    add_knob_arguments(analyze, FinetuneConfig, skip=[f.name for f in knobs(FinetuneConfig)
+                                                      if f.name not in ('threshold_c', 'window')])
     analyze.set_defaults(func=_analyze)
 
     demo = commands.add_parser('demo', help='run the embedded stack with adaptation on a shift pair and report')
     demo.add_argument('--duration', type=float, default=240.0, metavar='S', help='seconds to run (default 240)')
     demo.add_argument('--pair', default=None, help='shift pair from config/tasks.yaml (default: default_pair)')
-    demo.add_argument('--strategy', default='adawm', choices=adaptation_cli.STRATEGY_CHOICES)
+    demo.add_argument('--strategy', default='adawm', choices=STRATEGIES)
     demo.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
     demo.add_argument('--out', default=None, help='report folder (default runs/demo/DATE-TIME)')
     demo.add_argument('--record', action='store_true', help='also record the run as a rosbag2 folder')
@@ -63,7 +68,7 @@ def _analyze(args) -> int:
     out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
     try:
         summary = analyze(args.bag, args.checkpoint or default_checkpoint(), out, args.adapter,
-                          threshold_c=args.threshold_c)
+                          threshold_c=args.threshold_c, window=args.window)
     except (CheckpointError, AdapterError, OSError) as exc:
         print(f'adawm analyze: {exc}')
         return 2

@@ -28,7 +28,7 @@ import torch
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.planner import plan
 from adawm_planner.core.presets import load_preset
-from adawm_planner.core.train import Learner
+from adawm_planner.core.learner import Learner
 
 BEV, EGO, ACTIONS = (64, 64, 5), 9, 15
 REFERENCE_COMMIT = '6ef8646d807cd10ce0c88e10a7e943211e7fc44c'

@@ -17,5 +17,5 @@ import pytest  # noqa: E402  (after the environment is set)
 def tiny_checkpoint(tmp_path_factory):
     """An untrained `tiny` agent for the default task, with a replay summary of 100 scripted steps:
     for the tests of plumbing (nodes, launch, bags), where what matters is that it loads and runs."""
-    from adawm_planner.core.checkpoint import save_untrained
+    from adawm_planner.experiments.pretrain import save_untrained
     return save_untrained(tmp_path_factory.mktemp('ckpt') / 'tiny', 'tiny', scripted_steps=100)

@@ -11,7 +11,7 @@ from adawm_planner.core.adaptation import FinetuneConfig, Finetuner
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.planner import plan
 from adawm_planner.core.presets import load_preset
-from adawm_planner.core.train import Learner
+from adawm_planner.core.learner import Learner
 from toy_env import single_thread  # noqa: F401 (fixture)
 
 BEV, EGO, ACTIONS = (64, 64, 5), 7, 15

@@ -1,10 +1,11 @@
 """carla-ros-bridge messages <-> the core's types: the only place the nodes touch message fields.
 
 Scene -> messages (the embedded bridge): `*_msg` builders with the bridge's frames and conventions.
-Messages -> Scene (planner, adaptation): InputState keeps the latest of each input as plain numbers, says
-whether they can be trusted (`problem`), and builds the Scene the core rasterises — the same Scene the
-embedded simulator builds from its own state, so the planner sees in ROS exactly what the model saw in
-training (test_sim_node_equivalence holds the two paths together).
+Messages -> Scene (planner, adaptation, analysis): InputState keeps the latest of each input as plain
+numbers, says when a simulation frame is complete and whether it can be trusted (`problem`), and builds the
+Scene that core's StepPipeline turns into model steps — the same Scene the embedded simulator builds from its
+own state, so the planner sees in ROS exactly what the model saw in training (test_sim_node_equivalence
+holds the two paths together).
 """
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ from geometry_msgs.msg import PoseStamped, Quaternion
 from nav_msgs.msg import Odometry, Path as PathMsg
 from shape_msgs.msg import SolidPrimitive
 
-from adawm_planner.core import metrics
-from adawm_planner.core.bev import BevSpec, rasterize
 from adawm_planner.core.opendrive import lanes_from_opendrive
 from adawm_planner.core.scene import Agents, Ego, Scene
 from adawm_planner.share import package_share
@@ -211,10 +210,12 @@ class InputState:
         return None
 
     def scene(self) -> Scene:
+        """The latest frame as a Scene; its collision flag reports collision events since the last call."""
         e = self.ego
+        collision, self.collided = self.collided, False
         return Scene(lanes=self.lanes, route=self.route,
                      ego=Ego(e['x'], e['y'], e['yaw'], e['speed'], self.acceleration),
-                     agents=Agents.from_rows(self.agents), collision=self.collided)
+                     agents=Agents.from_rows(self.agents), collision=collision)
 
 
 def subscribe_inputs(node, inputs: 'InputState', role: str, on_frame_input) -> None:
@@ -234,65 +235,3 @@ def subscribe_inputs(node, inputs: 'InputState', role: str, on_frame_input) -> N
         node.create_subscription(msg_type, f'{ns}/{topic}', lambda m, store=store: on_frame_input(store, m),
                                  qos.SENSOR_IN)
     node.create_subscription(CarlaCollisionEvent, f'{ns}/collision', inputs.on_collision, qos.EVENTS_IN)
-
-
-class Observer:
-    """Scene -> the model's observation, exactly as the embedded env computes it: the BEV raster and the
-    ego vector, whose route terms come from a RouteTracker that follows the ego along the current route."""
-
-    def __init__(self, bev_size: int):
-        self.spec = BevSpec(size=bev_size)
-        self.tracker, self.route = None, None
-        self.progress = None
-
-    def observe(self, scene: Scene, control: dict) -> dict:
-        if self.tracker is None or self.route is not scene.route:   # a new route message: a new episode
-            self.tracker, self.route = metrics.RouteTracker(scene.route), scene.route
-        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
-        features = metrics.ego_features(scene, (control['throttle'], control['steer'], control['brake']),
-                                        self.progress)
-        return {'bev': rasterize(scene, self.spec), 'ego': features}
-
-    def reset(self) -> None:
-        self.tracker = None
-
-
-class ActionTable:
-    """The 15 discrete actions of the task a checkpoint was trained on, as CARLA controls and back."""
-
-    def __init__(self, task: str):
-        from adawm_planner.sim import tasks_config
-        from adawm_planner.sim.envs import resolve
-        config = tasks_config()
-        self.accelerations = list(config['accelerations'])
-        self.steers = list(config['steers'][resolve(config, task)['steers']])
-
-    def control(self, index: int) -> dict:
-        from adawm_planner.sim.envs import discrete_to_control
-        throttle, steer, brake = discrete_to_control(index, self.accelerations, self.steers)
-        return {'throttle': throttle, 'steer': steer, 'brake': brake}
-
-    def index(self, control: dict) -> int:
-        """The discrete action nearest to a control (what the planner commanded, read back)."""
-        from adawm_planner.sim.envs import PEDAL_ACCELERATION
-        acc = PEDAL_ACCELERATION * (control['throttle'] - control['brake'])
-        a = int(np.argmin([abs(acc - x) for x in self.accelerations]))
-        s = int(np.argmin([abs(control['steer'] - x) for x in self.steers]))
-        return a * len(self.steers) + s
-
-    def paths(self, ego, actions: np.ndarray, dt: float, wheelbase: float = 5.0) -> np.ndarray:
-        """(K, H+1, 2) map-frame paths of K candidate action sequences (K, H) from the ego's pose, by the
-        simulator's kinematic bicycle — what the imagined plans would drive, for display."""
-        from adawm_planner.sim.envs import MAX_STEER_ANGLE
-        k, h = actions.shape
-        x, y, yaw, v = (np.full(k, ego.x), np.full(k, ego.y), np.full(k, ego.yaw), np.full(k, ego.speed))
-        out = [np.stack([x, y], -1)]
-        accs, steers = np.array(self.accelerations), np.array(self.steers)
-        for t in range(h):
-            acc, steer = accs[actions[:, t] // len(steers)], steers[actions[:, t] % len(steers)]
-            beta = np.arctan(0.5 * np.tan(steer * MAX_STEER_ANGLE))
-            x, y = x + v * np.cos(yaw - beta) * dt, y + v * np.sin(yaw - beta) * dt   # + steer turns right
-            yaw = yaw - v * np.sin(beta) / (wheelbase / 2) * dt
-            v = np.maximum(v + acc * dt, 0.0)
-            out.append(np.stack([x, y], -1))
-        return np.stack(out, 1)

@@ -39,7 +39,7 @@ def pretrain_command(args):
     import torch
 
     from adawm_planner.core.presets import load_preset
-    from adawm_planner.core.train import pretrain
+    from adawm_planner.experiments.pretrain import pretrain
     from adawm_planner.sim import default_task, make_env, task_names
 
     if args.threads:
@@ -64,7 +64,7 @@ def evaluate_command(args):
     import torch
 
     from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
-    from adawm_planner.core.train import evaluate
+    from adawm_planner.experiments.pretrain import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
