@@ -106,6 +106,30 @@ def test_lora_finetuning_losses_match_the_recorded_run(trained):
     close(finetune_losses(copy.deepcopy(trained[1])), FINETUNE)
 
 
+# The shipped checkpoint, one decision from a fixed frame (first 8 of the 64 scores).
+SHIPPED_SCORES = [36.005455, 36.999413, 32.542198, 36.765762, 36.23902, 29.719513, 25.939356, 35.80904]
+SHIPPED_BEST = 16
+
+
+def shipped_decision():
+    from adawm_planner.core.checkpoint import load_checkpoint
+    from adawm_planner.share import package_share
+    agent, _ = load_checkpoint(package_share() / 'checkpoints' / 'right_turn-moderate-small')
+    g = torch.Generator().manual_seed(0)
+    obs = {'bev': torch.randint(0, 2, (64, 64, 5), generator=g, dtype=torch.uint8).numpy() * 255,
+           'ego': torch.randn(9, generator=g).numpy()}
+    latent = agent.world_model.obs_step(None, torch.zeros(15), obs, True, torch.Generator().manual_seed(1))
+    _, info = plan(agent.world_model, agent.actor_critic, latent, 64, 15, 0.1, torch.Generator().manual_seed(2))
+    return info['scores'][:8].tolist(), info['best']
+
+
+def test_the_shipped_checkpoint_plans_as_before():
+    torch.set_num_threads(1)
+    scores, best = shipped_decision()
+    np.testing.assert_allclose(scores, SHIPPED_SCORES, rtol=1e-5, atol=1e-4)
+    assert best == SHIPPED_BEST
+
+
 def record():
     """Print the constants above (run with the code whose maths is the reference)."""
     torch.set_num_threads(1)
