@@ -136,6 +136,9 @@ def synthetic_data(preset, rng):
             'is_terminal': np.zeros((b, t), bool)}
 
 
+clock = time.perf_counter  # --clock cpu: time.thread_time, this thread's CPU time (robust on a busy machine)
+
+
 def median_ms(samples):
     return 1e3 * statistics.median(samples)
 
@@ -147,7 +150,11 @@ def main():
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--ticks', type=int, default=50, help='act() and lookahead calls per repeat')
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                        help="'cpu': time each call by this thread's CPU time (with 1 thread, robust to load)")
     args = parser.parse_args()
+    global clock
+    clock = time.thread_time if args.clock == 'cpu' else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     preset = load_preset(args.preset)
@@ -189,33 +196,33 @@ def main():
     def ours_act():
         state, samples = None, []
         for frame in frames:
-            start = time.perf_counter()
+            start = clock()
             _, state, _ = agent.act(frame, state, 'actor')
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
         return samples, state['latent']
 
     def ref_act():
         state, samples = None, []
         for frame in ref_frames:
-            start = time.perf_counter()
+            start = clock()
             state = ref.act(frame, state)
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
         return samples, state[0]
 
     def lookaheads(fn):
         samples = []
         for _ in range(args.ticks):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
         return samples
 
     k, h = preset.plan_candidates, preset.plan_horizon
     def timed(fn):
         def once():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            return [time.perf_counter() - start]
+            return [clock() - start]
         return once
 
     measures = [
@@ -242,7 +249,7 @@ def main():
             results[name][1].extend(ref_fn())
 
     print(f'preset {args.preset} vs dreamerv3-torch at equal size; torch {torch.__version__}, '
-          f'{args.threads} thread(s), {args.repeats} interleaved repeats')
+          f'{args.threads} thread(s), {args.repeats} interleaved repeats, {args.clock} clock')
     print('| parameters | ours | reference |\n|---|---|---|')
     for name in ours_counts:
         print(f'| {name} | {ours_counts[name]:,} | {ref_counts[name]:,} |')
