@@ -68,10 +68,13 @@ class RSSM(nn.Module):
         return self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
 
     def obs_step(self, prev_state, prev_action, embed, is_first, generator=None):
-        """Posterior step; resets state and action where `is_first` is set. Returns (post, prior)."""
-        keep = (~is_first).float()[:, None]
-        prev_state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in prev_state.items()}
-        prior = self.img_step(prev_state, prev_action * keep, generator)
+        """Posterior step; resets state and action where `is_first` is set (None: no row starts an
+        episode, nothing to reset). Returns (post, prior)."""
+        if is_first is not None:
+            keep = (~is_first).float()[:, None]
+            prev_state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in prev_state.items()}
+            prev_action = prev_action * keep
+        prior = self.img_step(prev_state, prev_action, generator)
         x = F.silu(self.obs_out_norm(self.obs_out(torch.cat([prior['deter'], embed], -1))))
         logits = self._logits(self.post(x))
         post = {'deter': prior['deter'], 'stoch': sample_onehot(logits, generator), 'logits': logits}
@@ -119,8 +122,10 @@ class WorldModel(nn.Module):
         batch, length = is_first.shape
         state = self.initial(batch, embed.device) if state is None else state
         posts, priors = [], []
+        resets = is_first.any(0).tolist()  # steps where some sequence starts an episode
         for t in range(length):
-            state, prior = self.rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t], generator)
+            first = is_first[:, t] if resets[t] else None
+            state, prior = self.rssm.obs_step(state, action[:, t], embed[:, t], first, generator)
             posts.append(state)
             priors.append(prior)
         stack = lambda states: {k: torch.stack([s[k] for s in states], 1) for k in states[0]}
