@@ -117,12 +117,13 @@ def main():
     latent = state['latent']
     k, h = preset.plan_candidates, preset.plan_horizon
     for budget in [None, args.budget_ms]:
-        times, evaluated = [], []
+        times, evaluated, chunk_estimate = [], [], None
         for i in range(args.ticks):
             start = time.perf_counter()
             deadline = None if budget is None else start + budget / 1e3
             _, info = plan(agent.world_model, agent.actor_critic, latent, k, h, preset.plan_prior_weight,
-                           agent.generator, deadline=deadline)
+                           agent.generator, deadline=deadline, chunk_estimate=chunk_estimate)
+            chunk_estimate = info['chunk_seconds'] or chunk_estimate  # as a node would: the last one measured
             if i >= 10:
                 times.append(time.perf_counter() - start)
                 evaluated.append(info['evaluated'])
