@@ -160,7 +160,8 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
     the cheapest per candidate); a chunk starts only if now + the expected time of a chunk is before it;
     the expected time is the last chunk's measured time, or `chunk_estimate` (seconds, e.g. the previous
     call's info['chunk_seconds']) before the first, else 0 (the first chunk then starts whenever the
-    deadline is still ahead).
+    deadline is still ahead). A caller that feeds chunk_seconds back should lower its estimate a little
+    after a fallback (which measures nothing), so that a load spike does not disable planning for good.
 
     info: 'evaluated' (candidates scored, 0 if none fitted), 'horizon', 'fallback' (True: no candidate
     fitted, the action is the actor's mode), 'seconds' (time spent), 'chunk_seconds' (the slowest chunk's
