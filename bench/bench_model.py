@@ -78,7 +78,8 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--ticks', type=int, default=300, help='act() calls per mode')
     parser.add_argument('--updates', type=int, default=10, help='train steps to time')
-    parser.add_argument('--budget-ms', type=float, default=10.0, help="the anytime planner's budget")
+    parser.add_argument('--budget-ms', type=float, nargs='+', default=[10.0, 25.0],
+                        help="the anytime planner's budgets to measure")
     parser.add_argument('--throughput-steps', type=int, default=320,
                         help='env steps of the pretraining-throughput loop')
     args = parser.parse_args()
@@ -116,7 +117,7 @@ def main():
     # The lookahead alone (no filter step), and the anytime planner under a budget: what it could afford.
     latent = state['latent']
     k, h = preset.plan_candidates, preset.plan_horizon
-    for budget in [None, args.budget_ms]:
+    for budget in [None, *args.budget_ms]:
         times, evaluated, chunk_estimate = [], [], None
         for i in range(args.ticks):
             start = time.perf_counter()
