@@ -103,7 +103,8 @@ def main():
     median = lambda side, name, i: statistics.median(r[name][i] for r in runs[side])
     print(f'before: {args.before}\nafter: {args.after}\n{args.rounds} alternating rounds, median of '
           f'{args.repeats} calls each (planning: {20 * args.repeats}), 1 torch thread')
-    print('| measure (ms) | before CPU | after CPU | speed-up (CPU) | before wall | after wall |\n|---|---|---|---|---|---|')
+    print('| measure (ms) | before CPU | after CPU | speed-up (CPU) | before wall | after wall |')
+    print('|---|---|---|---|---|---|')
     for name in MEASURES:
         b, a = median('before', name, 0), median('after', name, 0)
         print(f'| {name} | {b:.1f} | {a:.1f} | {b / a:.2f}× | {median("before", name, 1):.1f} | '
