@@ -5,12 +5,12 @@ import sys
 from adawm_planner import __version__
 from adawm_planner.core.config import STRATEGIES, FinetuneConfig
 from adawm_planner.core.knobs import knobs
-from adawm_planner.experiments.knob_args import add_knob_arguments
+from adawm_planner.experiments.cli_args import Parser, Refused, add_knob_arguments, check_checkpoint, refuse
 from adawm_planner.experiments import finetune_cli, pretrain_cli, sim_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='adawm', description=__doc__)
+    parser = Parser(prog='adawm', description=__doc__)
     parser.add_argument('--version', action='version', version=f'adawm {__version__}')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
 
@@ -62,16 +62,18 @@ def _analyze(args) -> int:
     from pathlib import Path
 
     from adawm_planner.analyze import analyze
-    from adawm_planner.core.checkpoint import CheckpointError
-    from adawm_planner.core.lora import AdapterError
+    from adawm_planner.core import lora
     from adawm_planner.nodes.convert import default_checkpoint
-    out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
     try:
-        summary = analyze(args.bag, args.checkpoint or default_checkpoint(), out, args.adapter,
-                          threshold_c=args.threshold_c, window=args.window)
-    except (CheckpointError, AdapterError, OSError) as exc:
-        print(f'adawm analyze: {exc}')
-        return 2
+        if not Path(args.bag).exists():
+            raise Refused(f'no recording at {args.bag}')
+        checkpoint = check_checkpoint(args.checkpoint or default_checkpoint())
+        for path in args.adapter:
+            lora.load(path)
+    except (Refused, lora.AdapterError, OSError) as exc:
+        return refuse('analyze', str(exc))
+    out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
+    summary = analyze(args.bag, checkpoint, out, args.adapter, threshold_c=args.threshold_c, window=args.window)
     print(f'{summary["steps"]} steps, {summary["bag_seconds"]} s of recording in {summary["wall_seconds"]} s '
           f'({summary["real_time_factor"]}× real time); decisions {summary.get("decisions", {})}')
     for note in summary['notes']:

@@ -129,7 +129,7 @@ fi
 # lib/adawm_planner/<exec>. Links, so edits in the tree take effect without reinstalling.
 mkdir -p "$venv/share/ament_index/resource_index/packages" "$venv/share/adawm_planner" "$venv/lib/adawm_planner"
 touch "$venv/share/ament_index/resource_index/packages/adawm_planner"
-for item in launch config checkpoints package.xml; do ln -sfn "$root/$item" "$venv/share/adawm_planner/$item"; done
+for item in launch config checkpoints rviz package.xml; do ln -sfn "$root/$item" "$venv/share/adawm_planner/$item"; done
 "$vpy" - "$venv" <<'PY'
 import os, sys
 from importlib.metadata import distribution

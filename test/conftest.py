@@ -3,11 +3,14 @@ runs one thread per process (measured: with 2 threads on 2 cores, a tiny-model u
 14 ms as soon as another process kept one core busy — OpenMP threads spin-waiting on each other)."""
 import os
 import random
+import tempfile
 
 # Set before anything imports rclpy: Fast DDS reads these when the first context starts.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 os.environ.setdefault('OMP_NUM_THREADS', '1')
+# The nodes' per-user adapter signing key: one for this test run, never the user's own.
+os.environ['ADAWM_KEY_FILE'] = os.path.join(tempfile.mkdtemp(prefix='adawm_test_key_'), 'adapter.key')
 
 
 import pytest  # noqa: E402  (after the environment is set)

@@ -72,8 +72,9 @@ def read_contract(meta: dict) -> Contract:
         raise CheckpointError(f'model.json: {exc}') from None
 
 
-def load_checkpoint(directory, preset_name=None, seed=0):
-    """Returns (agent, meta); meta['contract'] is the Contract. `preset_name`, when given, must match."""
+def check_files(directory) -> dict:
+    """model.json readable, its contract usable, the weights file there and matching its sha256: the meta
+    with meta['contract'] the Contract, else CheckpointError. What loading checks before building a model."""
     directory = Path(directory)
     meta = read_meta(directory)
     contract = read_contract(meta)
@@ -84,6 +85,14 @@ def load_checkpoint(directory, preset_name=None, seed=0):
     if digest != meta.get('sha256'):
         raise CheckpointError(f'{weights}: sha256 {digest} does not match {meta.get("sha256")} in model.json '
                               '(file changed or corrupt)')
+    return {**meta, 'contract': contract}
+
+
+def load_checkpoint(directory, preset_name=None, seed=0):
+    """Returns (agent, meta); meta['contract'] is the Contract. `preset_name`, when given, must match."""
+    directory = Path(directory)
+    meta = check_files(directory)
+    weights = directory / 'model.safetensors'
     try:
         preset = preset_from_dict(meta['preset'])
         spec = meta['spec']
@@ -93,7 +102,7 @@ def load_checkpoint(directory, preset_name=None, seed=0):
     if preset_name is not None and preset.name != preset_name:
         raise CheckpointError(f'{directory} holds preset {preset.name!r}, not the requested {preset_name!r}')
     load_state(agent, load_file(str(weights)), source=str(weights))
-    return agent, {**meta, 'contract': contract}
+    return agent, meta
 
 
 def load_state(agent, tensors, source='checkpoint'):

@@ -2,7 +2,8 @@
 from pathlib import Path
 
 from adawm_planner.core.config import STRATEGIES, FinetuneConfig
-from adawm_planner.experiments.knob_args import add_knob_arguments, knobs_from_args
+from adawm_planner.experiments.cli_args import (Refused, add_knob_arguments, check_checkpoint, check_pair,
+                                                check_task, knobs_from_args, refuse)
 
 
 def register(commands):
@@ -13,7 +14,7 @@ def register(commands):
     finetune.add_argument('--out', default=None, help='run folder (default runs/finetune/TASK/STRATEGY/seedN)')
     finetune.add_argument('--seed', type=int, default=0)
     _common(finetune)
-    finetune.set_defaults(func=lambda args: _finetune(finetune, args))
+    finetune.set_defaults(func=_finetune)
 
     experiment = commands.add_parser('experiment', help='all strategies × seeds on a shift pair; resumable')
     experiment.add_argument('--pair', required=True, help='shift pair name (config/tasks.yaml)')
@@ -24,7 +25,7 @@ def register(commands):
     experiment.add_argument('--steps', type=int, default=3000, help='environment steps per run')
     experiment.add_argument('--out', default=None, help='results folder (default runs/experiments/PAIR)')
     _common(experiment, skip=('strategy',))
-    experiment.set_defaults(func=lambda args: _experiment(experiment, args))
+    experiment.set_defaults(func=_experiment)
 
 
 def _common(parser, skip=()):
@@ -33,37 +34,37 @@ def _common(parser, skip=()):
     parser.add_argument('--eval-episodes', type=int, default=10)
 
 
-def _finetune(parser, args):
+def _finetune(args):
     from adawm_planner.experiments.finetune import finetune
-    from adawm_planner.sim import task_names
-    if args.task not in task_names():
-        parser.error(f'unknown task {args.task!r}; known: {", ".join(task_names())}')
-    config = knobs_from_args(parser, FinetuneConfig, args)
-    out = args.out or f'runs/finetune/{args.task}/{config.strategy}/seed{args.seed}'
-    result = finetune(args.checkpoint, args.task, args.steps, out, args.seed, config, eval_every=args.eval_every,
+    try:
+        task, checkpoint = check_task(args.task), check_checkpoint(args.checkpoint)
+        config = knobs_from_args(FinetuneConfig, args)
+    except Refused as exc:
+        return refuse('finetune', str(exc))
+    out = args.out or f'runs/finetune/{task}/{config.strategy}/seed{args.seed}'
+    result = finetune(checkpoint, task, args.steps, out, args.seed, config, eval_every=args.eval_every,
                       eval_episodes=args.eval_episodes)
     before, after = result['before'], result['after']
-    print(f'{config.strategy} on {args.task}: success {before["success"]:.2f} -> {after["success"]:.2f}, '
+    print(f'{config.strategy} on {task}: success {before["success"]:.2f} -> {after["success"]:.2f}, '
           f'collision {before["collision"]:.2f} -> {after["collision"]:.2f}, '
           f'decisions {result["decisions"]}, {result["wall_s"]:.0f} s; files in {out}')
     return 0
 
 
-def _experiment(parser, args):
+def _experiment(args):
     from adawm_planner.experiments.finetune import experiment
     from adawm_planner.share import package_share
-    from adawm_planner.sim import shift_pairs
-    pairs = shift_pairs()
-    if args.pair not in pairs:
-        parser.error(f'unknown pair {args.pair!r}; known: {", ".join(pairs)}')
-    pretrain_task, finetune_task = pairs[args.pair]['pretrain'], pairs[args.pair]['finetune']
-    shipped = sorted((package_share() / 'checkpoints').glob(f'{pretrain_task}*/model.json'))
-    if not (args.checkpoint or shipped):
-        parser.error(f'no checkpoint for {pretrain_task}; pass --checkpoint')
-    checkpoint = args.checkpoint or str(shipped[0].parent)
+    try:
+        pair = check_pair(args.pair)
+        shipped = sorted((package_share() / 'checkpoints').glob(f'{pair["pretrain"]}*/model.json'))
+        if not (args.checkpoint or shipped):
+            raise Refused(f'no shipped checkpoint for {pair["pretrain"]}; pass --checkpoint')
+        checkpoint = check_checkpoint(args.checkpoint or shipped[0].parent)
+        config = knobs_from_args(FinetuneConfig, args)
+    except Refused as exc:
+        return refuse('experiment', str(exc))
     out = Path(args.out or f'runs/experiments/{args.pair}')
-    experiment(checkpoint, pretrain_task, finetune_task, out, args.seeds, args.strategies, args.steps,
-               knobs_from_args(parser, FinetuneConfig, args), eval_every=args.eval_every,
-               eval_episodes=args.eval_episodes)
+    experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, args.strategies, args.steps, config,
+               eval_every=args.eval_every, eval_episodes=args.eval_episodes)
     print((out / 'table.md').read_text())
     return 0

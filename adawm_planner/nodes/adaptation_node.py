@@ -70,8 +70,9 @@ class AdaptationNode(Node):
         planner = d('planner_node', 'planner_node', ro('node whose parameters receive adapters')).value
         default_state = os.environ.get('ADAWM_STATE_DIR', str(Path.home() / '.adawm' / 'adaptation'))
         state_dir = d('state_dir', default_state, ro('adapter history and version counter')).value
-        self.key = convert.read_key(d('adapter_key_file', '', ro(
-            'file holding the HMAC-SHA256 key shared with the planner; when set, adapters are signed')).value)
+        self.key = convert.signing_key(self, d('adapter_key_file', '', ro(
+            'file with the HMAC-SHA256 key shared with the planner; empty = the per-user key ($ADAWM_KEY_FILE or '
+            '~/.adawm/adapter.key), created on first use')).value)
 
         torch.set_num_threads(1)
         # Finetuning only gets CPU nobody else wants: SCHED_IDLE on Linux (measured with nice 10 alone, the
@@ -234,9 +235,8 @@ class AdaptationNode(Node):
                                           byte_array_value=[bytes([b]) for b in adapter.blob])),
                   ('sha256', ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=adapter.sha256)),
                   ('version', ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=adapter.meta.version))]
-        if self.key is not None:
-            values.append(('signature', ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                       string_value=lora.sign(adapter.blob, self.key))))
+        values.append(('signature', ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                   string_value=lora.sign(adapter.blob, self.key))))
         if not self.set_params.wait_for_service(timeout_sec=5.0):
             return 'planner parameter service not available'
         started = time.monotonic()
@@ -250,13 +250,9 @@ class AdaptationNode(Node):
         return '' if result.successful else result.reason
 
     def _status(self, target, adapter, state, reason) -> None:
-        msg = AdapterStatus(version=adapter.meta.version, target=AdapterStatus.TARGET_MODEL if target == 'model'
-                            else AdapterStatus.TARGET_POLICY, rank=adapter.meta.rank,
-                            trainable_parameters=adapter.parameter_count, sha256=adapter.sha256, state=state,
-                            reason=reason)
-        msg.trainable_fraction = float(self.tuner.trainable_report()[target]['fraction'])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(msg)
+        self.status_pub.publish(convert.adapter_status_msg(
+            target, adapter.meta.version, state, reason, self.get_clock().now().nanoseconds, adapter,
+            self.tuner.trainable_report()[target]['fraction']))
         verdict = {AdapterStatus.STATE_APPLIED: 'applied by the planner', AdapterStatus.STATE_REJECTED: f'rejected: {reason}',
                    AdapterStatus.STATE_ROLLED_BACK: f'rolled back: {reason}'}[state]
         self.get_logger().info(f'{target} adapter v{adapter.meta.version} ({len(adapter.blob)} bytes) {verdict}')

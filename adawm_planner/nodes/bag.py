@@ -4,7 +4,8 @@ Recording subscribes with raw=True and writes the serialized bytes as they arriv
 time they were received (system time, as `ros2 bag record` does by default; /clock is recorded like any
 other topic when the simulator publishes it). Each
 topic is subscribed with the durability its publishers offer, so latched topics (map, route, vehicle info)
-are caught even when they were published before the recorder started. Replay publishes the same bytes
+are caught even when they were published before the recorder started (and on replay, a latched message
+— a new route — is acknowledged by its subscribers, ≤ 0.5 s, before the frames after it go out). Replay publishes the same bytes
 with the original spacing (scaled by --rate) and drives /clock from the bag's timestamps, so nodes with
 use_sim_time run on recorded data exactly as live.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +34,12 @@ DEFAULT_TOPICS = (
     '/carla/ego_vehicle/speedometer', '/carla/ego_vehicle/vehicle_control_cmd',
     '/adawm/mismatch', '/adawm/adapter_status', '/adawm/episode', '/diagnostics',
 )
+
+
+def _refuse(command: str, message: str) -> int:
+    """One line on stderr, exit code 2: the command line's refusals."""
+    print(f'adawm {command}: {message}', file=sys.stderr)
+    return 2
 
 
 def message_class(type_name: str):
@@ -118,8 +126,7 @@ class Recorder(Node):
 def record(out: str | Path, topics: list[str] | None = None, duration_s: float | None = None) -> int:
     out = Path(out)
     if out.exists():
-        print(f'adawm record: {out} exists; choose a new folder (rosbag2 writes a fresh one)')
-        return 2
+        return _refuse('record', f'{out} exists; choose a new folder (rosbag2 writes a fresh one)')
     rclpy.init()
     recorder = Recorder(out, list(topics or DEFAULT_TOPICS))
     executor = SingleThreadedExecutor()
@@ -143,19 +150,17 @@ def record(out: str | Path, topics: list[str] | None = None, duration_s: float |
 
 def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None) -> int:
     if rate <= 0:
-        print('adawm replay: --rate must be positive')
-        return 2
+        return _refuse('replay', '--rate must be positive')
     try:
         reader = Reader(bag)
         reader.open()
     except Exception as exc:   # rosbags raises several unrelated types for unreadable bags
-        print(f'adawm replay: cannot read {bag}: {exc}')
-        return 2
+        return _refuse('replay', f'cannot read {bag}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}')
     rclpy.init()
     node = rclpy.create_node('adawm_replay')
     try:
         with contextlib.closing(reader):
-            publishers, skipped = {}, []
+            publishers, skipped, latched = {}, [], set()
             for conn in reader.connections:
                 if topics is not None and conn.topic not in topics:
                     continue
@@ -168,6 +173,8 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                 qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL if durable
                                  else DurabilityPolicy.VOLATILE)
                 publishers[conn.id] = node.create_publisher(cls, conn.topic, qos)
+                if durable:
+                    latched.add(conn.id)
             for line in skipped:
                 print(f'adawm replay: skipping {line}')
             has_clock = any(c.topic == '/clock' for c in reader.connections if c.id in publishers)
@@ -184,6 +191,8 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                         clock_pub.publish(Clock(clock=rclpy.time.Time(nanoseconds=stamp).to_msg()))
                     if conn.id in publishers:
                         publishers[conn.id].publish(bytes(data))
+                        if conn.id in latched:   # a route or map: delivered before the frames that follow
+                            publishers[conn.id].wait_for_all_acked(rclpy.duration.Duration(seconds=0.5))
                 if not loop:
                     break
             # the last messages are still in flight when the loop ends: exiting now would drop them

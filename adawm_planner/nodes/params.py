@@ -6,15 +6,14 @@ has passed (Humble: with a single on_set callback its success is final)."""
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 from adawm_planner.core.knobs import knobs, problem
 
-FLOAT_MAX = sys.float_info.max
-INT_MAX = 2 ** 63 - 1
+FLOAT_MAX = 1e9   # "no upper bound" in a descriptor (what a person reads in its range)
+INT_MAX = 2 ** 31 - 1
 
 
 def descriptor(field: dataclasses.Field, read_only: bool) -> ParameterDescriptor:

@@ -27,12 +27,11 @@ import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus
 from carla_msgs.msg import CarlaEgoVehicleControl
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
@@ -43,7 +42,13 @@ from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert, params, qos, spin
 
 SAFE_STOP = dict(throttle=0.0, steer=0.0, brake=1.0)
-ADAPTER_FIELDS = ('data', 'sha256', 'version', 'signature', 'path')
+ADAPTER_PARAMETERS = {   # per target: adapter.<target>.<name>, set together in one atomic call
+    'data': ([], ParameterDescriptor(type=ParameterType.PARAMETER_BYTE_ARRAY,   # rclpy: a list of 1-byte bytes
+                                     description='the adapter\'s safetensors bytes')),
+    'sha256': ('', ParameterDescriptor(description='sha256 of data (hex)')),
+    'version': (0, ParameterDescriptor(description='the adapter\'s version (its metadata must agree)')),
+    'signature': ('', ParameterDescriptor(description='HMAC-SHA256 of data, when the planner has a key')),
+    'path': ('', ParameterDescriptor(description='an adapter file inside adapter_dir, instead of data'))}
 
 
 @dataclasses.dataclass
@@ -51,6 +56,8 @@ class NodeConfig:
     rate: float = knob(20.0, 'watchdog checks per second (wall clock); start-only', positive=True)
     input_timeout: float = knob(0.5, 's (wall) without a new frame before the inputs count as stale', positive=True)
     image_every: int = knob(4, 'publish the decoded BEV every N decisions; 0 = never', low=0)
+    fault_hold: float = knob(0.5, 's of simulation time the inputs must stay clean after a fault (not finite, '
+                             'stale, time running back) before planning resumes', low=0.0)
 
 
 class PlannerNode(Node):
@@ -67,8 +74,16 @@ class PlannerNode(Node):
             or convert.default_checkpoint()
         self.role = d('role_name', 'ego_vehicle', ro('ego role name (topics under /carla/ROLE)')).value
         self.adapter_dir = d('adapter_dir', '', ro('where adapter.<target>.path files may live; empty = none')).value
-        key = convert.read_key(d('adapter_key_file', '', ro(
-            'file holding an HMAC-SHA256 key; when set, adapters must carry a valid adapter.<target>.signature')).value)
+        key_file = d('adapter_key_file', '', ro('file with the HMAC-SHA256 key adapters must be signed with; empty = '
+                                                'the per-user key ($ADAWM_KEY_FILE or ~/.adawm/adapter.key), '
+                                                'created on first use')).value
+        if d('allow_unsigned_adapters', False, ro('accept adapters without a valid signature: then anyone on the '
+                                                  'DDS domain can change the planner\'s weights')).value:
+            key = None
+            self.get_logger().warning('allow_unsigned_adapters is set: any node on this DDS domain can replace '
+                                      'the planner\'s adapters')
+        else:
+            key = convert.signing_key(self, key_file)
         try:
             self.agent, self.meta = load_checkpoint(self.checkpoint_dir)
         except CheckpointError as exc:
@@ -82,18 +97,12 @@ class PlannerNode(Node):
             for field in knobs(NodeConfig):
                 d(field.name, field.default, params.descriptor(field, read_only=field.name == 'rate'))
             for target in lora.TARGETS:
-                # rclpy spells a byte array as a list of 1-byte bytes
-                d(f'adapter.{target}.data', [], ParameterDescriptor(type=ParameterType.PARAMETER_BYTE_ARRAY,
-                                                                    description='safetensors bytes'))
-                d(f'adapter.{target}.sha256', '')
-                d(f'adapter.{target}.version', 0)
-                d(f'adapter.{target}.signature', '')
-                d(f'adapter.{target}.path', '')
+                for name, (default, descriptor) in ADAPTER_PARAMETERS.items():
+                    d(f'adapter.{target}.{name}', default, descriptor)
         except params.START_ERRORS as exc:
             raise params.start_error('planner_node', exc) from None
         self.config = params.knob_values(self, PlannerConfig)
         self.settings = params.knob_values(self, NodeConfig)
-        self.staged = None
         self.pending: dict[str, tuple] = {}
         self.pending_lock = threading.Lock()
 
@@ -102,6 +111,8 @@ class PlannerNode(Node):
         self.actions = self.contract.action_table()
         self.driver_state, self.command = None, dict(SAFE_STOP)
         self.safe_stop_reason = 'waiting for inputs'
+        self.last_fault, self.clean_since = '', None   # hysteresis: stop until clean for fault_hold s
+        self.fault_report = ''                         # the last fault, kept for /diagnostics after recovery
         self.latencies = collections.deque(maxlen=2000)
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
@@ -140,8 +151,11 @@ class PlannerNode(Node):
             prefix = f'adapter.{target}.'
             if not any(n.startswith(prefix) for n in given):
                 continue
+            # the bytes (or path) must come in this very call; the rest may stand from an earlier one
+            fields = {name: given.get(prefix + name) if name in ('data', 'path')
+                      else given.get(prefix + name, self.get_parameter(prefix + name).value) for name in ADAPTER_PARAMETERS}
             try:
-                prepared[target] = self._prepare_adapter(target, slot, given)
+                prepared[target] = slot.prepare_fields(fields, self.adapter_dir)
             except lora.AdapterError as exc:
                 reason = f'{target} adapter rejected: {exc}'
                 self.get_logger().warning(reason)
@@ -153,20 +167,6 @@ class PlannerNode(Node):
         if not params.has_post_set(self):
             self._apply_staged()
         return SetParametersResult(successful=True)
-
-    def _prepare_adapter(self, target, slot, given) -> tuple:
-        prefix = f'adapter.{target}.'
-        if not (given.get(prefix + 'data') or given.get(prefix + 'path')):
-            raise lora.AdapterError(f'set {prefix}data (or {prefix}path) together with {prefix}sha256 and '
-                                    f'{prefix}version in one set_parameters_atomically call')
-        value = lambda field: given.get(prefix + field, self.get_parameter(prefix + field).value)
-        if given.get(prefix + 'path'):
-            blob = slot.read_file(given[prefix + 'path'], self.adapter_dir or '/nonexistent-adapter-dir')
-        else:
-            blob = b''.join(value('data'))
-        if not isinstance(value('version'), int) or not isinstance(value('sha256'), str):
-            raise lora.AdapterError(f'{prefix}version must be an integer and {prefix}sha256 a string')
-        return slot.prepare(blob, value('sha256'), value('version'), value('signature') or None)
 
     def _apply_staged(self) -> None:
         if self.staged is None:
@@ -193,12 +193,8 @@ class PlannerNode(Node):
                                    f'({1000 * (time.perf_counter() - started):.2f} ms swap)')
 
     def _status(self, target, version, state, reason, adapter=None):
-        msg = AdapterStatus(version=version, target=AdapterStatus.TARGET_MODEL if target == 'model'
-                            else AdapterStatus.TARGET_POLICY, state=state, reason=reason)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        if adapter is not None:
-            msg.rank, msg.trainable_parameters, msg.sha256 = adapter.meta.rank, adapter.parameter_count, adapter.sha256
-        self.status_pub.publish(msg)
+        self.status_pub.publish(convert.adapter_status_msg(target, version, state, reason,
+                                                           self.get_clock().now().nanoseconds, adapter))
 
     # ---- frames ---------------------------------------------------------------------------------------
     def _on_input(self, store, msg) -> None:
@@ -209,7 +205,7 @@ class PlannerNode(Node):
             return
         try:
             self._swap_pending()
-            reason = self.inputs.problem(started, self.settings.input_timeout)
+            reason = self._fault_or_hold(stamp, started)
             if reason is not None:
                 self._safe_stop(reason, stamp)
             else:
@@ -226,6 +222,26 @@ class PlannerNode(Node):
             self._safe_stop(f'planning failed: {exc!r}', stamp)
         self._count_frame(stamp, time.monotonic() - started)
 
+    def _fault_or_hold(self, stamp: float, wall_now: float) -> str | None:
+        """Why this frame must not be planned on: a fault now, or a fault less than `fault_hold` s of
+        simulation time of clean frames ago (an input stream interleaving good and bad messages never drives)."""
+        fault = self.inputs.take_fault()
+        reason = self.inputs.problem(wall_now, self.settings.input_timeout)
+        if fault is not None and reason is None:
+            name = convert.publisher_name(self, fault[1])
+            reason = fault[0] + (f' (from {name})' if name else '')
+            self.fault_report = reason
+        if reason is not None:
+            self.last_fault, self.clean_since = reason, None
+            return reason
+        if self.last_fault:
+            self.clean_since = stamp if self.clean_since is None else self.clean_since
+            if stamp - self.clean_since < self.settings.fault_hold - 1e-6:
+                return (f'holding: inputs clean for {stamp - self.clean_since:.2f} of {self.settings.fault_hold} s '
+                        f'after: {self.last_fault}')
+            self.last_fault = ''
+        return None
+
     def _count_frame(self, stamp: float, latency: float) -> None:
         if self.last_frame_stamp is not None and stamp > self.last_frame_stamp:
             gap = stamp - self.last_frame_stamp
@@ -238,6 +254,7 @@ class PlannerNode(Node):
     def _watchdog(self) -> None:
         reason = self.inputs.problem(time.monotonic(), self.settings.input_timeout)
         if reason is not None:
+            self.last_fault, self.clean_since = reason, None
             self._safe_stop(reason)
 
     def _lookahead(self) -> tuple[int, int]:
@@ -277,20 +294,9 @@ class PlannerNode(Node):
         self.control_pub.publish(msg)
 
     def _publish_plan(self, scene, info) -> None:
-        if self.marker_pub.get_subscription_count() == 0:
-            return
-        paths = self.actions.paths(scene.ego, info['actions'].argmax(-1).numpy(), self.contract.step_period)
-        markers = MarkerArray()
-        stamp = self.get_clock().now().to_msg()
-        for i, path in enumerate(paths):
-            m = Marker(ns='adawm_candidates', id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
-            m.header.frame_id, m.header.stamp = 'map', stamp
-            best = i == info['best']
-            m.scale.x = 0.3 if best else 0.08
-            m.color.r, m.color.g, m.color.b, m.color.a = (0.1, 0.9, 0.2, 1.0) if best else (0.6, 0.6, 0.9, 0.35)
-            m.points = [Point(x=float(x), y=float(y), z=0.2) for x, y in path]
-            markers.markers.append(m)
-        self.marker_pub.publish(markers)
+        if self.marker_pub.get_subscription_count():
+            paths = self.actions.paths(scene.ego, info['actions'].argmax(-1).numpy(), self.contract.step_period)
+            self.marker_pub.publish(convert.plan_markers_msg(paths, info['best'], self.get_clock().now().nanoseconds))
 
     def _publish_decoded_bev(self) -> None:
         if self.image_pub.get_subscription_count() == 0 or self.driver_state is None:
@@ -298,28 +304,25 @@ class PlannerNode(Node):
         with torch.inference_mode():
             feat = self.agent.world_model.feat(self.driver_state['latent'])
             bev = (self.agent.world_model.bev_decoder(feat)[0].clamp(0, 1) * 255).to(torch.uint8).numpy()
-        rgb = to_rgb(bev)
-        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', step=rgb.shape[1] * 3,
-                    data=rgb.tobytes())
-        msg.header.stamp, msg.header.frame_id = self.get_clock().now().to_msg(), f'{self.role}'
-        self.image_pub.publish(msg)
+        self.image_pub.publish(convert.image_msg(to_rgb(bev), self.get_clock().now().nanoseconds, self.role))
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
-        now = self.get_clock().now()
-        status = DiagnosticStatus(name='adawm/planner', hardware_id=self.role)
-        status.level = DiagnosticStatus.WARN if self.safe_stop_reason else DiagnosticStatus.OK
-        status.message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
+        k, h = self._lookahead()
         values = {'tick_latency_p50_ms': f'{np.percentile(lat, 50):.2f}',
                   'tick_latency_p99_ms': f'{np.percentile(lat, 99):.2f}', 'frames': str(self.frames),
                   'decisions': str(self.decisions), 'missed_frames': str(self.missed),
                   'input_age_s': f'{self.inputs.age(time.monotonic()):.3f}',
                   'model_adapter_version': str(self.slots['model'].version),
-                  'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode}
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = now.to_msg()
-        self.diag_pub.publish(array)
+                  'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
+                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report}
+        message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
+        crowded = convert.crowded_inputs(self, self.role)
+        if crowded:   # a second source on an input topic: a misconfigured graph, or someone injecting
+            values['inputs_with_several_publishers'] = ', '.join(f'{t} ({n})' for t, n in crowded.items())
+            message += '; several publishers on ' + ', '.join(crowded)
+        self.diag_pub.publish(convert.diagnostics_msg('adawm/planner', self.role, bool(self.safe_stop_reason or crowded),
+                                                      message, values, self.get_clock().now().nanoseconds))
 
 
 def main(args=None) -> None:

@@ -32,7 +32,8 @@ class DrivingEnv(gym.Env):
 
     def __init__(self, name: str, spec: dict, accelerations, steers, seed: int | None = None,
                  continuous: bool = False, dt: float = 0.1, bev_size: int = 64, render_mode: str | None = None):
-        self.name, self.spec, self.dt, self.continuous = name, spec, float(dt), continuous
+        # the task's fields; not `spec`, which gymnasium.make overwrites with its EnvSpec
+        self.name, self.task, self.dt, self.continuous = name, spec, float(dt), continuous
         self.accelerations, self.steers = list(accelerations), list(steers)
         self.bev_spec = BevSpec(size=bev_size)
         self.max_steps = int(round(spec['time_limit'] / self.dt))
@@ -61,7 +62,7 @@ class DrivingEnv(gym.Env):
     def contract(self) -> Contract:
         """What a model trained on this env needs to drive it elsewhere (saved with its checkpoints)."""
         return Contract(step_period=self.dt, accelerations=tuple(self.accelerations), steers=tuple(self.steers),
-                        v_des=float(self.spec['v_des']), bev=self.bev_spec)
+                        v_des=float(self.task['v_des']), bev=self.bev_spec)
 
     # ---- gymnasium -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options=None):
