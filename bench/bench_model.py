@@ -1,6 +1,6 @@
 """Benchmark of the learning core with a preset (default `small`): act() latency (actor-only and
 imagination planning with the preset's K candidates × H steps), the lookahead alone and under a budget
-(the anytime planner: how many candidates it could afford), world-model and full (model + actor-critic)
+(the anytime planner: how many steps of lookahead it could afford), world-model and full (model + actor-critic)
 train steps/s, pretraining throughput at the preset's train ratio, and peak memory. Prints a markdown table.
 
     .venv/bin/python bench/bench_model.py --preset small --threads 1
@@ -16,7 +16,7 @@ import torch
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.learner import Learner
-from adawm_planner.core.planner import CHUNK, plan
+from adawm_planner.core.planner import plan
 from adawm_planner.core.replay import Replay
 
 
@@ -118,25 +118,25 @@ def main():
     latent = state['latent']
     k, h = preset.plan_candidates, preset.plan_horizon
     for budget in [None, *args.budget_ms]:
-        times, evaluated, chunk_estimate = [], [], None
+        times, horizons, step_estimate = [], [], None
         for i in range(args.ticks):
             start = time.perf_counter()
             deadline = None if budget is None else start + budget / 1e3
             _, info = plan(agent.world_model, agent.actor_critic, latent, k, h, preset.plan_prior_weight,
-                           agent.generator, deadline=deadline, chunk_estimate=chunk_estimate)
-            # As a node would: the last chunk time measured; after a fallback, a little lower, to probe again.
-            chunk_estimate = info['chunk_seconds'] or (chunk_estimate and 0.9 * chunk_estimate)
+                           agent.generator, deadline=deadline, step_estimate=step_estimate)
+            # As a node would: the last step time measured; after a fallback, a little lower, to probe again.
+            step_estimate = info['step_seconds'] or (step_estimate and 0.9 * step_estimate)
             if i >= 10:
                 times.append(time.perf_counter() - start)
-                evaluated.append(info['evaluated'])
+                horizons.append(info['horizon'])
         p50, p99 = percentiles(times)
         if budget is None:
             rows.append((f'lookahead alone K={k} H={h}', f'p50 {p50:.2f} ms, p99 {p99:.2f} ms'))
         else:
-            rows.append((f'anytime lookahead, {budget:g} ms budget (chunks of {CHUNK})',
-                         f'answer p50 {p50:.2f} ms, p99 {p99:.2f} ms; candidates scored: median '
-                         f'{np.median(evaluated):.0f}, min {min(evaluated)} of {k}; '
-                         f'actor fallback {np.mean(np.array(evaluated) == 0):.0%}'))
+            rows.append((f'anytime lookahead K={k}, {budget:g} ms budget',
+                         f'answer p50 {p50:.2f} ms, p99 {p99:.2f} ms; horizon reached: median '
+                         f'{np.median(horizons):.0f}, min {min(horizons)} of {h}; '
+                         f'actor fallback {np.mean(np.array(horizons) == 0):.0%}'))
 
     learner = Learner(agent)
     rows.append(throughput(agent, learner, env, preset, args.throughput_steps))

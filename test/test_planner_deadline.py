@@ -1,5 +1,5 @@
-"""The anytime planner (core/planner.py): deadlines, chunks and the one-hot fast path, with the tiny preset.
-No timing is asserted: deadlines are set in the past or far ahead, so every outcome is deterministic."""
+"""The anytime planner (core/planner.py): deadlines and the one-hot fast path, with the tiny preset.
+No timing is asserted: deadlines lie in the past or far ahead, or the planner reads a fake clock."""
 import time
 
 import numpy as np
@@ -9,6 +9,7 @@ import torch
 from adawm_planner.core import lora
 from adawm_planner.core.adaptation import MODEL_LORA_PREFIXES, POLICY_LORA_PREFIXES, linear_names
 from adawm_planner.core.agent import Agent
+from adawm_planner.core import planner
 from adawm_planner.core.planner import OneHotLinear, plan
 from adawm_planner.core.presets import load_preset
 from toy_env import single_thread  # noqa: F401 (fixture)
@@ -33,17 +34,43 @@ def run(agent, latent, seed=3, **kwargs):
     return action, info, generator
 
 
+class FakeClock:
+    """time.perf_counter for the planner: advances 1 s per reading, so a deadline cuts at a known step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
 @pytest.mark.parametrize('discrete', [True, False])
-def test_chunks_give_the_same_plan_as_one_batch(discrete):
+def test_a_plan_cut_by_the_deadline_is_the_shorter_horizons_plan(discrete, monkeypatch):
+    agent, latent = make_agent(discrete)
+    # Readings: start 1; per step a check, a start and an end (each step "takes" 1 s). Before step 2 the
+    # check reads 8, and 8 + 2 × 1 s > 9.5: the plan stops after 2 of 5 steps.
+    monkeypatch.setattr(planner.time, 'perf_counter', FakeClock())
+    cut_action, cut, _ = run(agent, latent, deadline=9.5)
+    monkeypatch.undo()
+    assert cut['horizon'] == 2 and cut['evaluated'] == 12 and not cut['fallback']
+    generator = torch.Generator().manual_seed(3)
+    action, short = plan(agent.world_model, agent.actor_critic, latent, 12, 2, 0.1, generator)
+    for key in ('actions', 'rewards', 'conts', 'terminal_values', 'scores', 'ego'):
+        torch.testing.assert_close(cut[key], short[key])
+    assert cut['best'] == short['best']
+    torch.testing.assert_close(cut_action, action)
+
+
+@pytest.mark.parametrize('discrete', [True, False])
+def test_a_deadline_far_ahead_gives_the_full_plan(discrete):
     agent, latent = make_agent(discrete)
     action, whole, g1 = run(agent, latent)
-    ahead = time.perf_counter() + 3600
-    chunked_action, chunked, g2 = run(agent, latent, deadline=ahead, chunk=5)  # chunks of 5, 5, 2
-    assert whole['evaluated'] == chunked['evaluated'] == 12 and not chunked['fallback']
+    timed_action, timed, g2 = run(agent, latent, deadline=time.perf_counter() + 3600)
+    assert whole['horizon'] == timed['horizon'] == 5 and timed['evaluated'] == 12
     for key in ('actions', 'rewards', 'conts', 'terminal_values', 'scores'):
-        torch.testing.assert_close(chunked[key], whole[key])
-    assert chunked['best'] == whole['best']
-    torch.testing.assert_close(chunked_action, action)
+        torch.testing.assert_close(timed[key], whole[key])
+    torch.testing.assert_close(timed_action, action)
     assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))  # same noise drawn
 
 
@@ -51,7 +78,7 @@ def test_chunks_give_the_same_plan_as_one_batch(discrete):
 def test_a_deadline_already_past_answers_with_the_actors_mode(discrete):
     agent, latent = make_agent(discrete)
     action, info, generator = run(agent, latent, deadline=time.perf_counter() - 1.0)
-    assert info['fallback'] and info['evaluated'] == 0 and info['chunk_seconds'] is None
+    assert info['fallback'] and info['evaluated'] == 0 and info['horizon'] == 0 and info['step_seconds'] is None
     with torch.inference_mode():
         mode = agent.actor_critic.actor.mode(agent.world_model.feat(latent))[0]
     torch.testing.assert_close(action, mode)
@@ -61,9 +88,9 @@ def test_a_deadline_already_past_answers_with_the_actors_mode(discrete):
     assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=full))
 
 
-def test_an_expected_chunk_time_beyond_the_budget_stops_before_it():
+def test_an_expected_step_time_beyond_the_budget_stops_before_it():
     agent, latent = make_agent()
-    _, info, _ = run(agent, latent, deadline=time.perf_counter() + 600, chunk_estimate=3600.0)
+    _, info, _ = run(agent, latent, deadline=time.perf_counter() + 600, step_estimate=3600.0)
     assert info['fallback'] and info['evaluated'] == 0
 
 
@@ -75,7 +102,7 @@ def test_candidate_zero_is_the_actors_mode_and_the_plan_reports_what_it_scored()
     torch.testing.assert_close(info['actions'][0, 0], mode)
     assert info['evaluated'] == 12 and info['horizon'] == 5 and not info['fallback']
     assert info['scores'].shape == (12,) and info['ego'].shape == (5, EGO)
-    assert info['seconds'] > 0 and info['chunk_seconds'] > 0
+    assert info['seconds'] > 0 and info['step_seconds'] > 0
     torch.testing.assert_close(action, info['actions'][info['best'], 0])
 
 

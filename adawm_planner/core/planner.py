@@ -4,14 +4,14 @@
 
 Candidate 0 follows the actor's mode, so the planner always weighs the actor's own choice.
 
-Anytime: candidates are evaluated in chunks, candidate 0 in the first; given a deadline the planner stops
-before a chunk that would not finish in time and chooses among those scored, and if not even one chunk
-fits it answers with the actor's mode. All sampling noise is drawn before the first chunk, in the order a
-whole-batch rollout draws it, so chunking changes no candidate and the generator advances the same
-whatever the deadline cut.
+Anytime over the horizon: all K candidates advance one imagined step at a time (rewards and continue
+probabilities included), and given a deadline the planner stops before a step that would not fit and
+scores with the critic's value at the step reached: the plan a shorter horizon gives. If not even one step
+fits, it answers with the actor's mode. All sampling noise is drawn up front, step by step in the order a
+full rollout draws it, so a cut changes no step before it.
 
 Cheap per decision: the stochastic state is one-hot, so every layer that reads it (the RSSM input layer,
-the first layers of actor, reward, continue and critic heads) gathers and sums weight columns instead of
+the first layers of actor, reward, continue and critic heads) gathers and sums weight rows instead of
 multiplying by mostly zeros (where a layer is a plain nn.Linear; LoRA-wrapped layers take the dense
 path), and the ego vector is decoded for the chosen candidate only.
 """
@@ -22,9 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adawm_planner.core.networks import TwoHot
-
-CHUNK = 32  # candidates per chunk when a deadline is set: the unit of work between deadline checks
-
 
 class OneHotLinear:
     """A linear layer on inputs made of a dense block [0, start) and, from `start` on, groups of one-hot
@@ -98,108 +95,107 @@ def draw_noise(candidates, horizon, action_dim, rssm, discrete, generator):
             prior.reshape(horizon, candidates, rssm.stoch, rssm.classes))
 
 
-def rollout(world_model, actor_critic, start, noise, rows, horizon):
-    """Imagine candidates `rows` (a slice of the noise's K) for `horizon` steps from `start`.
+class Rollout:
+    """K candidates imagined step by step from one latent state, with the sampling noise drawn up front."""
 
-    Returns actions (n, H, A), actor log-likelihoods, rewards, continue probabilities (n, H), terminal
-    values (n,), and the deter (n, H, D) and stoch columns (n, H, S) of the imagined states."""
-    rssm, actor = world_model.rssm, actor_critic.actor
-    deter_dim, classes = rssm.deter, rssm.classes
-    heads = {name: OneHotMLP(mlp, deter_dim, classes) for name, mlp in (
-        ('actor', actor.mlp), ('reward', world_model.reward_head), ('cont', world_model.cont_head),
-        ('critic', actor_critic.critic))}
-    img_in = OneHotLinear(rssm.img_in, 0, classes)
-    n = rows.stop - rows.start
-    offsets = torch.arange(rssm.stoch) * classes
-    action_column = rssm.stoch * classes  # where the discrete action's one-hot starts in img_in's input
-    deter = start['deter'].expand(n, -1)
-    columns = (start['stoch'].argmax(-1) + offsets).expand(n, -1)  # the stoch one-hot as column indices
-    actor_noise, prior_noise = noise[0][:, rows], noise[1][:, rows]
-    deters, stochs, actions, logps = [], [], [], []
-    for t in range(horizon):
-        params = actor.params(heads['actor'](columns, deter))
+    def __init__(self, world_model, actor_critic, start, noise):
+        rssm, actor = world_model.rssm, actor_critic.actor
+        self.world_model, self.actor_critic, self.noise = world_model, actor_critic, noise
+        deter_dim, classes = rssm.deter, rssm.classes
+        self.heads = {name: OneHotMLP(mlp, deter_dim, classes) for name, mlp in (
+            ('actor', actor.mlp), ('reward', world_model.reward_head), ('cont', world_model.cont_head),
+            ('critic', actor_critic.critic))}
+        self.img_in = OneHotLinear(rssm.img_in, 0, classes)
+        candidates = noise[0].shape[1]
+        self.offsets = torch.arange(rssm.stoch) * classes
+        self.deter = start['deter'].expand(candidates, -1)
+        self.columns = (start['stoch'].argmax(-1) + self.offsets).expand(candidates, -1)  # stoch as columns
+        self.steps = {k: [] for k in ('actions', 'logp', 'rewards', 'conts', 'deter', 'stoch')}
+
+    def step(self):
+        """Imagine step t = len(done steps) for every candidate."""
+        rssm, actor = self.world_model.rssm, self.actor_critic.actor
+        t, columns, deter = len(self.steps['actions']), self.columns, self.deter
+        params = actor.params(self.heads['actor'](columns, deter))
         if actor.discrete:
-            index = (params + actor_noise[t]).argmax(-1)
-            if rows.start == 0:  # candidate 0 follows the actor's mode
-                index[0] = params[0].argmax()
-            logps.append(params.gather(-1, index[:, None])[:, 0])
-            actions.append(index)
-            x = img_in(torch.cat([columns, action_column + index[:, None]], 1))
+            index = (params + self.noise[0][t]).argmax(-1)
+            index[0] = params[0].argmax()  # candidate 0 follows the actor's mode
+            logp = params.gather(-1, index[:, None])[:, 0]
+            action = index
+            x = self.img_in(torch.cat([columns, rssm.stoch * rssm.classes + index[:, None]], 1))
         else:
             mean, std = params
-            action = (mean + std * actor_noise[t]).clamp(-1, 1)
-            if rows.start == 0:
-                action[0] = mean[0]
-            logps.append(torch.distributions.Normal(mean, std).log_prob(action).sum(-1))
-            actions.append(action)
-            x = img_in(columns, after=action)
-        deter = rssm.recurrent(x, deter)
-        columns = (rssm.prior_logits(deter) + prior_noise[t]).argmax(-1) + offsets
-        deters.append(deter)
-        stochs.append(columns)
-    flat_deter, flat_columns = torch.cat(deters), torch.cat(stochs)  # (H * n, ...), step-major
-    per_step = lambda x: x.reshape(horizon, n).t()
-    reward = TwoHot(heads['reward'](flat_columns, flat_deter), world_model.bins).mean()
-    cont = torch.sigmoid(heads['cont'](flat_columns, flat_deter)[:, 0])
-    value = TwoHot(heads['critic'](columns, deter), actor_critic.bins).mean()
-    actions = torch.stack(actions, 1)
-    if actor.discrete:
-        actions = F.one_hot(actions, actor.action_dim).float()
-    return {'actions': actions, 'logp': torch.stack(logps, 1), 'rewards': per_step(reward),
-            'conts': per_step(cont), 'terminal_values': value, 'deter': torch.stack(deters, 1),
-            'stoch': torch.stack(stochs, 1)}
+            action = (mean + std * self.noise[0][t]).clamp(-1, 1)
+            action[0] = mean[0]
+            logp = torch.distributions.Normal(mean, std).log_prob(action).sum(-1)
+            x = self.img_in(columns, after=action)
+        self.deter = rssm.recurrent(x, deter)
+        self.columns = (rssm.prior_logits(self.deter) + self.noise[1][t]).argmax(-1) + self.offsets
+        wm = self.world_model
+        reward = TwoHot(self.heads['reward'](self.columns, self.deter), wm.bins).mean()
+        cont = torch.sigmoid(self.heads['cont'](self.columns, self.deter)[:, 0])
+        for key, value in zip(self.steps, (action, logp, reward, cont, self.deter, self.columns)):
+            self.steps[key].append(value)
+
+    def result(self):
+        """Per candidate: actions (K, h, A), actor log-likelihoods, rewards, continue probabilities (K, h),
+        the critic's value at the last state (K,), the imagined deter (K, h, D) and stoch columns (K, h, S)."""
+        out = {k: torch.stack(v, 1) for k, v in self.steps.items()}
+        actor = self.actor_critic.actor
+        if actor.discrete:
+            out['actions'] = F.one_hot(out['actions'], actor.action_dim).float()
+        out['terminal_values'] = TwoHot(self.heads['critic'](self.columns, self.deter), self.actor_critic.bins).mean()
+        return out
 
 
 @torch.inference_mode()
 def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, generator=None, deadline=None,
-         chunk=None, chunk_estimate=None):
+         step_estimate=None):
     """Plan from one filtered latent `state` (dict of (1, ...)): returns (first action (A,), info).
 
-    deadline: a time.perf_counter() value by which the answer is needed, or None (score every candidate).
-    Candidates are scored in chunks of `chunk` (default: CHUNK with a deadline, else all in one batch,
-    the cheapest per candidate); a chunk starts only if now + the expected time of a chunk is before it;
-    the expected time is the last chunk's measured time, or `chunk_estimate` (seconds, e.g. the previous
-    call's info['chunk_seconds']) before the first, else 0 (the first chunk then starts whenever the
-    deadline is still ahead). A caller that feeds chunk_seconds back should lower its estimate a little
-    after a fallback (which measures nothing), so that a load spike does not disable planning for good.
+    deadline: a time.perf_counter() value by which the answer is needed, or None (the full horizon).
+    Before each imagined step the planner checks that two steps fit before it (the step, and the scoring
+    after it, which costs less than one); a step's expected time is the slowest step measured in this call,
+    or `step_estimate` (seconds, e.g. the previous call's info['step_seconds']) before the first, else 0.
+    A step once started runs to its end, so a wrong estimate overshoots by up to one step.
 
-    info: 'evaluated' (candidates scored, 0 if none fitted), 'horizon', 'fallback' (True: no candidate
-    fitted, the action is the actor's mode), 'seconds' (time spent), 'chunk_seconds' (the slowest chunk's
-    time, None if none ran), 'actions' (n, H, A) imagined actions of the n scored candidates (on fallback:
-    the actor's mode as a (1, 1, A) plan), and unless on fallback: 'rewards', 'conts' (n, H), 'terminal_values',
-    'scores' (n,), 'best' (index of the chosen candidate), 'ego' (H, E) its decoded ego vectors."""
+    info: 'horizon' (steps imagined: `horizon`, fewer if the deadline cut it, 0 on fallback), 'evaluated'
+    (candidates scored: `candidates`, or 0), 'fallback' (True: not one step fitted, the action is the
+    actor's mode), 'seconds' (time spent), 'step_seconds' (the slowest step, None if none ran), 'actions'
+    (K, h, A) imagined actions (on fallback: the actor's mode as a (1, 1, A) plan), and unless on fallback
+    'rewards', 'conts' (K, h), 'terminal_values', 'scores' (K,), 'best' (the chosen candidate's index) and
+    'ego' (h, E) its decoded ego vectors. A plan cut at h steps is the plan `horizon=h` gives."""
     started = time.perf_counter()
     rssm, actor = world_model.rssm, actor_critic.actor
-    chunk = chunk or (candidates if deadline is None else CHUNK)
     noise = draw_noise(candidates, horizon, actor.action_dim, rssm, actor.discrete, generator)
-    results, slowest = [], None
-    for first in range(0, candidates, chunk):
-        expected = slowest if slowest is not None else (chunk_estimate or 0.0)
-        if deadline is not None and time.perf_counter() + expected > deadline:
+    rollout, slowest = Rollout(world_model, actor_critic, state, noise), None
+    for _ in range(horizon):
+        expected = slowest if slowest is not None else (step_estimate or 0.0)
+        if deadline is not None and time.perf_counter() + 2 * expected > deadline:
             break
-        chunk_started = time.perf_counter()
-        results.append(rollout(world_model, actor_critic, state, noise, slice(first, min(first + chunk, candidates)),
-                               horizon))
-        took = time.perf_counter() - chunk_started
+        step_started = time.perf_counter()
+        rollout.step()
+        took = time.perf_counter() - step_started
         slowest = took if slowest is None else max(slowest, took)
-    info = {'horizon': horizon, 'chunk_seconds': slowest}
-    if not results:
+    steps = len(rollout.steps['actions'])
+    info = {'step_seconds': slowest, 'horizon': steps}
+    if steps == 0:
         action = actor.mode(world_model.feat(state))[0]
         return action, {**info, 'evaluated': 0, 'fallback': True, 'actions': action[None, None], 'best': 0,
                         'seconds': time.perf_counter() - started}
-    traj = {k: torch.cat([r[k] for r in results]) for k in results[0]}
+    traj = rollout.result()
     reward, cont = traj['rewards'], traj['conts']
     gamma = actor_critic.preset.gamma
     # The reward of step t counts if the episode was still running before it; the terminal value
-    # counts only if it is still running after step H.
+    # counts only if it is still running after the last step.
     alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont], 1), 1)
-    discount = gamma ** torch.arange(horizon, dtype=reward.dtype)
-    score = ((discount * alive[:, :-1] * reward).sum(1) + gamma ** horizon * alive[:, -1] * traj['terminal_values']
+    discount = gamma ** torch.arange(steps, dtype=reward.dtype)
+    score = ((discount * alive[:, :-1] * reward).sum(1) + gamma ** steps * alive[:, -1] * traj['terminal_values']
              + prior_weight * traj['logp'].mean(1))
     best = int(score.argmax())
     stoch = F.one_hot(traj['stoch'][best] - torch.arange(rssm.stoch) * rssm.classes, rssm.classes).float()
     ego = world_model.decode_ego(torch.cat([traj['deter'][best], stoch.flatten(-2)], -1))
-    info.update(evaluated=len(score), fallback=False, actions=traj['actions'], rewards=reward, conts=cont,
+    info.update(evaluated=candidates, fallback=False, actions=traj['actions'], rewards=reward, conts=cont,
                 terminal_values=traj['terminal_values'], scores=score, best=best, ego=ego,
                 seconds=time.perf_counter() - started)
     return traj['actions'][best, 0], info
