@@ -155,30 +155,30 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
 
     deadline: a time.perf_counter() value by which the answer is needed, or None (the full horizon).
     Before each imagined step the planner checks that two steps fit before it (the step, and the scoring
-    after it, which costs less than one); a step's expected time is the slowest step measured in this call,
-    or `step_estimate` (seconds, e.g. the previous call's info['step_seconds']) before the first, else 0.
-    A step once started runs to its end, so a wrong estimate overshoots by up to one step.
+    after it, which costs less than one); a step's expected time is the mean of the steps measured in this
+    call, or `step_estimate` (seconds, e.g. the previous call's info['step_seconds']) before the first, else
+    0. (The mean, not the slowest: on shared cores one preempted step would otherwise stop planning for
+    many decisions.) A step once started runs to its end, so a wrong estimate overshoots by about a step.
 
     info: 'horizon' (steps imagined: `horizon`, fewer if the deadline cut it, 0 on fallback), 'evaluated'
     (candidates scored: `candidates`, or 0), 'fallback' (True: not one step fitted, the action is the
-    actor's mode), 'seconds' (time spent), 'step_seconds' (the slowest step, None if none ran), 'actions'
+    actor's mode), 'seconds' (time spent), 'step_seconds' (mean time of a step, None if none ran), 'actions'
     (K, h, A) imagined actions (on fallback: the actor's mode as a (1, 1, A) plan), and unless on fallback
     'rewards', 'conts' (K, h), 'terminal_values', 'scores' (K,), 'best' (the chosen candidate's index) and
     'ego' (h, E) its decoded ego vectors. A plan cut at h steps is the plan `horizon=h` gives."""
     started = time.perf_counter()
     rssm, actor = world_model.rssm, actor_critic.actor
     noise = draw_noise(candidates, horizon, actor.action_dim, rssm, actor.discrete, generator)
-    rollout, slowest = Rollout(world_model, actor_critic, state, noise), None
-    for _ in range(horizon):
-        expected = slowest if slowest is not None else (step_estimate or 0.0)
+    rollout, stepping = Rollout(world_model, actor_critic, state, noise), 0.0
+    for steps in range(horizon):
+        expected = stepping / steps if steps else (step_estimate or 0.0)
         if deadline is not None and time.perf_counter() + 2 * expected > deadline:
             break
         step_started = time.perf_counter()
         rollout.step()
-        took = time.perf_counter() - step_started
-        slowest = took if slowest is None else max(slowest, took)
+        stepping += time.perf_counter() - step_started
     steps = len(rollout.steps['actions'])
-    info = {'step_seconds': slowest, 'horizon': steps}
+    info = {'step_seconds': stepping / steps if steps else None, 'horizon': steps}
     if steps == 0:
         action = actor.mode(world_model.feat(state))[0]
         return action, {**info, 'evaluated': 0, 'fallback': True, 'actions': action[None, None], 'best': 0,
