@@ -2,6 +2,7 @@
 too), a set_parameters_atomically call refused whole when any part fails — a good model adapter beside a bad
 policy adapter leaves no trace — and what is accepted is applied."""
 import os
+import random
 import subprocess
 import sys
 import time
@@ -99,7 +100,7 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         def call(parameters):
             future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
             executor.spin_until_future_complete(future, timeout_sec=60)
-            assert future.done(), 'the planner did not answer'
+            assert future.done(), f'the planner did not answer {[(p.name, p.value) for p in parameters]}'
             return future.result().result
 
         assert client.wait_for_service(timeout_sec=60)
@@ -128,6 +129,17 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         assert not refused.successful and 'input_timeout must be positive' in refused.reason
         assert not call(value_params(adapter_dir='/')).successful   # start-only: no escape hatch for files
 
+        # every declared parameter, values of every type: an answer each (applied, or refused with a reason)
+        rng = random.Random(7)
+        names = ['mode', 'candidates', 'horizon', 'rate', 'input_timeout', 'image_every', 'fault_hold', 'output',
+                 'checkpoint', 'role_name', 'adapter_dir', 'adapter_key_file', 'allow_unsigned_adapters',
+                 'adapter.model.version', 'adapter.policy.sha256', 'adapter.model.signature', 'adapter.policy.path']
+        values = [0, -1, 3, 2 ** 40, 0.0, -2.5, float('nan'), float('inf'), 'plan', 'actor', '', '../../etc', 'x' * 300]
+        for _ in range(25):
+            answer = call(value_params(**{rng.choice(names): rng.choice(values)}))
+            assert answer.successful or answer.reason, answer
+        assert call(value_params(mode='actor', candidates=0, horizon=0, input_timeout=0.5, image_every=4)).successful
+
         assert call(adapter_params('model', model)).successful
         assert call(value_params(candidates=4, horizon=3, mode='plan')).successful
         deadline = time.monotonic() + 30
@@ -151,3 +163,51 @@ def test_accepting_unsigned_adapters_is_explicit_and_said(tiny_checkpoint):
         proc.terminate()
         lines += proc.communicate(timeout=30)[0].splitlines()
     assert any('allow_unsigned_adapters is set' in line for line in lines), lines
+
+
+def test_command_messages_carry_the_action_through_the_vehicle_model():
+    """Every action as each output kind, and back: the adaptation node reads what the planner meant."""
+    from builtin_interfaces.msg import Time
+
+    from adawm_planner.core.actions import ActionTable
+    from adawm_planner.nodes import convert
+    table = ActionTable([-2.0, 0.0, 2.0], [-0.9, -0.3, 0.0, 0.3, 0.9])
+    for kind in convert.OUTPUTS:
+        for action in range(len(table)):
+            control = table.control(action)
+            msg = convert.command_msg(kind, control, 3.0, table, 0.1, Time(sec=1))
+            back = dict(zip(('throttle', 'steer', 'brake'), convert.control_of_msg(kind, msg, 3.0, table, 0.1)))
+            assert table.index(back) == action, (kind, action, msg)
+    acceleration, speed, angle = table.kinematics(table.control(14), 3.0, 0.1)   # +2 m/s², steer 0.9 right
+    assert (acceleration, speed) == pytest.approx((2.0, 3.2)) and angle == pytest.approx(-0.9 * table.max_steer_angle)
+    assert table.kinematics(table.control(0), 0.1, 0.1)[1] == 0.0   # braking stops, never reverses
+
+
+@pytest.mark.parametrize('kind', ['autoware', 'ackermann'])
+def test_the_planner_speaks_other_stacks_commands(kind, tiny_checkpoint):
+    """output:=autoware / ackermann over DDS: the command arrives in that stack's message on its topic, a safe
+    stop as zero target speed at full deceleration, driving as a target speed the vehicle model reaches."""
+    from adawm_planner.core.checkpoint import load_checkpoint
+    from adawm_planner.nodes import convert, qos
+    table = load_checkpoint(tiny_checkpoint)[1]['contract'].action_table()
+    with planner_beside_bridge(tiny_checkpoint, f'output:={kind}') as (node, bridge, executor):
+        received = []
+        node.create_subscription(convert.output_type(kind), convert.OUTPUTS[kind][1], received.append, qos.SENSOR_IN)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(received) < 40:
+            bridge.frame()
+            executor.spin_once(timeout_sec=0.05)
+        assert len(received) >= 40 and not bridge.commands, 'no command, or a CARLA command beside it'
+    if kind == 'autoware':
+        speeds = [m.longitudinal.velocity for m in received]
+        accelerations = [m.longitudinal.acceleration for m in received]
+        assert all(m.longitudinal.is_defined_acceleration for m in received)
+        angles = [m.lateral.steering_tire_angle for m in received]
+    else:
+        speeds = [m.drive.speed for m in received]
+        accelerations = [m.drive.acceleration for m in received]
+        angles = [m.drive.steering_angle for m in received]
+    assert all(s >= 0 for s in speeds) and all(abs(a) <= table.pedal_acceleration for a in accelerations)
+    assert all(abs(a) <= table.max_steer_angle + 1e-6 for a in angles)
+    assert speeds[0] == 0.0 and abs(accelerations[0]) == table.pedal_acceleration   # the start-up safe stop
+    assert any(s > 0 for s in speeds[-20:]), 'the planner never asked to move'
