@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from adawm_planner.core.networks import TwoHot
 
+
 class OneHotLinear:
     """A linear layer on inputs made of a dense block [0, start) and, from `start` on, groups of one-hot
     columns (the categorical latents, the discrete action), computed without building the input.
@@ -43,8 +44,8 @@ class OneHotLinear:
                 self.table[:first_group] += layer.bias
 
     def __call__(self, columns, dense=None, after=None):
-        """dense: (N, start) values of the dense block; after: (N, W) dense values following the one-hot
-        columns (a continuous action), at input positions start + in_features - start - W on."""
+        """dense: (N, start) values of the dense block; after: (N, W) values of the input's last W
+        positions, a dense block after the one-hot groups (a continuous action)."""
         if not self.fast:
             x = torch.zeros(columns.shape[0], self.layer.in_features)
             x[:, self.start:].scatter_(1, columns, 1.0)
@@ -170,8 +171,8 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
     rssm, actor = world_model.rssm, actor_critic.actor
     noise = draw_noise(candidates, horizon, actor.action_dim, rssm, actor.discrete, generator)
     rollout, stepping = Rollout(world_model, actor_critic, state, noise), 0.0
-    for steps in range(horizon):
-        expected = stepping / steps if steps else (step_estimate or 0.0)
+    for done in range(horizon):
+        expected = stepping / done if done else (step_estimate or 0.0)
         if deadline is not None and time.perf_counter() + 2 * expected > deadline:
             break
         step_started = time.perf_counter()
