@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from adawm_planner.core import lora, mismatch
 from adawm_planner.core.config import STRATEGIES, FinetuneConfig  # noqa: F401  (STRATEGIES: re-exported)
+from adawm_planner.core.memory import retain_freed_memory
 
 MODEL_LORA_PREFIXES = ('rssm.', 'ego_encoder.')
 POLICY_LORA_PREFIXES = ('actor.', 'critic.', 'slow_critic.')
@@ -39,6 +40,7 @@ class Finetuner:
     def __init__(self, agent, config: FinetuneConfig, pretrain_summary: dict | None = None):
         if not agent.discrete:
             raise ValueError('adaptation needs the discrete action set: ε_π is an exact TV over actions')
+        retain_freed_memory()  # a step's large tensors reuse faulted-in pages
         self.agent, self.config, self.summary = agent, config, pretrain_summary
         self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
         self.steps = 0
