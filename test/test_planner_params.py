@@ -148,6 +148,8 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         assert [(s.target, s.version) for s in applied()] == [(AdapterStatus.TARGET_MODEL, 1)]
         values = bridge.diagnostics_values()
         assert (values['candidates'], values['horizon'], values['mode']) == ('4', '3', 'plan'), values
+        # what the deadline let it afford, reported: a horizon of at most 3 steps per decision
+        assert values['budget_ms'] == '35' and values['afforded_horizon_p50'] in ('0', '1', '2', '3'), values
         assert values['model_adapter_version'] == '1' and values['policy_adapter_version'] == '0'
 
 

@@ -48,6 +48,9 @@ class PlannerConfig:
                      choices=PLAN_MODES)
     candidates: int = knob(0, "K candidate action sequences; 0 = the checkpoint preset's", low=0, high=4096)
     horizon: int = knob(0, "H steps of lookahead; 0 = the checkpoint preset's", low=0, high=200)
+    budget_ms: float = knob(35.0, 'ms (wall) a decision may take from its frame\'s arrival: the planner imagines '
+                            'as many steps as fit and answers with the actor\'s action if none does; '
+                            '0 = no deadline (the full horizon)', low=0.0)
 
     def __post_init__(self):
         check(self)

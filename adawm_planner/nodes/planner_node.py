@@ -115,6 +115,8 @@ class PlannerNode(Node):
         self.last_fault, self.clean_since = '', None   # hysteresis: stop until clean for fault_hold s
         self.fault_report = ''                         # the last fault, kept for /diagnostics after recovery
         self.latencies = collections.deque(maxlen=2000)
+        self.afforded = collections.deque(maxlen=200)   # horizon each recent decision could afford
+        self.fallbacks, self.step_estimate = 0, None    # decisions answered by the actor alone; s per step
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
 
@@ -209,7 +211,7 @@ class PlannerNode(Node):
     # ---- frames ---------------------------------------------------------------------------------------
     def _on_input(self, store, msg) -> None:
         store(msg)
-        started = time.monotonic()
+        started, frame_started = time.monotonic(), time.perf_counter()
         stamp = self.inputs.frame(started)
         if stamp is None:
             return
@@ -225,7 +227,7 @@ class PlannerNode(Node):
                 control = (self.command['throttle'], self.command['steer'], self.command['brake'])
                 step = self.pipeline.step(stamp, self.inputs.scene(), control)
                 if step is not None:
-                    self._decide(step)
+                    self._decide(step, frame_started)
                 self._publish_control(self.command, stamp)
         except Exception as exc:   # a fault never kills the node: stop safely and say why
             self.get_logger().error(f'planning failed: {exc!r}')
@@ -271,15 +273,24 @@ class PlannerNode(Node):
         p = self.agent.preset
         return self.config.candidates or p.plan_candidates, self.config.horizon or p.plan_horizon
 
-    def _act(self, obs, state):
-        return self.agent.act(obs, state, self.config.mode, *self._lookahead())
+    def _act(self, obs, state, frame_started=None):
+        budget = self.config.budget_ms / 1000
+        deadline = frame_started + budget if frame_started is not None and budget > 0 else None
+        action, state, info = self.agent.act(obs, state, self.config.mode, *self._lookahead(), deadline,
+                                             self.step_estimate)
+        if info:   # what this machine could afford: fed back, and a fallback lowers the estimate so that a
+            self.afforded.append(info['horizon'])   # load spike does not stop planning for good
+            self.fallbacks += info['fallback']
+            self.step_estimate = (0.9 * self.step_estimate if info['fallback'] and self.step_estimate
+                                  else info['step_seconds'] or self.step_estimate)
+        return action, state, info
 
-    def _decide(self, step) -> None:
+    def _decide(self, step, frame_started: float) -> None:
         if step.is_first:
             # the sampling noise of an episode depends on nothing but its start time: reproducible on replay
             self.driver_state = None
             self.agent.generator.manual_seed(round(step.stamp / self.contract.step_period))
-        action, self.driver_state, info = self._act(step.obs, self.driver_state)
+        action, self.driver_state, info = self._act(step.obs, self.driver_state, frame_started)
         self.command = self.actions.control(action)
         self.decisions += 1
         if info:
@@ -325,7 +336,10 @@ class PlannerNode(Node):
                   'input_age_s': f'{self.inputs.age(time.monotonic()):.3f}',
                   'model_adapter_version': str(self.slots['model'].version),
                   'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
-                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report}
+                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report,
+                  'budget_ms': f'{self.config.budget_ms:g}', 'plan_fallbacks': str(self.fallbacks),
+                  'afforded_horizon_p50': f'{np.percentile(self.afforded, 50):.0f}' if self.afforded else '',
+                  'afforded_horizon_min': str(min(self.afforded)) if self.afforded else ''}
         message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
         crowded = convert.crowded_inputs(self, self.role)
         if crowded:   # a second source on an input topic: a misconfigured graph, or someone injecting
