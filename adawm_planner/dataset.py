@@ -44,7 +44,6 @@ class DatasetDrive(RecordedDrive):
         super().__init__(contract, role)
         self.writer, self.table, self.period = writer, contract.action_table(), contract.step_period
         self.episode = first_episode - 1       # dataset-wide segment counter
-        self.pipeline_episode = None           # the pipeline's episode the last step belonged to
         self.last_stamp, self.ended = None, None   # ended: the outcome that ended the current episode
         self.steps, self.pedal_residual, self.steer_residual = 0, [], []
         self.outcomes, self.actions = collections.Counter(), collections.Counter()
@@ -58,8 +57,7 @@ class DatasetDrive(RecordedDrive):
             self.spans.append({'from': stamp, 'to': stamp, 'steps': 1, 'why': why})
 
     def on_step(self, step: Step) -> None:
-        new_episode = step.episode != self.pipeline_episode
-        self.pipeline_episode = step.episode
+        new_episode = step.is_first   # the pipeline started one: first frame, new route, time ran back
         if new_episode:
             self.ended = None
         if self.ended is not None:   # the drive went on after a terminal event, until the next reset

@@ -226,6 +226,8 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
         bag = BagWriter(writer)
         bag.episode(xodr, route)
         for i in range(200):
+            if 100 <= i < 130:   # 1.5 s of frames lost: a gap
+                continue
             s = 6.0 * 0.05 * (i + 1)
             k = min(np.searchsorted(arc, s) - 1, len(seg) - 1)
             x, y = route[k] + seg[k] / np.hypot(*seg[k]) * (s - arc[k])
@@ -234,6 +236,7 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     manifest = build_dataset([tmp_path / 'junction'], tmp_path / 'ds', contract, {'task': default_task()})
     source = manifest['sources'][0]
     assert source['steps'] >= 80 and not [n for n in source['notes'] if 'lidar' not in n], source['notes']
+    assert source['segments'] == 2 and [s['why'][:4] for s in source['skipped_spans']] == ['gap:']
     _, _, arrays = load_dataset(tmp_path / 'ds')
     assert arrays['bev'][:, :, :, 0].any(axis=(1, 2)).all()   # the junction's roads are drawn at every step
 
@@ -251,6 +254,9 @@ def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
     manifest = json.loads((tmp_path / 'ds/dataset.json').read_text())
     cut, empty = manifest['sources']
     assert cut['steps'] > 0 and any('breaks off after' in n for n in cut['notes'])
+    # write_bag drives straight on: it leaves the route, and what follows until a reset is not training data
+    assert [s['why'] for s in cut['skipped_spans']] == ['after the episode ended (off_route), until the next reset']
+    assert cut['outcomes'] == {'off_route': 1}
     assert empty['steps'] == 0 and any('could not be opened' in n for n in empty['notes'])
     assert manifest['contract_source'] == {'task': default_task()}
 

@@ -223,7 +223,8 @@ def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0,
     log = RunLog(out_dir)
     if done == 0:
         log.scalars(0, untrained, 'heldout/')
-    started, metrics = time.time(), untrained
+    started = time.time()
+    metrics = untrained if done == 0 else heldout_metrics(agent.world_model, heldout)
     task = manifest.get('task') or 'dataset'
     bar = tqdm(total=updates, initial=done, disable=not progress, unit='update', smoothing=0.05)
     for update in range(done + 1, updates + 1):

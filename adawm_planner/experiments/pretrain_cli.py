@@ -87,11 +87,12 @@ def _pretrain_from_dataset(args):
     except (Refused, DatasetError) as exc:
         return refuse('pretrain', str(exc))
     out = args.out or f'runs/pretrain-dataset-{Path(args.dataset).name}-{args.preset}-s{args.seed}'
+    from adawm_planner.core.checkpoint import CheckpointError
     try:
         _, heldout, untrained = pretrain_from_dataset(args.dataset, preset, args.updates, out, args.seed,
                                                       args.holdout, args.eval_every, not args.no_progress,
                                                       args.checkpoint)
-    except DatasetError as exc:
+    except (DatasetError, CheckpointError) as exc:   # CheckpointError: resuming a run of another preset
         return refuse('pretrain', str(exc))
     print(f'checkpoint: {args.checkpoint or out + "/checkpoint"}')
     print('held-out        untrained    trained')
