@@ -44,7 +44,7 @@ from adawm_planner.experiments.runlog import RunLog, bev_comparison
 FORMAT = 'adawm-dataset/1'
 MANIFEST = 'dataset.json'
 ARRAYS = ('bev', 'ego', 'action', 'reward', 'is_first', 'is_terminal', 'stamp', 'episode', 'control')
-HELDOUT_SEQUENCES = 64   # fixed held-out sequences the held-out losses are the mean over
+HELDOUT_SEQUENCES = 32   # fixed held-out sequences the held-out losses are the mean over
 TRACE_FIELDS = ['finetune_step', 'dataset_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
                 'decision']
 
