@@ -67,7 +67,8 @@ class DatasetDrive(RecordedDrive):
         gap = not new_episode and step.stamp - self.last_stamp > GAP_PERIODS * self.period
         if gap:
             self.spans.append({'from': self.last_stamp, 'to': step.stamp, 'steps': 0,
-                               'why': f'gap: no frame for {step.stamp - self.last_stamp:.2f} s; a new segment starts'})
+                               'why': f'gap: {step.stamp - self.last_stamp:.2f} s between two steps (frames missing); '
+                                      'a new segment starts'})
         self.last_stamp = step.stamp
         first = new_episode or gap
         if first:

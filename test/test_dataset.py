@@ -32,6 +32,7 @@ TOPICS = {'/carla/map': 'std_msgs/msg/String', '/carla/ego_vehicle/waypoints': '
           '/carla/ego_vehicle/odometry': 'nav_msgs/msg/Odometry',
           '/carla/ego_vehicle/objects': 'derived_object_msgs/msg/ObjectArray',
           '/carla/ego_vehicle/vehicle_control_cmd': 'carla_msgs/msg/CarlaEgoVehicleControl',
+          '/carla/ego_vehicle/collision': 'carla_msgs/msg/CarlaCollisionEvent',
           '/carla/ego_vehicle/lidar': 'vendor_lidar_msgs/msg/Sweep'}
 
 
@@ -56,8 +57,13 @@ class BagWriter:
         self.write('/carla/map', String(data=xodr))
         self.write('/carla/ego_vehicle/waypoints', convert.route_msg(route, 0.0))
 
-    def frame(self, stamp, ego, agents, control):
+    def frame(self, stamp, ego, agents, control, collision=False):
         self.ns += 50_000_000
+        if collision:   # the bridge's collision sensor fires before the frame's odometry
+            from carla_msgs.msg import CarlaCollisionEvent
+            event = CarlaCollisionEvent(other_actor_id=7)
+            event.header.stamp = convert.time_msg(stamp)
+            self.write('/carla/ego_vehicle/collision', event)
         self.write('/carla/ego_vehicle/objects', convert.objects_msg(agents, stamp))
         self.write('/carla/ego_vehicle/odometry', convert.odometry_msg(ego, stamp, 'ego_vehicle'))
         msg = self.control_class(throttle=control[0], steer=control[1], brake=control[2])
@@ -212,7 +218,8 @@ def carla_junction() -> str:
 
 
 def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
-    """The ego drives the right turn through the junction (lane -1 of roads 1, 3, 2) at 6 m/s."""
+    """The ego drives the right turn through the junction (lane -1 of roads 1, 3, 2) at 6 m/s, loses 1.5 s of
+    frames on the way, collides at 9 s and is recorded on for 1 s more."""
     from adawm_planner.core.opendrive import lanes_from_opendrive
     xodr = carla_junction()
     assert len(lanes_from_opendrive(xodr)) >= 8   # carla parsed every road and lane
@@ -232,12 +239,17 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
             k = min(np.searchsorted(arc, s) - 1, len(seg) - 1)
             x, y = route[k] + seg[k] / np.hypot(*seg[k]) * (s - arc[k])
             ego = Ego(x=float(x), y=float(y), yaw=float(np.arctan2(seg[k][1], seg[k][0])), speed=6.0)
-            bag.frame(0.05 * (i + 1), ego, Agents(), (0.3, 0.0, 0.0))
+            bag.frame(0.05 * (i + 1), ego, Agents(), (0.3, 0.0, 0.0), collision=i == 179)
     manifest = build_dataset([tmp_path / 'junction'], tmp_path / 'ds', contract, {'task': default_task()})
     source = manifest['sources'][0]
-    assert source['steps'] >= 80 and not [n for n in source['notes'] if 'lidar' not in n], source['notes']
-    assert source['segments'] == 2 and [s['why'][:4] for s in source['skipped_spans']] == ['gap:']
+    assert source['steps'] >= 70 and not [n for n in source['notes'] if 'lidar' not in n], source['notes']
+    gap, after = source['skipped_spans']
+    assert source['segments'] == 2 and gap['why'].startswith('gap: 1.60 s between two steps')
+    assert source['outcomes'] == {'collision': 1} and after['why'].startswith('after the episode ended (collision)')
+    assert after['from'] == pytest.approx(9.15) and after['to'] == pytest.approx(9.95)
     _, _, arrays = load_dataset(tmp_path / 'ds')
+    # steps at 0.05 + 0.1·k: the collision between two steps (9.0 s) ends the episode at the next one
+    assert arrays['is_terminal'][-1] and arrays['stamp'][-1] == pytest.approx(9.05) and arrays['reward'][-1] < -100
     assert arrays['bev'][:, :, :, 0].any(axis=(1, 2)).all()   # the junction's roads are drawn at every step
 
 
