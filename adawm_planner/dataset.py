@@ -14,7 +14,8 @@ Termination (core.metrics.termination on the step's Scene): collision, arrival a
 episode (`is_terminal`); the steps a recording holds after that, until the next reset, are skipped. A gap
 (no model step for more than GAP_PERIODS step periods: frames missing from the recording) starts a new
 segment (`is_first`) rather than inventing a transition across it. Skipped spans and their reasons go into
-the manifest; a damaged or partial bag gives what was readable and notes, never a traceback.
+the manifest; a damaged or partial bag gives what was readable and notes, never a traceback. Steps before
+the first recorded command (none on the topic, or not yet) are skipped: their action is unknown.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ class DatasetDrive(RecordedDrive):
         self.writer, self.table, self.period = writer, contract.action_table(), contract.step_period
         self.episode = first_episode - 1       # dataset-wide segment counter
         self.last_stamp, self.ended = None, None   # ended: the outcome that ended the current episode
+        self.open = False        # whether the last step was written (else the next written one starts a segment)
+        self.commanded = False   # whether a recorded command has come (before it, actions are unknown)
+        self.command_topic = f'/carla/{role}/vehicle_control_cmd'
         self.steps, self.pedal_residual, self.steer_residual = 0, [], []
         self.outcomes, self.actions = collections.Counter(), collections.Counter()
         self.spans: list[dict] = []
@@ -57,20 +61,24 @@ class DatasetDrive(RecordedDrive):
             self.spans.append({'from': stamp, 'to': stamp, 'steps': 1, 'why': why})
 
     def on_step(self, step: Step) -> None:
-        new_episode = step.is_first   # the pipeline started one: first frame, new route, time ran back
-        if new_episode:
+        if step.is_first:   # the pipeline started an episode: first frame, new route, time ran back
             self.ended = None
-        if self.ended is not None:   # the drive went on after a terminal event, until the next reset
-            self._skip(step.stamp, f'after the episode ended ({self.ended}), until the next reset')
-            self.last_stamp = step.stamp
+        why = None
+        if self.ended is not None:   # the drive went on after a terminal event
+            why = f'after the episode ended ({self.ended}), until the next reset'
+        elif not step.is_first and not self.commanded:
+            why = f'no command recorded yet on {self.command_topic}: the action is unknown'
+        if why is not None:
+            self._skip(step.stamp, why)
+            self.last_stamp, self.open = step.stamp, False
             return
-        gap = not new_episode and step.stamp - self.last_stamp > GAP_PERIODS * self.period
+        gap = self.open and not step.is_first and step.stamp - self.last_stamp > GAP_PERIODS * self.period
         if gap:
             self.spans.append({'from': self.last_stamp, 'to': step.stamp, 'steps': 0,
                                'why': f'gap: {step.stamp - self.last_stamp:.2f} s between two steps (frames missing); '
                                       'a new segment starts'})
-        self.last_stamp = step.stamp
-        first = new_episode or gap
+        first = step.is_first or gap or not self.open   # a segment starts: no action, no reward
+        self.last_stamp, self.open = step.stamp, True
         if first:
             self.episode += 1
             action, reward, terminal = NO_ACTION, 0.0, False
@@ -90,6 +98,10 @@ class DatasetDrive(RecordedDrive):
         self.writer.add(bev=step.obs['bev'], ego=step.obs['ego'], action=action, reward=reward, is_first=first,
                         is_terminal=terminal, stamp=step.stamp, episode=self.episode, control=step.control)
         self.steps += 1
+
+    def _on_control(self, msg) -> None:
+        super()._on_control(msg)
+        self.commanded = True
 
 
 def build_dataset(bags, out, contract: Contract, contract_source: dict, task: str | None = None,

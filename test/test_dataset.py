@@ -66,9 +66,10 @@ class BagWriter:
             self.write('/carla/ego_vehicle/collision', event)
         self.write('/carla/ego_vehicle/objects', convert.objects_msg(agents, stamp))
         self.write('/carla/ego_vehicle/odometry', convert.odometry_msg(ego, stamp, 'ego_vehicle'))
-        msg = self.control_class(throttle=control[0], steer=control[1], brake=control[2])
-        msg.header.stamp = convert.time_msg(stamp)
-        self.write('/carla/ego_vehicle/vehicle_control_cmd', msg)
+        if control is not None:
+            msg = self.control_class(throttle=control[0], steer=control[1], brake=control[2])
+            msg.header.stamp = convert.time_msg(stamp)
+            self.write('/carla/ego_vehicle/vehicle_control_cmd', msg)
         self.write('/carla/ego_vehicle/lidar', b'\x00\x01\x00\x00' + bytes(12))
 
 
@@ -219,7 +220,8 @@ def carla_junction() -> str:
 
 def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     """The ego drives the right turn through the junction (lane -1 of roads 1, 3, 2) at 6 m/s, loses 1.5 s of
-    frames on the way, collides at 9 s and is recorded on for 1 s more."""
+    frames on the way, collides at 9 s and is recorded on for 1 s more; a second bag of the same drive has no
+    recorded command."""
     from adawm_planner.core.opendrive import lanes_from_opendrive
     xodr = carla_junction()
     assert len(lanes_from_opendrive(xodr)) >= 8   # carla parsed every road and lane
@@ -229,19 +231,29 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     route = np.concatenate([straight_in, turn[1:], straight_out[1:]])
     seg = np.diff(route, axis=0)
     arc = np.concatenate([[0], np.cumsum(np.hypot(*seg.T))])
-    with Writer(tmp_path / 'junction', version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
-        bag = BagWriter(writer)
-        bag.episode(xodr, route)
-        for i in range(200):
-            if 100 <= i < 130:   # 1.5 s of frames lost: a gap
-                continue
-            s = 6.0 * 0.05 * (i + 1)
-            k = min(np.searchsorted(arc, s) - 1, len(seg) - 1)
-            x, y = route[k] + seg[k] / np.hypot(*seg[k]) * (s - arc[k])
-            ego = Ego(x=float(x), y=float(y), yaw=float(np.arctan2(seg[k][1], seg[k][0])), speed=6.0)
-            bag.frame(0.05 * (i + 1), ego, Agents(), (0.3, 0.0, 0.0), collision=i == 179)
-    manifest = build_dataset([tmp_path / 'junction'], tmp_path / 'ds', contract, {'task': default_task()})
-    source = manifest['sources'][0]
+
+    def drive(path, frames, lost=(), commanded=True):
+        with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+            bag = BagWriter(writer)
+            bag.episode(xodr, route)
+            for i in range(frames):
+                if i in lost:
+                    continue
+                s = 6.0 * 0.05 * (i + 1)
+                k = min(np.searchsorted(arc, s) - 1, len(seg) - 1)
+                x, y = route[k] + seg[k] / np.hypot(*seg[k]) * (s - arc[k])
+                ego = Ego(x=float(x), y=float(y), yaw=float(np.arctan2(seg[k][1], seg[k][0])), speed=6.0)
+                bag.frame(0.05 * (i + 1), ego, Agents(), (0.3, 0.0, 0.0) if commanded else None, collision=i == 179)
+        return path
+
+    drive(tmp_path / 'junction', 200, lost=range(100, 130))   # 1.5 s of frames lost: a gap
+    drive(tmp_path / 'uncommanded', 40, commanded=False)
+    manifest = build_dataset([tmp_path / 'junction', tmp_path / 'uncommanded'], tmp_path / 'ds', contract,
+                             {'task': default_task()})
+    source, uncommanded = manifest['sources']
+    # no command on the topic: the episode's first step (which needs no action) and nothing else
+    assert uncommanded['steps'] == 1 and [s['why'] for s in uncommanded['skipped_spans']] == [
+        'no command recorded yet on /carla/ego_vehicle/vehicle_control_cmd: the action is unknown']
     assert source['steps'] >= 70 and not [n for n in source['notes'] if 'lidar' not in n], source['notes']
     gap, after = source['skipped_spans']
     assert source['segments'] == 2 and gap['why'].startswith('gap: 1.60 s between two steps')
@@ -249,7 +261,8 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     assert after['from'] == pytest.approx(9.15) and after['to'] == pytest.approx(9.95)
     _, _, arrays = load_dataset(tmp_path / 'ds')
     # steps at 0.05 + 0.1·k: the collision between two steps (9.0 s) ends the episode at the next one
-    assert arrays['is_terminal'][-1] and arrays['stamp'][-1] == pytest.approx(9.05) and arrays['reward'][-1] < -100
+    last = source['steps'] - 1
+    assert arrays['is_terminal'][last] and arrays['stamp'][last] == pytest.approx(9.05) and arrays['reward'][last] < -100
     assert arrays['bev'][:, :, :, 0].any(axis=(1, 2)).all()   # the junction's roads are drawn at every step
 
 
