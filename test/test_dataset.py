@@ -290,6 +290,7 @@ def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
     (['dataset', 'nowhere', '--out', 'OUT'], 'no recording at nowhere'),
     (['pretrain', '--dataset', 'nowhere', '--updates', '5'], 'not found'),
     (['pretrain', '--dataset', 'nowhere'], '--dataset needs --updates'),
+    (['pretrain', '--dataset', 'nowhere', '--updates', '5', '--task', 'right_turn'], 'not used with --dataset (the data sets task and contract): --task'),
     (['finetune', '--checkpoint', 'CKPT', '--dataset', 'nowhere'], 'not found'),
 ])
 def test_refusals(args, message, tiny_checkpoint, tmp_path):

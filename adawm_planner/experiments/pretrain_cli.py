@@ -18,7 +18,8 @@ def register(subparsers):
     pre.add_argument('--checkpoint', default=None, help='checkpoint directory (default OUT/checkpoint)')
     pre.add_argument('--seed', type=int, default=0)
     pre.add_argument('--train-ratio', type=float, default=None, help="replayed steps per env step (preset's if unset)")
-    pre.add_argument('--eval-every', type=int, default=5000, help='env steps between evaluations + checkpoints')
+    pre.add_argument('--eval-every', type=int, default=5000,
+                     help='env steps (with --dataset: updates) between evaluations + checkpoints')
     pre.add_argument('--eval-episodes', type=int, default=10)
     pre.add_argument('--eval-mode', choices=['actor', 'plan', 'sample'], default='actor')
     pre.add_argument('--time-limit', type=float, default=None, help='stop (evaluate, save) after this many minutes')
@@ -73,9 +74,15 @@ def pretrain_command(args):
 def _pretrain_from_dataset(args):
     from pathlib import Path
 
+    from adawm_planner.core.checkpoint import CheckpointError
     from adawm_planner.core.presets import load_preset
     from adawm_planner.experiments.dataset import DatasetError, pretrain_from_dataset, read_manifest
     try:
+        ignored = [flag for flag, given in (('--task', args.task), ('--steps', args.steps), ('--time-limit', args.time_limit),
+                                            ('--train-ratio', args.train_ratio), ('--continuous', args.continuous))
+                   if given]
+        if ignored:
+            raise Refused(f'not used with --dataset (the data sets task and contract): {", ".join(ignored)}')
         if args.updates is None or args.updates < 1:
             raise Refused('--dataset needs --updates N (learner updates, N ≥ 1)')
         if not 0 < args.holdout < 1:
@@ -87,7 +94,6 @@ def _pretrain_from_dataset(args):
     except (Refused, DatasetError) as exc:
         return refuse('pretrain', str(exc))
     out = args.out or f'runs/pretrain-dataset-{Path(args.dataset).name}-{args.preset}-s{args.seed}'
-    from adawm_planner.core.checkpoint import CheckpointError
     try:
         _, heldout, untrained = pretrain_from_dataset(args.dataset, preset, args.updates, out, args.seed,
                                                       args.holdout, args.eval_every, not args.no_progress,
