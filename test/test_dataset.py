@@ -262,7 +262,8 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     _, _, arrays = load_dataset(tmp_path / 'ds')
     # steps at 0.05 + 0.1·k: the collision between two steps (9.0 s) ends the episode at the next one
     last = source['steps'] - 1
-    assert arrays['is_terminal'][last] and arrays['stamp'][last] == pytest.approx(9.05) and arrays['reward'][last] < -100
+    assert arrays['is_terminal'][last] and arrays['stamp'][last] == pytest.approx(9.05)
+    assert arrays['reward'][last] < -100   # −30·|v| at 6 m/s
     assert arrays['bev'][:, :, :, 0].any(axis=(1, 2)).all()   # the junction's roads are drawn at every step
 
 
@@ -290,7 +291,8 @@ def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
     (['dataset', 'nowhere', '--out', 'OUT'], 'no recording at nowhere'),
     (['pretrain', '--dataset', 'nowhere', '--updates', '5'], 'not found'),
     (['pretrain', '--dataset', 'nowhere'], '--dataset needs --updates'),
-    (['pretrain', '--dataset', 'nowhere', '--updates', '5', '--task', 'right_turn'], 'not used with --dataset (the data sets task and contract): --task'),
+    (['pretrain', '--dataset', 'nowhere', '--updates', '5', '--task', 'right_turn'],
+     'not used with --dataset (the data sets task and contract): --task'),
     (['finetune', '--checkpoint', 'CKPT', '--dataset', 'nowhere'], 'not found'),
 ])
 def test_refusals(args, message, tiny_checkpoint, tmp_path):

@@ -78,9 +78,9 @@ def _pretrain_from_dataset(args):
     from adawm_planner.core.presets import load_preset
     from adawm_planner.experiments.dataset import DatasetError, pretrain_from_dataset, read_manifest
     try:
-        ignored = [flag for flag, given in (('--task', args.task), ('--steps', args.steps), ('--time-limit', args.time_limit),
-                                            ('--train-ratio', args.train_ratio), ('--continuous', args.continuous))
-                   if given]
+        env_only = (('--task', args.task), ('--steps', args.steps), ('--time-limit', args.time_limit),
+                    ('--train-ratio', args.train_ratio), ('--continuous', args.continuous))
+        ignored = [flag for flag, given in env_only if given]
         if ignored:
             raise Refused(f'not used with --dataset (the data sets task and contract): {", ".join(ignored)}')
         if args.updates is None or args.updates < 1:
