@@ -287,6 +287,22 @@ def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
     assert manifest['contract_source'] == {'task': default_task()}
 
 
+def test_the_commands_chain(drives, tmp_path):
+    """adawm dataset -> adawm pretrain --dataset -> adawm finetune --dataset on the checkpoint it wrote."""
+    def adawm(*args):
+        result = subprocess.run([sys.executable, '-m', 'adawm_planner.cli', *map(str, args)], capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    assert 'action mapping error: |pedal| mean' in adawm('dataset', drives, '--task', default_task(), '--out', 'ds')
+    out = adawm('pretrain', '--dataset', 'ds', '--preset', 'tiny', '--updates', 20, '--eval-every', 10,
+                '--out', 'run', '--no-progress')
+    assert 'bev_prediction_error' in out and (tmp_path / 'run/checkpoint/model.json').is_file()
+    out = adawm('finetune', '--dataset', 'ds', '--checkpoint', 'run/checkpoint', '--window', 16, '--out', 'ft')
+    assert 'adawm offline on ds' in out and (tmp_path / 'ft/model_adapter.safetensors').is_file()
+
+
 @pytest.mark.parametrize('args, message', [
     (['dataset', 'nowhere', '--out', 'OUT'], 'no recording at nowhere'),
     (['pretrain', '--dataset', 'nowhere', '--updates', '5'], 'not found'),
