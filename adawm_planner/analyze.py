@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import heapq
 import time
 from pathlib import Path
 
@@ -32,11 +33,13 @@ from adawm_planner.nodes.drive import RecordedDrive, read_drive
 FIELDS = ['time', 'episode', 'eps_model', 'eps_policy', 'window_eps_model', 'window_eps_policy', 'decision',
           'predicted_reward', 'reward', 'ttc', 'speed', 'collision', 'event']
 EVENT_TOPICS = {'/adawm/episode': 'episode end', '/adawm/adapter_status': 'adapter change'}
+CHUNK = 64                 # model steps the world model filters in one pass
+MONTAGE = 6                # steps of highest model mismatch kept for the montage
 
 
 class Analysis(RecordedDrive):
     """The world model over one drive: feed it decoded messages in recording order, then `finish`."""
-    purpose = 'the analysis'
+    purpose, label = 'the analysis', 'analyze'
 
     def __init__(self, checkpoint, adapters=(), role: str = 'ego_vehicle',
                  threshold_c: float = FinetuneConfig.threshold_c, window: int = FinetuneConfig.window):
@@ -53,9 +56,8 @@ class Analysis(RecordedDrive):
         self.adapted, self.threshold_c = bool(adapters), threshold_c
         self.actions = meta['contract'].action_table()
         self.latents = {'current': None, 'base': None}
-        self.prev_action = torch.zeros(self.base.action_dim)
         self.recent = collections.deque(maxlen=window)
-        self.rows, self.frames, self.events = [], [], collections.defaultdict(list)
+        self.rows, self.chunk, self.montage, self.events = [], [], [], collections.defaultdict(list)
         self.pending_event = ''
         self.handlers[f'/carla/{role}/collision'] = self._on_collision
 
@@ -75,42 +77,57 @@ class Analysis(RecordedDrive):
         self.events['collision'].append(stamp_seconds(msg.header.stamp))
         self.pending_event = 'collision'
 
-    def _filter(self, agent, key, obs, is_first, seed):
-        wm = agent.world_model
-        prev = wm.initial(1) if is_first or self.latents[key] is None else self.latents[key]
-        post, prior = wm.rssm.obs_step(prev, self.prev_action[None], wm.embed(torch.as_tensor(obs['bev'])[None],
-                                       torch.as_tensor(obs['ego'], dtype=torch.float32)[None]),
-                                       torch.tensor([is_first]), torch.Generator().manual_seed(seed))
-        self.latents[key] = post
-        return post, prior
+    def on_step(self, step) -> None:
+        """Steps wait in a chunk: the world model filters a chunk in one pass (its conv encoder batched)."""
+        action = np.zeros(self.base.action_dim, np.float32) if step.is_first else self.current.encode_action(
+            self.actions.index(dict(zip(('throttle', 'steer', 'brake'), step.control)))).numpy()
+        self.chunk.append((step, action, self.pending_event, metrics.ttc(step.scene)))
+        self.pending_event = ''
+        if len(self.chunk) == CHUNK:
+            self.flush()
 
     @torch.inference_mode()
-    def on_step(self, step) -> None:
-        if step.is_first:
-            self.prev_action = torch.zeros(self.base.action_dim)
-        seed = len(self.rows)
-        post, prior = self._filter(self.current, 'current', step.obs, step.is_first, seed)
-        eps_model = mismatch.prior_posterior_tv(prior['logits'].exp(), post['logits'].exp()).item()
-        feat = self.current.world_model.feat(post)
-        eps_policy = 0.0   # without adapters the current policy is the pretrained one
-        if self.adapted:
-            base_post, _ = self._filter(self.base, 'base', step.obs, step.is_first, seed)
-            base_probs = self.base.actor_critic.actor(self.base.world_model.feat(base_post)).exp()
-            eps_policy = mismatch.tv(self.current.actor_critic.actor(feat).exp(), base_probs).mean().item()
-        self.recent.append((eps_model, eps_policy))
-        window_model, window_policy = np.mean(self.recent, axis=0)
+    def flush(self) -> None:
+        if not self.chunk:
+            return
+        steps, actions, events, ttcs = zip(*self.chunk)
+        self.chunk = []
+        batch = {'bev': torch.as_tensor(np.stack([s.obs['bev'] for s in steps]))[None],
+                 'ego': torch.as_tensor(np.stack([s.obs['ego'] for s in steps]))[None],
+                 'action': torch.as_tensor(np.stack(actions))[None],
+                 'is_first': torch.tensor([[s.is_first for s in steps]])}
+        posts, priors = self._filter(self.current, 'current', batch)
         wm = self.current.world_model
-        self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model,
-                          'eps_policy': eps_policy, 'window_eps_model': window_model,
-                          'window_eps_policy': window_policy,
-                          'decision': mismatch.decide(window_model, window_policy, self.threshold_c),
-                          'predicted_reward': TwoHot(wm.reward_head(feat), wm.bins).mean().item(),
-                          'reward': step.reward, 'ttc': metrics.ttc(step.scene), 'speed': step.scene.ego.speed,
-                          'collision': int(step.scene.collision), 'event': self.pending_event})
-        self.pending_event = ''
-        self.frames.append((eps_model, step.stamp, step.obs['bev'], wm.feat(prior)))
-        self.prev_action = self.current.encode_action(self.actions.index(
-            dict(zip(('throttle', 'steer', 'brake'), self.control))))
+        eps_model = mismatch.tv(priors['logits'].exp(), posts['logits'].exp()).mean(-1)[0]   # (T,) mean over factors
+        feat = wm.feat(posts)
+        eps_policy = torch.zeros(len(steps))   # without adapters the current policy is the pretrained one
+        if self.adapted:
+            base_posts, _ = self._filter(self.base, 'base', batch)
+            base_probs = self.base.actor_critic.actor(self.base.world_model.feat(base_posts)).exp()
+            eps_policy = mismatch.tv(self.current.actor_critic.actor(feat).exp(), base_probs)[0]
+        predicted = TwoHot(wm.reward_head(feat), wm.bins).mean()[0]
+        prior_feat = wm.feat(priors)[0]
+        for t, (step, event, ttc) in enumerate(zip(steps, events, ttcs)):
+            self.recent.append((eps_model[t].item(), eps_policy[t].item()))
+            window_model, window_policy = np.mean(self.recent, axis=0)
+            self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model[t].item(),
+                              'eps_policy': eps_policy[t].item(), 'window_eps_model': window_model,
+                              'window_eps_policy': window_policy,
+                              'decision': mismatch.decide(window_model, window_policy, self.threshold_c),
+                              'predicted_reward': predicted[t].item(), 'reward': step.reward, 'ttc': ttc,
+                              'speed': step.scene.ego.speed, 'collision': int(step.scene.collision), 'event': event})
+            # the montage keeps the steps of highest model mismatch only (long recordings stay small in memory)
+            entry = (eps_model[t].item(), len(self.rows), step.stamp, step.obs['bev'], prior_feat[t:t + 1])
+            (heapq.heappush if len(self.montage) < MONTAGE else heapq.heappushpop)(self.montage, entry)
+
+    def _filter(self, agent, key, batch):
+        """Posteriors and priors (1, T, ...) of a chunk, going on from the latent state the last chunk left;
+        the sampling noise depends only on where the chunk starts in the drive (reproducible)."""
+        wm = agent.world_model
+        posts, priors = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'], self.latents[key],
+                                   generator=torch.Generator().manual_seed(len(self.rows)))
+        self.latents[key] = {k: v[:, -1] for k, v in posts.items()}
+        return posts, priors
 
 
 def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(), role: str = 'ego_vehicle',
@@ -127,7 +144,8 @@ def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(
 
 
 def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -> dict:
-    rows, frames, events, agent = analysis.rows, analysis.frames, analysis.events, analysis.current
+    analysis.flush()
+    rows, events, agent = analysis.rows, analysis.events, analysis.current
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -159,10 +177,10 @@ def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -
         fig.savefig(out / 'timeline.png', dpi=100)
         plt.close(fig)
 
-        top = sorted(frames, key=lambda f: -f[0])[:6]
+        top = sorted(analysis.montage, reverse=True)
         fig, axes = plt.subplots(2, len(top), figsize=(2.2 * len(top), 4.6), squeeze=False)
         with torch.inference_mode():
-            for i, (eps, stamp, real, prior_feat) in enumerate(top):
+            for i, (eps, _, stamp, real, prior_feat) in enumerate(top):
                 predicted = (agent.world_model.bev_decoder(prior_feat)[0].clamp(0, 1) * 255).to(torch.uint8).numpy()
                 axes[0][i].imshow(to_rgb(real))
                 axes[0][i].set_title(f't={stamp:.1f} s\nε_P={eps:.2f}', fontsize=8)

@@ -39,7 +39,7 @@ CONTROL_KEYS = ('throttle', 'steer', 'brake')
 
 class DatasetDrive(RecordedDrive):
     """One bag's model steps -> the shard writer, with the mapping error, outcomes and skipped spans."""
-    purpose = 'the dataset'
+    purpose, label = 'the dataset', 'dataset'
 
     def __init__(self, contract: Contract, writer: ShardWriter, first_episode: int, role: str = 'ego_vehicle'):
         super().__init__(contract, role)

@@ -3,21 +3,23 @@ deserialized into its ROS type and fed to the planner's own InputState and core 
 reads a bag (`adawm analyze`, `adawm dataset`) gets exactly the model steps the planner would have seen.
 
 `RecordedDrive` holds the frame -> step path; a reader subclasses it and receives each model step in
-`on_step`. `read_drive` runs a bag through one: topics nobody wants, types not installed, undecodable
+`on_step`. `read_drive` runs a bag through one (messages decoded by rosbags' own CDR decoder: no ROS message
+classes needed, and ~2x faster than rclpy's on object arrays): topics nobody wants, types not installed, undecodable
 messages and a damaged file are written into `notes`, never raised.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import struct
 from pathlib import Path
 
-from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from tqdm import tqdm
 
 from adawm_planner.core.contract import Contract
 from adawm_planner.core.pipeline import Step, StepPipeline
-from adawm_planner.nodes.bag import message_class
+from adawm_planner.nodes.bag import typestore_with
 from adawm_planner.nodes.convert import InputState
 
 NEEDED = ('/carla/map', '/carla/ego_vehicle/waypoints', '/carla/ego_vehicle/odometry', '/carla/ego_vehicle/objects')
@@ -27,6 +29,7 @@ OBJECTS_TOLERANCE = 0.06   # s: a recorder may catch a frame's objects just befo
 class RecordedDrive:
     """Decoded messages in recording order -> model steps (`on_step`), as the planner node makes them."""
     purpose = 'the reading'   # what the notes say a topic is not used by
+    label = 'read'            # the progress bar's
 
     def __init__(self, contract: Contract, role: str = 'ego_vehicle'):
         self.role = role
@@ -49,10 +52,9 @@ class RecordedDrive:
     def message(self, topic: str, msg) -> None:
         self.handlers[topic](msg)
 
-    def frame_due(self) -> bool:
-        """After an odometry message: whether its frame is a model step (then decode what was left lazy)."""
-        stamp = self.inputs.ego_stamp
-        return stamp is not None and self.inputs.route is not None and self.pipeline.due(stamp, self.inputs.route)
+    def due(self, stamp: float | None) -> bool:
+        """Whether a frame at `stamp` is a model step (then its messages are worth decoding)."""
+        return stamp is not None and (self.inputs.route is None or self.pipeline.due(stamp, self.inputs.route))
 
     def try_step(self) -> None:
         frame = self.inputs.frame(wall_now=0.0, tolerance=OBJECTS_TOLERANCE)
@@ -76,24 +78,23 @@ def read_drive(bag, drive: RecordedDrive, notes: list, seen: collections.Counter
     source = open_bag(bag, notes)
     if source is None:
         return None
-    topics, bag_seconds, messages = source
+    topics, bag_seconds, messages, count = source
     for topic in NEEDED:
         if topic.replace('ego_vehicle', drive.role) not in topics:
             notes.append(f'{topic} is not in the bag: no Scene can be built without it')
-    classes, skipped = {}, {}
-    for topic, msgtype in topics.items():
-        if not drive.wants(topic):
-            skipped[topic] = f'not used by {drive.purpose}'
-            continue
-        try:
-            classes[topic] = message_class(msgtype)
-        except (ImportError, AttributeError, ValueError):
+    wanted = {topic: msgtype for topic, msgtype in topics.items() if drive.wants(topic)}
+    store = typestore_with(set(wanted.values()))
+    classes, skipped = {}, {topic: f'not used by {drive.purpose}' for topic in topics if topic not in wanted}
+    for topic, msgtype in wanted.items():
+        if msgtype in store.fielddefs:
+            classes[topic] = msgtype
+        else:
             skipped[topic] = f'type {msgtype} is not installed'
     notes += [f'skipped {topic}: {why}' for topic, why in sorted(skipped.items())]
 
     def decode(topic, data):
         try:
-            return deserialize_message(data, classes[topic])
+            return store.deserialize_cdr(data, classes[topic])
         except Exception as exc:   # one corrupt message does not end the reading
             seen[f'{topic} (undecodable)'] += 1
             if seen[f'{topic} (undecodable)'] == 1:
@@ -102,18 +103,21 @@ def read_drive(bag, drive: RecordedDrive, notes: list, seen: collections.Counter
 
     pending: dict[str, bytes] = {}
     try:
-        for topic, data in messages:
+        # a progress bar on a terminal (long recordings take minutes); nothing when output goes to a file
+        for topic, data in tqdm(messages, total=count, unit='msg', desc=drive.label, disable=None, leave=False):
             if topic not in classes:
                 continue
             seen[topic] += 1
             if topic in drive.lazy:
                 pending[topic] = data
                 continue
+            if topic == drive.odometry and not drive.due(header_stamp(data)):
+                continue   # a frame between two model steps: its odometry need not be decoded either
             msg = decode(topic, data)
             if msg is None:
                 continue
             drive.message(topic, msg)
-            if topic == drive.odometry and drive.frame_due():
+            if topic == drive.odometry and drive.due(drive.inputs.ego_stamp):
                 for lazy_topic in sorted(pending):   # the bridge sends objects and status before odometry
                     decoded = decode(lazy_topic, pending.pop(lazy_topic))
                     if decoded is not None:
@@ -124,9 +128,19 @@ def read_drive(bag, drive: RecordedDrive, notes: list, seen: collections.Counter
     return bag_seconds, topics
 
 
+def header_stamp(data: bytes) -> float | None:
+    """The header stamp of a serialized message that starts with a std_msgs/Header (s), read from the CDR
+    bytes without decoding the message; None when the bytes are too short."""
+    if len(data) < 12:
+        return None
+    sec, nanosec = struct.unpack_from('<iI' if data[1] == 1 else '>iI', data, 4)   # byte 1: 1 = little endian
+    return sec + nanosec * 1e-9
+
+
 def open_bag(bag, notes):
-    """(topic -> type, seconds, iterator of (topic, serialized bytes)) through rosbags; for an MCAP whose end
-    is missing (a recording cut short) by streaming its records from the start; None if neither works."""
+    """(topic -> type, seconds, iterator of (topic, serialized bytes), message count) through rosbags; for an
+    MCAP whose end is missing (a recording cut short) by streaming its records from the start; None if neither
+    works."""
     try:
         reader = Reader(bag)
         reader.open()
@@ -144,7 +158,7 @@ def open_bag(bag, notes):
             for conn, _, data in reader.messages():
                 yield conn.topic, bytes(data)
     seconds = reader.duration / 1e9 if reader.message_count else 0.0
-    return {c.topic: c.msgtype for c in reader.connections}, seconds, messages()
+    return {c.topic: c.msgtype for c in reader.connections}, seconds, messages(), reader.message_count
 
 
 def stream_mcap(path: Path, notes):
@@ -168,4 +182,4 @@ def stream_mcap(path: Path, notes):
     records.sort(key=lambda r: r[0])
     topics = {topic: msgtype for topic, msgtype in channels.values()}
     seconds = (records[-1][0] - records[0][0]) / 1e9
-    return topics, seconds, ((topic, data) for _, topic, data in records)
+    return topics, seconds, ((topic, data) for _, topic, data in records), len(records)
