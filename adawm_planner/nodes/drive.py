@@ -1,10 +1,10 @@
 """A recorded drive, read offline: a rosbag2 folder (or a cut-short MCAP) opened with rosbags, each message
-deserialized into its ROS type and fed to the planner's own InputState and core StepPipeline, so whatever
-reads a bag (`adawm analyze`, `adawm dataset`) gets exactly the model steps the planner would have seen.
+decoded (rosbags' own CDR decoder: no ROS message classes needed, ~2x faster than rclpy's on object arrays)
+and fed to the planner's own InputState and core StepPipeline, so whatever reads a bag (`adawm analyze`,
+`adawm dataset`) gets exactly the model steps the planner would have seen.
 
 `RecordedDrive` holds the frame -> step path; a reader subclasses it and receives each model step in
-`on_step`. `read_drive` runs a bag through one (messages decoded by rosbags' own CDR decoder: no ROS message
-classes needed, and ~2x faster than rclpy's on object arrays): topics nobody wants, types not installed, undecodable
+`on_step`. `read_drive` runs a bag through one: topics nobody wants, types not installed, undecodable
 messages and a damaged file are written into `notes`, never raised.
 """
 from __future__ import annotations
