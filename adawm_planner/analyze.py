@@ -14,42 +14,37 @@ types, a truncated file) is skipped and said so in the summary, never a tracebac
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import heapq
-import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from rosbags.rosbag2 import Reader
-from tqdm import tqdm
 
 from adawm_planner.core import lora, metrics, mismatch
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.config import FinetuneConfig
 from adawm_planner.core.networks import TwoHot
-from adawm_planner.core.pipeline import StepPipeline
-from adawm_planner.nodes.bag import typestore_with
-from adawm_planner.nodes.convert import InputState, stamp_seconds
+from adawm_planner.nodes.convert import stamp_seconds
+from adawm_planner.nodes.drive import RecordedDrive, read_drive
 
-NEEDED = ('/carla/map', '/carla/ego_vehicle/waypoints', '/carla/ego_vehicle/odometry', '/carla/ego_vehicle/objects')
 FIELDS = ['time', 'episode', 'eps_model', 'eps_policy', 'window_eps_model', 'window_eps_policy', 'decision',
           'predicted_reward', 'reward', 'ttc', 'speed', 'collision', 'event']
 EVENT_TOPICS = {'/adawm/episode': 'episode end', '/adawm/adapter_status': 'adapter change'}
 CHUNK = 64                 # model steps the world model filters in one pass
 MONTAGE = 6                # steps of highest model mismatch kept for the montage
-OBJECTS_TOLERANCE = 0.06   # s: a recorder may catch a frame's objects just before its odometry: one tick older is fine
 
 
-class Analysis:
+class Analysis(RecordedDrive):
     """The world model over one drive: feed it decoded messages in recording order, then `finish`."""
+    purpose, label = 'the analysis', 'analyze'
 
     def __init__(self, checkpoint, adapters=(), role: str = 'ego_vehicle',
                  threshold_c: float = FinetuneConfig.threshold_c, window: int = FinetuneConfig.window):
         self.base, meta = load_checkpoint(checkpoint)
+        super().__init__(meta['contract'], role)
         self.current, _ = load_checkpoint(checkpoint)
         self.base.eval()
         self.current.eval()
@@ -59,25 +54,15 @@ class Analysis:
             self.current.set_module(adapter.meta.target, slot.prepare(adapter.blob, adapter.sha256,
                                                                       adapter.meta.version)[0])
         self.adapted, self.threshold_c = bool(adapters), threshold_c
-        self.inputs, self.pipeline = InputState(), StepPipeline(meta['contract'])
         self.actions = meta['contract'].action_table()
-        self.control = (0.0, 0.0, 1.0)
         self.latents = {'current': None, 'base': None}
         self.recent = collections.deque(maxlen=window)
         self.rows, self.chunk, self.montage, self.events = [], [], [], collections.defaultdict(list)
         self.pending_event = ''
-        ns = f'/carla/{role}'
-        self.odometry = f'{ns}/odometry'
-        self.handlers = {'/carla/map': self.inputs.on_map, f'{ns}/waypoints': self.inputs.on_route,
-                         self.odometry: self.inputs.on_odometry, f'{ns}/objects': self.inputs.on_objects,
-                         f'{ns}/collision': self._on_collision, f'{ns}/vehicle_status': self.inputs.on_vehicle_status,
-                         f'{ns}/vehicle_control_cmd': self._on_control}
-        # streams that only matter at a model step: left serialized until one comes (at 20 Hz frames and
-        # 10 Hz steps, half the decoding — the costly part of reading — is never done)
-        self.lazy = {f'{ns}/objects', f'{ns}/vehicle_status', f'{ns}/vehicle_control_cmd'}
+        self.handlers[f'/carla/{role}/collision'] = self._on_collision
 
     def wants(self, topic: str) -> bool:
-        return topic in self.handlers or topic in EVENT_TOPICS
+        return super().wants(topic) or topic in EVENT_TOPICS
 
     def message(self, topic: str, msg) -> None:
         if topic in EVENT_TOPICS:
@@ -87,27 +72,12 @@ class Analysis:
             return
         self.handlers[topic](msg)
 
-    def due(self, stamp: float | None) -> bool:
-        """Whether a frame at `stamp` is a model step (then its messages are worth decoding)."""
-        return stamp is not None and (self.inputs.route is None or self.pipeline.due(stamp, self.inputs.route))
-
-    def try_step(self) -> None:
-        frame = self.inputs.frame(wall_now=0.0, tolerance=OBJECTS_TOLERANCE)
-        if frame is None or self.inputs.problem(wall_now=0.0, timeout=float('inf')) is not None:
-            return
-        step = self.pipeline.step(frame, self.inputs.scene(), self.control)
-        if step is not None:
-            self._model_step(step)
-
     def _on_collision(self, msg) -> None:
         self.inputs.on_collision(msg)
         self.events['collision'].append(stamp_seconds(msg.header.stamp))
         self.pending_event = 'collision'
 
-    def _on_control(self, msg) -> None:
-        self.control = (msg.throttle, msg.steer, msg.brake)
-
-    def _model_step(self, step) -> None:
+    def on_step(self, step) -> None:
         """Steps wait in a chunk: the world model filters a chunk in one pass (its conv encoder batched)."""
         action = np.zeros(self.base.action_dim, np.float32) if step.is_first else self.current.encode_action(
             self.actions.index(dict(zip(('throttle', 'steer', 'brake'), step.control)))).numpy()
@@ -168,114 +138,9 @@ def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(
     analysis = Analysis(checkpoint, adapters, role, threshold_c, window)
     notes: list[str] = []
     seen: collections.Counter = collections.Counter()
-    source = _open_bag(bag, notes)
-    if source is None:
-        return _finish(out, analysis, notes, seen, 0.0, started)
-    topics, bag_seconds, messages, count = source
-    for topic in NEEDED:
-        if topic.replace('ego_vehicle', role) not in topics:
-            notes.append(f'{topic} is not in the bag: no Scene can be built without it')
-    # rosbags' own CDR decoder: no ROS message classes needed, and ~2x faster than rclpy's on object arrays
-    wanted = {topic: msgtype for topic, msgtype in topics.items() if analysis.wants(topic)}
-    store = typestore_with(set(wanted.values()))
-    classes, skipped = {}, {topic: 'not used by the analysis' for topic in topics if topic not in wanted}
-    for topic, msgtype in wanted.items():
-        if msgtype in store.fielddefs:
-            classes[topic] = msgtype
-        else:
-            skipped[topic] = f'type {msgtype} is not installed'
-    notes += [f'skipped {topic}: {why}' for topic, why in sorted(skipped.items())]
-
-    def decode(topic, data):
-        try:
-            return store.deserialize_cdr(data, classes[topic])
-        except Exception as exc:   # one corrupt message does not end the analysis
-            seen[f'{topic} (undecodable)'] += 1
-            if seen[f'{topic} (undecodable)'] == 1:
-                notes.append(f'{topic}: a message could not be decoded ({exc}); such messages skipped')
-            return None
-
-    pending: dict[str, bytes] = {}
-    try:
-        # a progress bar on a terminal (long recordings take minutes); nothing when output goes to a file
-        for topic, data in tqdm(messages, total=count, unit='msg', desc='analyze', disable=None, leave=False):
-            if topic not in classes:
-                continue
-            seen[topic] += 1
-            if topic in analysis.lazy:
-                pending[topic] = data
-                continue
-            if topic == analysis.odometry and not analysis.due(header_stamp(data)):
-                continue   # a frame between two model steps: its odometry need not be decoded either
-            msg = decode(topic, data)
-            if msg is None:
-                continue
-            analysis.message(topic, msg)
-            if topic == analysis.odometry and analysis.due(analysis.inputs.ego_stamp):
-                for lazy_topic in sorted(pending):   # the bridge sends objects and status before odometry
-                    decoded = decode(lazy_topic, pending.pop(lazy_topic))
-                    if decoded is not None:
-                        analysis.message(lazy_topic, decoded)
-                analysis.try_step()
-    except Exception as exc:   # a truncated or damaged file: keep what was read
-        notes.append(f'the bag ends early or is damaged ({type(exc).__name__}: {exc}); analysed what came before')
+    read = read_drive(bag, analysis, notes, seen)
+    bag_seconds = 0.0 if read is None else read[0]
     return _finish(out, analysis, notes, seen, bag_seconds, started)
-
-
-def header_stamp(data: bytes) -> float | None:
-    """The header stamp of a serialized message that starts with a std_msgs/Header (s), read from the CDR
-    bytes without decoding the message; None when the bytes are too short."""
-    if len(data) < 12:
-        return None
-    sec, nanosec = struct.unpack_from('<iI' if data[1] == 1 else '>iI', data, 4)   # byte 1: 1 = little endian
-    return sec + nanosec * 1e-9
-
-
-def _open_bag(bag, notes):
-    """(topic -> type, seconds, iterator of (topic, serialized bytes)) through rosbags; for an MCAP whose end
-    is missing (a recording cut short) by streaming its records from the start; None if neither works."""
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except Exception as exc:   # rosbags raises several unrelated types for unreadable bags
-        path = Path(bag)
-        mcaps = sorted(path.glob('*.mcap')) if path.is_dir() else [path] if path.suffix == '.mcap' else []
-        if not mcaps:
-            notes.append(f'the bag could not be opened: {exc}')
-            return None
-        notes.append(f'the bag could not be opened as a whole ({exc}); read {mcaps[0].name} record by record')
-        return _stream_mcap(mcaps[0], notes)
-
-    def messages():
-        with contextlib.closing(reader):
-            for conn, _, data in reader.messages():
-                yield conn.topic, bytes(data)
-    seconds = reader.duration / 1e9 if reader.message_count else 0.0
-    return {c.topic: c.msgtype for c in reader.connections}, seconds, messages(), reader.message_count
-
-
-def _stream_mcap(path: Path, notes):
-    from mcap.records import Channel, Message, Schema
-    from mcap.stream_reader import StreamReader
-
-    schemas, channels, records = {}, {}, []
-    try:
-        with open(path, 'rb') as f:
-            for record in StreamReader(f, skip_magic=False).records:
-                if isinstance(record, Schema):
-                    schemas[record.id] = record.name
-                elif isinstance(record, Channel):
-                    channels[record.id] = (record.topic, schemas.get(record.schema_id, ''))
-                elif isinstance(record, Message) and record.channel_id in channels:
-                    records.append((record.log_time, channels[record.channel_id][0], bytes(record.data)))
-    except Exception as exc:   # the damage: everything before it is kept
-        notes.append(f'{path.name} breaks off after {len(records)} messages ({type(exc).__name__}: {exc})')
-    if not records:
-        return None
-    records.sort(key=lambda r: r[0])
-    topics = {topic: msgtype for topic, msgtype in channels.values()}
-    seconds = (records[-1][0] - records[0][0]) / 1e9
-    return topics, seconds, ((topic, data) for _, topic, data in records), len(records)
 
 
 def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -> dict:

@@ -9,7 +9,9 @@ from adawm_planner.experiments.cli_args import (Refused, add_knob_arguments, che
 def register(commands):
     finetune = commands.add_parser('finetune', help='finetune a pretrained checkpoint on a new task with one strategy')
     finetune.add_argument('--checkpoint', required=True, help='pretrained checkpoint directory')
-    finetune.add_argument('--task', required=True, help='new task (config/tasks.yaml)')
+    finetune.add_argument('--task', default=None, help='new task (config/tasks.yaml); required without --dataset')
+    finetune.add_argument('--dataset', default=None, help='finetune offline on this dataset (`adawm dataset`) '
+                          'instead of driving a task')
     finetune.add_argument('--steps', type=int, default=3000, help='environment steps on the new task')
     finetune.add_argument('--out', default=None, help='run folder (default runs/finetune/TASK/STRATEGY/seedN)')
     finetune.add_argument('--seed', type=int, default=0)
@@ -35,8 +37,12 @@ def _common(parser, skip=()):
 
 
 def _finetune(args):
+    if args.dataset is not None:
+        return _finetune_from_dataset(args)
     from adawm_planner.experiments.finetune import finetune
     try:
+        if args.task is None:
+            raise Refused('--task is required (or --dataset)')
         task, checkpoint = check_task(args.task), check_checkpoint(args.checkpoint)
         config = knobs_from_args(FinetuneConfig, args)
     except Refused as exc:
@@ -48,6 +54,27 @@ def _finetune(args):
     print(f'{config.strategy} on {task}: success {before["success"]:.2f} -> {after["success"]:.2f}, '
           f'collision {before["collision"]:.2f} -> {after["collision"]:.2f}, '
           f'decisions {result["decisions"]}, {result["wall_s"]:.0f} s; files in {out}')
+    return 0
+
+
+def _finetune_from_dataset(args):
+    from adawm_planner.experiments.dataset import DatasetError, finetune_from_dataset, read_manifest
+    try:
+        if args.task is not None:
+            raise Refused('--task and --dataset exclude each other')
+        checkpoint = check_checkpoint(args.checkpoint)
+        config = knobs_from_args(FinetuneConfig, args)
+        read_manifest(args.dataset)
+    except (Refused, DatasetError) as exc:
+        return refuse('finetune', str(exc))
+    out = args.out or f'runs/finetune/dataset-{Path(args.dataset).name}/{config.strategy}/seed{args.seed}'
+    try:
+        result = finetune_from_dataset(checkpoint, args.dataset, out, args.seed, config)
+    except DatasetError as exc:
+        return refuse('finetune', str(exc))
+    print(f'{config.strategy} offline on {args.dataset}: {result["finetune_steps"]} finetuning steps over '
+          f'{result["dataset_steps"]} steps, decisions {result["decisions"]}, adapters {list(result["adapters"])}; '
+          f'files in {out}')
     return 0
 
 
