@@ -133,3 +133,41 @@ def test_scripted_driver_completes_the_pretrain_task():
     from adawm_planner.sim.scripted import run_episode
     info = run_episode(make_env(default_task()), seed=0)
     assert info['success'] and info['route_completion'] > 0.9
+
+
+def test_default_vehicle_is_the_unscaled_control_mapping():
+    """Gains of 1 and no lag are bit-identical to the mapping without a vehicle (the pre-vehicle behaviour)."""
+    from adawm_planner.sim import tasks_config
+    default = tasks_config()['vehicle']
+    assert default == {'steer_gain': 1.0, 'throttle_gain': 1.0, 'brake_gain': 1.0, 'lag_steps': 0}
+    assert make_env(default_task(), seed=0).vehicle == default
+    for throttle, steer, brake in np.random.default_rng(0).uniform(-0.2, 1.2, (200, 3)):
+        assert control_to_sim(throttle, steer - 0.5, brake, default) == control_to_sim(throttle, steer - 0.5, brake)
+
+
+def response(vehicle: dict, controls) -> list:
+    """Ego (speed, yaw) after each control on the sparse right turn, with the given vehicle fields."""
+    from adawm_planner.sim import tasks_config
+    env = make_env('right_turn-sparse', seed=0, vehicle={**tasks_config()['vehicle'], **vehicle})
+    env.reset()
+    states = []
+    for control in controls:
+        env.step_control(*control)
+        states.append((env.scene().ego.speed, env.scene().ego.yaw))
+    return states
+
+
+def test_shifted_vehicles_respond_differently():
+    steer = [(0.0, 0.5, 0.0)] * 10
+    normal, slow = response({}, steer), response({'steer_gain': 0.5}, steer)
+    start_yaw = np.pi / 2
+    turned, turned_slow = start_yaw - normal[-1][1], start_yaw - slow[-1][1]
+    assert turned > 0.3 and 0.35 * turned < turned_slow < 0.65 * turned       # about half the yaw change
+    throttle = [(1.0, 0.0, 0.0)] * 8
+    normal, lagged = response({}, throttle), response({'lag_steps': 3}, throttle)
+    start_speed = make_env('right_turn-sparse').spec['start_speed']
+    assert [s for s, _ in lagged[:3]] == pytest.approx([start_speed] * 3) and normal[0][0] > start_speed
+    assert [s for s, _ in lagged[3:]] == pytest.approx([s for s, _ in normal[:5]])   # same response, 3 steps later
+    brake = [(0.0, 0.0, 1.0)] * 5
+    normal, weak = response({}, brake), response({'brake_gain': 0.5}, brake)
+    assert normal[0][0] < weak[0][0] < response({}, [(0.0, 0.0, 0.0)])[0][0]

@@ -16,12 +16,20 @@ PEDAL_ACCELERATION = 3.0       # m/s² at full throttle (and deceleration at ful
 MAX_STEER_ANGLE = np.pi / 4    # rad of front-wheel angle at steer ±1 (highway-env's own steering range)
 
 
-def control_to_sim(throttle: float, steer: float, brake: float) -> tuple[float, float]:
+def control_to_sim(throttle: float, steer: float, brake: float, vehicle: dict | None = None) -> tuple[float, float]:
     """CARLA control (throttle 0..1, steer −1..1 with + = right, brake 0..1) -> highway-env's
     (acceleration m/s², steering angle rad). highway-env's y-down frame has CARLA's handedness, so
-    + steering turns right there too. The one place any action enters the simulator."""
+    + steering turns right there too. The one place any action enters the simulator.
+
+    `vehicle` (tasks.yaml `vehicle:`) scales the response: steer_gain (wheel angle per unit steer, a
+    steering-ratio change), throttle_gain and brake_gain (engine and brake power). Gains of 1 (the
+    default) give exactly the unscaled values."""
     throttle, brake = float(np.clip(throttle, 0, 1)), float(np.clip(brake, 0, 1))
-    return PEDAL_ACCELERATION * (throttle - brake), float(np.clip(steer, -1, 1)) * MAX_STEER_ANGLE
+    steering = float(np.clip(steer, -1, 1)) * MAX_STEER_ANGLE
+    if vehicle is None:
+        return PEDAL_ACCELERATION * (throttle - brake), steering
+    return (PEDAL_ACCELERATION * (throttle * vehicle['throttle_gain'] - brake * vehicle['brake_gain']),
+            steering * vehicle['steer_gain'])
 
 
 def discrete_to_control(action: int, accelerations, steers) -> tuple[float, float, float]:
@@ -38,6 +46,7 @@ class DrivingEnv(gym.Env):
     def __init__(self, name: str, spec: dict, accelerations, steers, seed: int | None = None,
                  continuous: bool = False, dt: float = 0.1, bev_size: int = 64, render_mode: str | None = None):
         self.name, self.spec, self.dt, self.continuous = name, spec, float(dt), continuous
+        self.vehicle = dict(spec['vehicle'])   # own attribute: gymnasium.make replaces self.spec
         self.accelerations, self.steers = list(accelerations), list(steers)
         self.bev_spec = BevSpec(size=bev_size)
         self.max_steps = int(round(spec['time_limit'] / self.dt))
@@ -73,6 +82,8 @@ class DrivingEnv(gym.Env):
         self.route = self.sim.route_points() * scene_source.FLIP
         self.tracker = metrics.RouteTracker(self.route)
         self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)
+        # controls commanded but not yet applied: the actuation lag (vehicle.lag_steps) starts coasting
+        self.pending = [(0.0, 0.0, 0.0)] * self.vehicle['lag_steps']
         scene = self.scene()
         self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
         return self._observe(scene), self._info(scene, {}, metrics.termination(scene, self.progress, 0, self.max_steps))
@@ -86,8 +97,10 @@ class DrivingEnv(gym.Env):
     def step_control(self, throttle: float, steer: float, brake: float):
         """Step with a CARLA-style control (what the ROS bridge feeds in)."""
         self.control = (float(np.clip(throttle, 0, 1)), float(np.clip(steer, -1, 1)), float(np.clip(brake, 0, 1)))
+        self.pending.append(self.control)
+        applied = self.pending.pop(0)
         speed_before = self.sim.vehicle.speed
-        self.sim.advance(*control_to_sim(*self.control))
+        self.sim.advance(*control_to_sim(*applied, self.vehicle))
         self.sim.step_traffic()
         self.acceleration = (self.sim.vehicle.speed - speed_before) / self.dt
         self.steps += 1
@@ -142,5 +155,6 @@ def resolve(tasks_config: dict, name: str) -> dict:
     if traffic not in spec['traffic'] or drivers not in tasks_config['drivers']:
         raise KeyError(f'unknown traffic {traffic!r} or drivers {drivers!r} for {base}')
     spec['traffic'] = spec['traffic'][traffic]
+    spec['vehicle'] = {**tasks_config['vehicle'], **spec.get('vehicle', {})}
     spec['drivers_name'], spec['drivers'] = drivers, tasks_config['drivers'][drivers]
     return spec
