@@ -26,26 +26,31 @@ HORIZON = 15        # open-loop steps of the model score (chosen by AUROC, BENCH
 def collect(agent, task: str, episodes: int, seed: int, mode: str = 'actor', make_env=None,
             max_steps: int | None = None) -> list[dict]:
     """`episodes` episodes of `agent` on `task` (seeds seed + i): per episode the world model's inputs
-    bev (T, S, S, C) uint8, ego (T, E), action (T, A) one-hot (step t holds a_{t−1}), is_first (T,)."""
+    bev (T, S, S, C) uint8, ego (T, E), action (T, A) one-hot, reward (T,) (step t holds a_{t−1} and the
+    reward received on arriving at o_t, as in the replay), is_first (T,)."""
     if make_env is None:
         from adawm_planner.sim import make_env
     env = make_env(task, seed=seed)
     out, total = [], 0
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        state, done, prev = None, False, torch.zeros(agent.action_dim)
-        steps = {'bev': [], 'ego': [], 'action': []}
-        while not done:
+        state, done, prev, reward = None, False, torch.zeros(agent.action_dim), 0.0
+        steps = {'bev': [], 'ego': [], 'action': [], 'reward': []}
+        while True:
             steps['bev'].append(obs['bev'])
             steps['ego'].append(obs['ego'])
             steps['action'].append(prev.numpy())
+            steps['reward'].append(reward)
+            if done:   # the last observation is kept: the reward of arriving there is in it
+                break
             action, state, _ = agent.act(obs, state, mode)
             prev = agent.encode_action(action)
-            obs, _, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(action)
             done = terminated or truncated
         length = len(steps['bev'])
         out.append({'bev': np.stack(steps['bev']), 'ego': np.stack(steps['ego']).astype(np.float32),
                     'action': np.stack(steps['action']).astype(np.float32),
+                    'reward': np.asarray(steps['reward'], np.float32),
                     'is_first': np.arange(length) == 0})
         total += length
         if max_steps is not None and total >= max_steps:
@@ -56,18 +61,20 @@ def collect(agent, task: str, episodes: int, seed: int, mode: str = 'actor', mak
 
 @torch.no_grad()
 def episode_scores(agent, episode: dict, horizon: int, seed: int = 0) -> dict:
-    """Per-step 'model' and 'value' scores (core.mismatch.step_scores) of one episode."""
+    """Per-step 'model' and 'reward' scores (core.mismatch.model_scores, reward_scores) of one episode."""
     batch = {k: torch.as_tensor(v)[None] for k, v in episode.items()}
     generator = torch.Generator().manual_seed(seed)
     posts, _ = agent.world_model.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'],
                                          generator=generator)
-    return mismatch.step_scores(agent, posts, batch['action'], batch['is_first'], horizon, generator)
+    return {'model': mismatch.model_scores(agent.world_model, posts, batch['action'], batch['is_first'], horizon,
+                                           generator),
+            'reward': mismatch.reward_scores(batch['reward'], batch['is_first'])}
 
 
 def build(agent, task: str, episodes: int, horizon: int = HORIZON, seed: int = REFERENCE_SEED,
           make_env=None) -> mismatch.Reference:
     """Scores of `episodes` pretraining-task episodes: even episodes form the CDF, odd ones the null."""
-    halves = {'cdf': {'model': [], 'value': []}, 'null': {'model': [], 'value': []}}
+    halves = {'cdf': {'model': [], 'reward': []}, 'null': {'model': [], 'reward': []}}
     for i, episode in enumerate(collect(agent, task, episodes, seed, make_env=make_env)):
         scores = episode_scores(agent, episode, horizon, seed + i)
         for signal, values in scores.items():

@@ -73,8 +73,8 @@ def test_ks_excess_known_values_and_one_sidedness():
 
 
 def synthetic_reference(rng, n=4000):
-    return mismatch.Reference(3, {'model': rng.normal(size=n), 'value': rng.normal(size=n)},
-                              {'model': rng.normal(size=n), 'value': rng.normal(size=n)}, {'task': 'synthetic'})
+    return mismatch.Reference(3, {'model': rng.normal(size=n), 'reward': rng.normal(size=n)},
+                              {'model': rng.normal(size=n), 'reward': rng.normal(size=n)}, {'task': 'synthetic'})
 
 
 def test_reference_reads_zero_on_its_own_distribution_and_rises_with_shift(tmp_path):
@@ -91,7 +91,7 @@ def test_reference_reads_zero_on_its_own_distribution_and_rises_with_shift(tmp_p
     loaded = mismatch.Reference.load(tmp_path / 'ref.safetensors')
     assert loaded.horizon == 3 and loaded.meta == {'task': 'synthetic'}
     window = rng.normal(1.0, size=64)
-    assert loaded.estimate('value', window) == pytest.approx(reference.estimate('value', window), abs=1e-6)
+    assert loaded.estimate('reward', window) == pytest.approx(reference.estimate('reward', window), abs=1e-6)
 
 
 def test_reference_refuses_other_files(tmp_path):
@@ -127,3 +127,10 @@ def test_open_loop_kl_one_step_is_the_filters_kl_and_undefined_across_starts():
     five = mismatch.open_loop_kl(wm, posts, action, is_first, 5, torch.Generator().manual_seed(1))
     assert torch.isfinite(five).sum() == (24 - 5) + (10 - 5) + (14 - 5)
     assert (five[torch.isfinite(five)] >= 0).all()
+
+
+def test_reward_scores_negate_and_skip_starts():
+    reward = torch.tensor([[0.0, 1.0, 2.0, 0.0, -3.0]])
+    is_first = torch.tensor([[True, False, False, True, False]])
+    scores = mismatch.reward_scores(reward, is_first)
+    assert np.isnan(scores[[0, 3]]).all() and scores[[1, 2, 4]].tolist() == [-1.0, -2.0, 3.0]

@@ -115,10 +115,11 @@ class Finetuner:
         if self.reference is not None:
             # the calibrated pair drives the rule; the uncalibrated TVs stay in the trace for comparison
             result['tv_prior_posterior'], result['tv_policy'] = result['eps_model'], result['eps_policy']
-            scores = mismatch.step_scores(self.agent, posts, window['action'], window['is_first'],
-                                          self.reference.horizon, generator=noise())
-            result['eps_model'] = self.reference.estimate('model', scores['model'])
-            result['eps_policy'] = self.reference.estimate('value', scores['value'])
+            surprise = mismatch.model_scores(self.agent.world_model, posts, window['action'], window['is_first'],
+                                             self.reference.horizon, generator=noise())
+            result['eps_model'] = self.reference.estimate('model', surprise)
+            result['eps_policy'] = self.reference.estimate('reward', mismatch.reward_scores(window['reward'],
+                                                                                            window['is_first']))
         if self.summary is not None:
             codes = ref_posts['logits'].argmax(-1).flatten(0, 1)
             actions = window['action'].argmax(-1).flatten()

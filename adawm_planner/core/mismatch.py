@@ -100,14 +100,17 @@ def open_loop_kl(world_model, posts: dict, actions: torch.Tensor, is_first: torc
 
 
 def ks_excess(window: np.ndarray, reference_sorted: np.ndarray) -> float:
-    """One-sided Kolmogorov-Smirnov distance max_x F_ref(x) − F_window(x) ≥ 0: how far the window's scores
-    sit above the reference's. A lower bound on the TV distance between the two score distributions."""
+    """One-sided Kolmogorov-Smirnov distance sup_x F_ref(x) − F_window(x) ≥ 0 (right-continuous empirical
+    CDFs, so ties count correctly): how far the window's scores sit above the reference's. A lower bound
+    on the TV distance between the two score distributions."""
     window = np.sort(window[np.isfinite(window)])
     if len(window) == 0:
         return 0.0
-    f_ref = np.searchsorted(reference_sorted, window, side='right') / len(reference_sorted)
-    f_win_before = np.arange(len(window)) / len(window)   # F_window just below each window point
-    return float(max(0.0, (f_ref - f_win_before).max()))
+    # F_ref − F_window only rises at reference points, so the supremum is attained at one of them
+    points = np.unique(reference_sorted)
+    f_ref = np.searchsorted(reference_sorted, points, side='right') / len(reference_sorted)
+    f_win = np.searchsorted(window, points, side='right') / len(window)
+    return float(max(0.0, (f_ref - f_win).max()))
 
 
 def windows_of(stream: np.ndarray, length: int, stride: int) -> list[np.ndarray]:
@@ -119,9 +122,10 @@ class Reference:
 
     Two halves of the reference episodes: `cdf` (sorted scores the window is compared against) and `null`
     (scores in time order, cut into windows to learn how large the KS distance of a same-task window gets
-    by chance). For each signal — 'model' (open-loop surprise, higher = worse) and 'value' (negated critic
-    value, higher = worse) — an estimate is the excess of the window's KS distance over the null's 95th
-    percentile for that window length, rescaled to [0, 1]: ≈ 0 on the pretraining task by construction."""
+    by chance). For each signal — 'model' (open-loop surprise, model_scores) and 'reward' (negated reward,
+    reward_scores), higher = worse for both — an estimate is the excess of the window's KS distance over
+    the null's 95th percentile for that window length, rescaled to [0, 1]: ≈ 0 on the pretraining task by
+    construction."""
     QUANTILE = 0.95
 
     def __init__(self, horizon: int, cdf: dict, null: dict, meta: dict | None = None):
@@ -175,12 +179,16 @@ REFERENCE_FILE = 'mismatch_reference.safetensors'
 
 
 @torch.no_grad()
-def step_scores(agent, posts: dict, action: torch.Tensor, is_first: torch.Tensor, horizon: int,
-                generator=None) -> dict:
-    """Per-step scores of filtered sequences (posts from agent.world_model.observe, (B, T, ...)): 'model'
-    the `horizon`-step open-loop surprise (NaN where undefined), 'value' the negated critic value of the
-    posterior state; higher is worse for both. Flattened to (B·T,) numpy arrays."""
-    wm = agent.world_model
-    model = open_loop_kl(wm, posts, action, is_first, horizon, generator)
-    value = -agent.actor_critic.value(wm.feat(posts))
-    return {'model': model.flatten().numpy(), 'value': value.flatten().numpy()}
+def model_scores(world_model, posts: dict, action: torch.Tensor, is_first: torch.Tensor, horizon: int,
+                 generator=None) -> np.ndarray:
+    """ε_P's per-step score of filtered sequences (posts from world_model.observe, (B, T, ...)): the
+    `horizon`-step open-loop surprise, flattened to (B·T,); NaN where undefined."""
+    return open_loop_kl(world_model, posts, action, is_first, horizon, generator).flatten().numpy()
+
+
+def reward_scores(reward: torch.Tensor, is_first: torch.Tensor) -> np.ndarray:
+    """ε_π's per-step score: the negated reward received (higher = worse), flattened; NaN at episode and
+    sequence starts, which carry no reward."""
+    scores = -reward.double().clone()
+    scores[is_first] = float('nan')
+    return scores.flatten().numpy()
