@@ -114,7 +114,13 @@ def test_shift_pairs_differ():
         a.reset(), b.reset()
         sa, sb = a.scene(), b.scene()
         assert (len(sa.agents) != len(sb.agents) or sa.route.shape != sb.route.shape
-                or not np.allclose(sa.route, sb.route) or a.spec['drivers'] != b.spec['drivers']), name
+                or not np.allclose(sa.route, sb.route) or a.spec['drivers'] != b.spec['drivers']
+                or a.vehicle != b.vehicle or a.spec['destination'] != b.spec['destination']), name
+        assert pair.get('known_side') in (None, 'model', 'policy', 'both'), name
+        if pair.get('known_side') == 'model':    # only the ego's dynamics differ
+            assert a.vehicle != b.vehicle and a.spec['traffic'] == b.spec['traffic'] and np.allclose(sa.route, sb.route)
+        if pair.get('known_side') == 'policy':   # same vehicle and map, another goal
+            assert a.vehicle == b.vehicle and a.spec['geometry'] == b.spec['geometry'] and a.spec['destination'] != b.spec['destination']
     dense, moderate = make_env(pairs['density']['finetune'], seed=0), make_env(pairs['density']['pretrain'], seed=0)
     dense.reset(), moderate.reset()
     assert len(dense.scene().agents) > len(moderate.scene().agents)
@@ -126,7 +132,8 @@ def test_sim_cli_render_and_shift_check(tmp_path, capsys):
     assert main(['sim', 'render', 'right_turn-sparse', '--out', str(tmp_path / 'f.gif'), '--steps', '4']) == 0
     assert (tmp_path / 'f.png').stat().st_size > 1000 and (tmp_path / 'f.gif').stat().st_size > 1000
     assert main(['sim', 'shift-check', '--episodes', '1', '--pairs', 'behaviour']) == 0
-    assert '| behaviour | right_turn-moderate -> right_turn-moderate-aggressive |' in capsys.readouterr().out
+    pair = shift_pairs()['behaviour']
+    assert f"| behaviour | {pair['pretrain']} -> {pair['finetune']} |" in capsys.readouterr().out
 
 
 def test_scripted_driver_completes_the_pretrain_task():
@@ -171,3 +178,15 @@ def test_shifted_vehicles_respond_differently():
     brake = [(0.0, 0.0, 1.0)] * 5
     normal, weak = response({}, brake), response({'brake_gain': 0.5}, brake)
     assert normal[0][0] < weak[0][0] < response({}, [(0.0, 0.0, 0.0)])[0][0]
+
+
+def test_a_list_of_exits_draws_one_per_episode_and_keeps_the_traffic():
+    env, single = make_env('right_or_straight-sparse', seed=0), make_env('right_turn-sparse', seed=0)
+    exits = set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        single.reset(seed=seed)
+        exits.add(env.sim.destination)
+        assert env.route[-1].tolist() != single.route[-1].tolist() or env.sim.destination == 'o3'
+        assert np.array_equal(env.scene().agents.x, single.scene().agents.x)   # drawn after the traffic
+    assert exits == {'o3', 'o2'}
