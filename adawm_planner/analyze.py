@@ -1,8 +1,8 @@
 """`adawm analyze BAG --checkpoint X [--adapter A ...]`: the world model run offline over a recorded drive.
 
-No DDS: the bag is read with rosbags, each message deserialized into its ROS type and fed to the same
-InputState / Observer the planner uses, so every step sees exactly the observation the planner saw. At the
-model's step period the world model filters the recorded observations and commands: the prior (what it
+No DDS: the bag is read with rosbags and each message deserialized into its ROS type and fed to the same
+InputState and core StepPipeline the planner uses, so every model step sees exactly the observation the
+planner saw. At each step the world model filters the recorded observation and command: the prior (what it
 predicted) against the posterior (what the drive showed) gives ε_P per step; the current policy (base +
 adapters) against the pretrained one on the same observations gives ε_π. The decision AdaWM would take
 uses the mean over the last `window` steps, as the adaptation node does.
@@ -27,175 +27,179 @@ from rosbags.rosbag2 import Reader
 from adawm_planner.core import lora, metrics, mismatch
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import load_checkpoint
+from adawm_planner.core.config import FinetuneConfig
+from adawm_planner.core.networks import TwoHot
+from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes.bag import message_class
-from adawm_planner.nodes.convert import ActionTable, InputState, Observer, stamp_seconds
+from adawm_planner.nodes.convert import InputState, stamp_seconds
 
 NEEDED = ('/carla/map', '/carla/ego_vehicle/waypoints', '/carla/ego_vehicle/odometry', '/carla/ego_vehicle/objects')
 FIELDS = ['time', 'episode', 'eps_model', 'eps_policy', 'window_eps_model', 'window_eps_policy', 'decision',
           'predicted_reward', 'reward', 'ttc', 'speed', 'collision', 'event']
+EVENT_TOPICS = {'/adawm/episode': 'episode end', '/adawm/adapter_status': 'adapter change'}
+OBJECTS_TOLERANCE = 0.06   # s: a recorder may catch a frame's objects just before its odometry: one tick older is fine
 
 
-def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(), role: str = 'ego_vehicle',
-            model_period: float = 0.1, threshold_c: float = 5.0, window: int = 64, v_des: float = 4.0) -> dict:
-    started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    base, meta = load_checkpoint(checkpoint)
-    current, _ = load_checkpoint(checkpoint)
-    base.eval()
-    current.eval()
-    for path in adapters:
-        adapter = lora.load(path)
-        module = current.world_model if adapter.meta.target == 'model' else current.actor_critic
-        slot = lora.AdapterSlot(module, adapter.meta.target)
-        adapted, _ = slot.prepare(adapter.blob, adapter.sha256, adapter.meta.version)
-        if adapter.meta.target == 'model':
-            current.world_model = adapted
-        else:
-            current.actor_critic = adapted
+class Analysis:
+    """The world model over one drive: feed it decoded messages in recording order, then `finish`."""
 
-    ns = f'/carla/{role}'
-    notes: list[str] = []
-    rows: list[dict] = []
-    frames_for_montage: list[tuple[float, float, np.ndarray, np.ndarray]] = []
-    events = collections.defaultdict(list)   # kind -> times
-    inputs, observer, actions = InputState(), Observer(base.world_model.bev_shape[0]), ActionTable(meta['task'])
-    state = {'current': None, 'base': None, 'action': torch.zeros(base.action_dim), 'episode': 0, 'last': None,
-             'last_route': None, 'pending_event': ''}
-    recent = collections.deque(maxlen=window)
-    seen_topics: collections.Counter = collections.Counter()
-    bag_seconds = 0.0
+    def __init__(self, checkpoint, adapters=(), role: str = 'ego_vehicle',
+                 threshold_c: float = FinetuneConfig.threshold_c, window: int = FinetuneConfig.window):
+        self.base, meta = load_checkpoint(checkpoint)
+        self.current, _ = load_checkpoint(checkpoint)
+        self.base.eval()
+        self.current.eval()
+        for path in adapters:
+            adapter = lora.load(path)
+            slot = lora.AdapterSlot(self.current.module(adapter.meta.target), adapter.meta.target)
+            self.current.set_module(adapter.meta.target, slot.prepare(adapter.blob, adapter.sha256,
+                                                                      adapter.meta.version)[0])
+        self.adapted, self.threshold_c = bool(adapters), threshold_c
+        self.inputs, self.pipeline = InputState(), StepPipeline(meta['contract'])
+        self.actions = meta['contract'].action_table()
+        self.control = (0.0, 0.0, 1.0)
+        self.latents = {'current': None, 'base': None}
+        self.prev_action = torch.zeros(self.base.action_dim)
+        self.recent = collections.deque(maxlen=window)
+        self.rows, self.frames, self.events = [], [], collections.defaultdict(list)
+        self.pending_event = ''
+        ns = f'/carla/{role}'
+        self.odometry = f'{ns}/odometry'
+        self.handlers = {'/carla/map': self.inputs.on_map, f'{ns}/waypoints': self.inputs.on_route,
+                         self.odometry: self.inputs.on_odometry, f'{ns}/objects': self.inputs.on_objects,
+                         f'{ns}/collision': self._on_collision, f'{ns}/vehicle_status': self.inputs.on_vehicle_status,
+                         f'{ns}/vehicle_control_cmd': self._on_control}
+        # streams that only matter at a model step: left serialized until one comes (at 20 Hz frames and
+        # 10 Hz steps, half the decoding — the costly part of reading — is never done)
+        self.lazy = {f'{ns}/objects', f'{ns}/vehicle_status', f'{ns}/vehicle_control_cmd'}
 
-    def filter_step(agent, key, obs, is_first, seed):
+    def wants(self, topic: str) -> bool:
+        return topic in self.handlers or topic in EVENT_TOPICS
+
+    def message(self, topic: str, msg) -> None:
+        if topic in EVENT_TOPICS:
+            self.events[EVENT_TOPICS[topic]].append(stamp_seconds(msg.header.stamp))
+            if topic == '/adawm/episode':
+                self.pending_event = 'episode end'
+            return
+        self.handlers[topic](msg)
+
+    def frame_due(self) -> bool:
+        """After an odometry message: whether its frame is a model step (then decode what was left lazy)."""
+        stamp = self.inputs.ego_stamp
+        return stamp is not None and self.inputs.route is not None and self.pipeline.due(stamp, self.inputs.route)
+
+    def try_step(self) -> None:
+        frame = self.inputs.frame(wall_now=0.0, tolerance=OBJECTS_TOLERANCE)
+        if frame is None or self.inputs.problem(wall_now=0.0, timeout=float('inf')) is not None:
+            return
+        step = self.pipeline.step(frame, self.inputs.scene(), self.control)
+        if step is not None:
+            self._model_step(step)
+
+    def _on_collision(self, msg) -> None:
+        self.inputs.on_collision(msg)
+        self.events['collision'].append(stamp_seconds(msg.header.stamp))
+        self.pending_event = 'collision'
+
+    def _on_control(self, msg) -> None:
+        self.control = (msg.throttle, msg.steer, msg.brake)
+
+    def _filter(self, agent, key, obs, is_first, seed):
         wm = agent.world_model
-        generator = torch.Generator().manual_seed(seed)
-        bev = torch.as_tensor(obs['bev'])[None]
-        ego = torch.as_tensor(obs['ego'], dtype=torch.float32)[None]
-        prev = wm.initial(1) if state[key] is None else state[key]
-        post, prior = wm.rssm.obs_step(prev, state['action'][None], wm.embed(bev, ego), torch.tensor([is_first]),
-                                       generator)
-        state[key] = post
+        prev = wm.initial(1) if is_first or self.latents[key] is None else self.latents[key]
+        post, prior = wm.rssm.obs_step(prev, self.prev_action[None], wm.embed(torch.as_tensor(obs['bev'])[None],
+                                       torch.as_tensor(obs['ego'], dtype=torch.float32)[None]),
+                                       torch.tensor([is_first]), torch.Generator().manual_seed(seed))
+        self.latents[key] = post
         return post, prior
 
     @torch.inference_mode()
-    def step(stamp):
-        scene = inputs.scene()
-        control = {'throttle': inputs_control['throttle'], 'steer': inputs_control['steer'],
-                   'brake': inputs_control['brake']}
-        is_first = state['last_route'] is not inputs.route
-        if is_first:
-            state['last_route'] = inputs.route
-            state['current'] = state['base'] = None
-            state['action'] = torch.zeros(base.action_dim)
-            if rows:
-                state['episode'] += 1
-        obs = observer.observe(scene, control)
-        seed = len(rows)
-        post, prior = filter_step(current, 'current', obs, is_first, seed)
+    def _model_step(self, step) -> None:
+        if step.is_first:
+            self.prev_action = torch.zeros(self.base.action_dim)
+        seed = len(self.rows)
+        post, prior = self._filter(self.current, 'current', step.obs, step.is_first, seed)
         eps_model = mismatch.prior_posterior_tv(prior['logits'].exp(), post['logits'].exp()).item()
-        feat = current.world_model.feat(post)
+        feat = self.current.world_model.feat(post)
         eps_policy = 0.0   # without adapters the current policy is the pretrained one
-        if adapters:
-            base_post, _ = filter_step(base, 'base', obs, is_first, seed)
-            base_probs = base.actor_critic.actor(base.world_model.feat(base_post)).exp()
-            eps_policy = mismatch.tv(current.actor_critic.actor(feat).exp(), base_probs).mean().item()
-        recent.append((eps_model, eps_policy))
-        window_model, window_policy = np.mean(recent, axis=0)
-        reward_pred = _predicted_reward(current, feat)
-        reward = sum(metrics.reward_terms(scene, observer.progress, v_des).values())
-        rows.append({'time': round(stamp, 3), 'episode': state['episode'], 'eps_model': eps_model,
-                     'eps_policy': eps_policy, 'window_eps_model': window_model, 'window_eps_policy': window_policy,
-                     'decision': mismatch.decide(window_model, window_policy, threshold_c),
-                     'predicted_reward': reward_pred, 'reward': reward, 'ttc': metrics.ttc(scene),
-                     'speed': scene.ego.speed, 'collision': int(scene.collision), 'event': state['pending_event']})
-        state['pending_event'] = ''
-        inputs.collided = False
-        frames_for_montage.append((eps_model, stamp, obs['bev'], current.world_model.feat(prior)))
-        state['action'] = current.encode_action(actions.index(control))
+        if self.adapted:
+            base_post, _ = self._filter(self.base, 'base', step.obs, step.is_first, seed)
+            base_probs = self.base.actor_critic.actor(self.base.world_model.feat(base_post)).exp()
+            eps_policy = mismatch.tv(self.current.actor_critic.actor(feat).exp(), base_probs).mean().item()
+        self.recent.append((eps_model, eps_policy))
+        window_model, window_policy = np.mean(self.recent, axis=0)
+        wm = self.current.world_model
+        self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model,
+                          'eps_policy': eps_policy, 'window_eps_model': window_model,
+                          'window_eps_policy': window_policy,
+                          'decision': mismatch.decide(window_model, window_policy, self.threshold_c),
+                          'predicted_reward': TwoHot(wm.reward_head(feat), wm.bins).mean().item(),
+                          'reward': step.reward, 'ttc': metrics.ttc(step.scene), 'speed': step.scene.ego.speed,
+                          'collision': int(step.scene.collision), 'event': self.pending_event})
+        self.pending_event = ''
+        self.frames.append((eps_model, step.stamp, step.obs['bev'], wm.feat(prior)))
+        self.prev_action = self.current.encode_action(self.actions.index(
+            dict(zip(('throttle', 'steer', 'brake'), self.control))))
 
-    inputs_control = {'throttle': 0.0, 'steer': 0.0, 'brake': 1.0}
 
-    def on_control(msg):
-        inputs_control.update(throttle=msg.throttle, steer=msg.steer, brake=msg.brake)
-
-    handlers = {'/carla/map': inputs.on_map, f'{ns}/waypoints': inputs.on_route, f'{ns}/odometry': inputs.on_odometry,
-                f'{ns}/objects': inputs.on_objects, f'{ns}/collision': inputs.on_collision,
-                f'{ns}/vehicle_status': inputs.on_vehicle_status, f'{ns}/vehicle_control_cmd': on_control}
+def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(), role: str = 'ego_vehicle',
+            threshold_c: float = FinetuneConfig.threshold_c, window: int = FinetuneConfig.window) -> dict:
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = Analysis(checkpoint, adapters, role, threshold_c, window)
+    notes: list[str] = []
+    seen: collections.Counter = collections.Counter()
     source = _open_bag(bag, notes)
     if source is None:
-        return _finish(out, rows, frames_for_montage, events, notes, seen_topics, 0.0, started, current)
+        return _finish(out, analysis, notes, seen, 0.0, started)
     topics, bag_seconds, messages = source
     for topic in NEEDED:
         if topic.replace('ego_vehicle', role) not in topics:
             notes.append(f'{topic} is not in the bag: no Scene can be built without it')
     classes, skipped = {}, {}
     for topic, msgtype in topics.items():
-        if topic in handlers or topic in ('/adawm/episode', '/adawm/adapter_status'):
-            try:
-                classes[topic] = message_class(msgtype)
-            except (ImportError, AttributeError, ValueError):
-                skipped[topic] = f'type {msgtype} is not installed'
-        else:
+        if not analysis.wants(topic):
             skipped[topic] = 'not used by the analysis'
-    for topic, why in sorted(skipped.items()):
-        notes.append(f'skipped {topic}: {why}')
+            continue
+        try:
+            classes[topic] = message_class(msgtype)
+        except (ImportError, AttributeError, ValueError):
+            skipped[topic] = f'type {msgtype} is not installed'
+    notes += [f'skipped {topic}: {why}' for topic, why in sorted(skipped.items())]
+
+    def decode(topic, data):
+        try:
+            return deserialize_message(data, classes[topic])
+        except Exception as exc:   # one corrupt message does not end the analysis
+            seen[f'{topic} (undecodable)'] += 1
+            if seen[f'{topic} (undecodable)'] == 1:
+                notes.append(f'{topic}: a message could not be decoded ({exc}); such messages skipped')
+            return None
+
+    pending: dict[str, bytes] = {}
     try:
-        # Streams that only matter at a model step stay serialized until one comes: at 20 Hz frames and
-        # 10 Hz steps, half the decoding (the costly part of reading) is never done.
-        lazy = {f'{ns}/objects', f'{ns}/vehicle_status', f'{ns}/vehicle_control_cmd'}
-        pending: dict[str, bytes] = {}
-
-        def decode(topic, data):
-            try:
-                return deserialize_message(data, classes[topic])
-            except Exception as exc:   # one corrupt message does not end the analysis
-                seen_topics[f'{topic} (undecodable)'] += 1
-                if seen_topics[f'{topic} (undecodable)'] == 1:
-                    notes.append(f'{topic}: a message could not be decoded ({exc}); such messages skipped')
-                return None
-
         for topic, data in messages:
             if topic not in classes:
                 continue
-            seen_topics[topic] += 1
-            if topic in lazy:
+            seen[topic] += 1
+            if topic in analysis.lazy:
                 pending[topic] = data
                 continue
             msg = decode(topic, data)
             if msg is None:
                 continue
-            if topic == '/adawm/episode':
-                events['episode end'].append(stamp_seconds(msg.header.stamp))
-                state['pending_event'] = 'episode end'
-                continue
-            if topic == '/adawm/adapter_status':
-                events['adapter change'].append(stamp_seconds(msg.header.stamp))
-                continue
-            handlers[topic](msg)
-            if topic == f'{ns}/collision':
-                events['collision'].append(stamp_seconds(msg.header.stamp))
-                state['pending_event'] = 'collision'
-            if topic != f'{ns}/odometry' or inputs.ego_stamp is None:
-                continue
-            stamp = inputs.ego_stamp
-            if state['last'] is not None and stamp < state['last']:
-                state['last'] = None   # time ran backwards: the simulator was reset
-            if state['last'] is not None and stamp - state['last'] < model_period - 1e-6:
-                continue
-            for topic in sorted(pending):   # the bridge sends objects and status before odometry
-                decoded = decode(topic, pending.pop(topic))
-                if decoded is not None:
-                    handlers[topic](decoded)
-            # a recorder may have caught a frame's objects after its odometry: take the latest objects
-            # if they are at most one bridge tick older
-            frame = inputs.frame(wall_now=0.0, tolerance=0.06)
-            if frame is None or inputs.problem(wall_now=0.0, timeout=float('inf')) is not None:
-                continue
-            state['last'] = frame
-            step(frame)
+            analysis.message(topic, msg)
+            if topic == analysis.odometry and analysis.frame_due():
+                for lazy_topic in sorted(pending):   # the bridge sends objects and status before odometry
+                    decoded = decode(lazy_topic, pending.pop(lazy_topic))
+                    if decoded is not None:
+                        analysis.message(lazy_topic, decoded)
+                analysis.try_step()
     except Exception as exc:   # a truncated or damaged file: keep what was read
         notes.append(f'the bag ends early or is damaged ({type(exc).__name__}: {exc}); analysed what came before')
-    return _finish(out, rows, frames_for_montage, events, notes, seen_topics, bag_seconds, started, current)
+    return _finish(out, analysis, notes, seen, bag_seconds, started)
 
 
 def _open_bag(bag, notes):
@@ -245,13 +249,8 @@ def _stream_mcap(path: Path, notes):
     return topics, seconds, ((topic, data) for _, topic, data in records)
 
 
-def _predicted_reward(agent, feat) -> float:
-    from adawm_planner.core.networks import TwoHot
-    wm = agent.world_model
-    return TwoHot(wm.reward_head(feat), wm.bins).mean().item()
-
-
-def _finish(out, rows, frames, events, notes, seen_topics, bag_seconds, started, agent) -> dict:
+def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -> dict:
+    rows, frames, events, agent = analysis.rows, analysis.frames, analysis.events, analysis.current
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

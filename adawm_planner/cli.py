@@ -2,11 +2,15 @@
 import argparse
 import sys
 
-from adawm_planner import __version__, adaptation_cli, sim_cli, train_cli
+from adawm_planner import __version__
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig
+from adawm_planner.core.knobs import knobs
+from adawm_planner.experiments.cli_args import Parser, Refused, add_knob_arguments, check_checkpoint, refuse
+from adawm_planner.experiments import finetune_cli, pretrain_cli, sim_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='adawm', description=__doc__)
+    parser = Parser(prog='adawm', description=__doc__)
     parser.add_argument('--version', action='version', version=f'adawm {__version__}')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
 
@@ -30,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument('--topics', nargs='+', default=None, help='replay only these topics (default: all)')
     replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop, a.topics))
 
-    adaptation_cli.register(commands)
-    train_cli.register(commands)
+    finetune_cli.register(commands)
+    pretrain_cli.register(commands)
     sim_cli.register(commands)
 
     analyze = commands.add_parser('analyze', help='run the world model offline over a recorded drive (no DDS)')
@@ -39,13 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
     analyze.add_argument('--adapter', nargs='*', default=[], help='adapter .safetensors file(s) to apply')
     analyze.add_argument('--out', default=None, help='output folder (default runs/analyze/BAGNAME)')
-    analyze.add_argument('--threshold-c', type=float, default=5.0)
+    add_knob_arguments(analyze, FinetuneConfig, skip=[f.name for f in knobs(FinetuneConfig)
+                                                      if f.name not in ('threshold_c', 'window')])
     analyze.set_defaults(func=_analyze)
 
     demo = commands.add_parser('demo', help='run the embedded stack with adaptation on a shift pair and report')
     demo.add_argument('--duration', type=float, default=240.0, metavar='S', help='seconds to run (default 240)')
     demo.add_argument('--pair', default=None, help='shift pair from config/tasks.yaml (default: default_pair)')
-    demo.add_argument('--strategy', default='adawm', choices=adaptation_cli.STRATEGY_CHOICES)
+    demo.add_argument('--strategy', default='adawm', choices=STRATEGIES)
     demo.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
     demo.add_argument('--out', default=None, help='report folder (default runs/demo/DATE-TIME)')
     demo.add_argument('--record', action='store_true', help='also record the run as a rosbag2 folder')
@@ -57,16 +62,18 @@ def _analyze(args) -> int:
     from pathlib import Path
 
     from adawm_planner.analyze import analyze
-    from adawm_planner.core.checkpoint import CheckpointError
-    from adawm_planner.core.lora import AdapterError
+    from adawm_planner.core import lora
     from adawm_planner.nodes.convert import default_checkpoint
-    out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
     try:
-        summary = analyze(args.bag, args.checkpoint or default_checkpoint(), out, args.adapter,
-                          threshold_c=args.threshold_c)
-    except (CheckpointError, AdapterError, OSError) as exc:
-        print(f'adawm analyze: {exc}')
-        return 2
+        if not Path(args.bag).exists():
+            raise Refused(f'no recording at {args.bag}')
+        checkpoint = check_checkpoint(args.checkpoint or default_checkpoint())
+        for path in args.adapter:
+            lora.load(path)
+    except (Refused, lora.AdapterError, OSError) as exc:
+        return refuse('analyze', str(exc))
+    out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
+    summary = analyze(args.bag, checkpoint, out, args.adapter, threshold_c=args.threshold_c, window=args.window)
     print(f'{summary["steps"]} steps, {summary["bag_seconds"]} s of recording in {summary["wall_seconds"]} s '
           f'({summary["real_time_factor"]}× real time); decisions {summary.get("decisions", {})}')
     for note in summary['notes']:

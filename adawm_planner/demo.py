@@ -26,19 +26,21 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
     from adawm_planner.nodes.monitor import StackMonitor
     from adawm_planner.sim import default_pair, shift_pairs
 
+    from adawm_planner.experiments.cli_args import refuse
     pairs = shift_pairs()
     pair = pair or default_pair()
     if pair not in pairs:
-        print(f'adawm demo: unknown shift pair {pair!r}; known: {", ".join(pairs)}')
-        return 2
+        return refuse('demo', f'unknown shift pair {pair!r}; known: {", ".join(pairs)}')
     task = pairs[pair]['finetune']
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     env = dict(os.environ, ADAWM_STATE_DIR=str(out_dir / 'adaptation_state'))
     command = [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), 'sim:=embedded',
                f'task:={task}', 'adapt:=true', f'strategy:={strategy}', f'checkpoint:={checkpoint}']
+    from adawm_planner.core.lora import default_key_file
     print(f'adawm demo: shift pair {pair} ({pairs[pair]["pretrain"]} -> {task}), strategy {strategy}, '
-          f'{duration_s:.0f} s; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only')
+          f'{duration_s:.0f} s; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only; '
+          f'adapters signed with the key in {default_key_file()}')
     stack = subprocess.Popen(command, env=env, start_new_session=True,
                              stdout=open(out_dir / 'stack.log', 'w'), stderr=subprocess.STDOUT)
     recorder = None

@@ -2,7 +2,8 @@
 
 The ROS 2 launch system is not installable from PyPI, so on machines without a ROS installation this runner
 reads the same launch/*.launch.xml that `ros2 launch` reads, with the same meaning, for these elements:
-<launch>, <arg name default description>, <let name value>, <node pkg exec name namespace args output>
+<launch>, <arg name default description> with <choice value/> (a value outside the choices stops the launch),
+<let name value>, <node pkg exec name namespace args output>
 with <param name value/>, <param from="file.yaml"/> and <remap from to/>, <include file> with <arg name
 value/>, <group> (scoped), and `if`/`unless` on any of them; substitutions $(var), $(env NAME [default]),
 $(find-pkg-share PKG), $(dirname) and $(eval EXPR) where EXPR is a literal comparison ('a' == 'b', !=,
@@ -212,6 +213,9 @@ def _arg(element, context, nodes):
         context.vars[name] = context.substitute(element.attrib['default'])
     else:
         raise LaunchError(f'launch argument {name!r} is required (pass {name}:=VALUE)')
+    choices = [child.attrib['value'] for child in element if child.tag == 'choice']
+    if choices and context.vars[name] not in choices:
+        raise LaunchError(f'launch argument {name}:={context.vars[name]!r} is not one of: {", ".join(choices)}')
 
 
 def _let(element, context, nodes):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adawm_planner import mismatch_reference
+from adawm_planner.experiments import mismatch_reference
 from adawm_planner.core import mismatch
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.share import package_share

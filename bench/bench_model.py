@@ -14,7 +14,7 @@ import torch
 
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.presets import load_preset
-from adawm_planner.core.train import Learner
+from adawm_planner.core.learner import Learner
 
 
 def percentiles(samples):

@@ -32,7 +32,7 @@ def main():
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from adawm_planner.core.checkpoint import save_untrained
+    from adawm_planner.experiments.pretrain import save_untrained
     from adawm_planner.share import find_package_share
     from adawm_planner.nodes.monitor import StackMonitor
     from adawm_planner.sim import default_pair, shift_pairs

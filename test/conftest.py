@@ -3,11 +3,14 @@ runs one thread per process (measured: with 2 threads on 2 cores, a tiny-model u
 14 ms as soon as another process kept one core busy — OpenMP threads spin-waiting on each other)."""
 import os
 import random
+import tempfile
 
 # Set before anything imports rclpy: Fast DDS reads these when the first context starts.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 os.environ.setdefault('OMP_NUM_THREADS', '1')
+# The nodes' per-user adapter signing key: one for this test run, never the user's own.
+os.environ['ADAWM_KEY_FILE'] = os.path.join(tempfile.mkdtemp(prefix='adawm_test_key_'), 'adapter.key')
 
 
 import pytest  # noqa: E402  (after the environment is set)
@@ -17,5 +20,5 @@ import pytest  # noqa: E402  (after the environment is set)
 def tiny_checkpoint(tmp_path_factory):
     """An untrained `tiny` agent for the default task, with a replay summary of 100 scripted steps:
     for the tests of plumbing (nodes, launch, bags), where what matters is that it loads and runs."""
-    from adawm_planner.core.checkpoint import save_untrained
+    from adawm_planner.experiments.pretrain import save_untrained
     return save_untrained(tmp_path_factory.mktemp('ckpt') / 'tiny', 'tiny', scripted_steps=100)

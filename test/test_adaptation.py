@@ -43,7 +43,7 @@ def changed(before, module):
 def test_each_strategy_runs_and_trains_only_its_side(strategy):
     agent, replay = toy_agent_and_data()
     wm_before, ac_before = snapshot(agent.world_model), snapshot(agent.actor_critic)
-    known_side = 'model' if strategy == 'oracle' else None
+    known_side = 'model' if strategy == 'oracle' else 'unknown'
     tuner = Finetuner(agent, FinetuneConfig(strategy=strategy, threshold_c=2.0, window=16, known_side=known_side))
     decisions = []
     for _ in range(4):
@@ -137,7 +137,7 @@ def test_oracle_updates_the_known_side():
 def test_calibrated_mismatch_with_a_reference():
     """With a reference, ε_P and ε_π are the calibrated estimates (in [0, 1]; the uncalibrated TVs are kept),
     and ε_π is not pinned to 0 before the first update."""
-    from adawm_planner import mismatch_reference
+    from adawm_planner.experiments import mismatch_reference
     from adawm_planner.core import mismatch
     agent, replay = toy_agent_and_data(seed=5, steps=400)
     # a reference from the toy task itself, through the same scoring code the shipped reference uses

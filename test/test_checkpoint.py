@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from adawm_planner.core.agent import Agent
+from adawm_planner.core.bev import BevSpec
+from adawm_planner.core.contract import Contract
 from adawm_planner.core.checkpoint import (CheckpointError, load_checkpoint, load_replay_summary,
                                            save_checkpoint)
 from adawm_planner.core.presets import load_preset
@@ -13,6 +15,8 @@ from adawm_planner.core.replay import Replay
 from toy_env import single_thread  # noqa: F401 (fixture)
 
 BEV, EGO, ACTIONS = (64, 64, 5), 7, 15
+CONTRACT = Contract(step_period=0.1, accelerations=(-2.0, 0.0, 2.0), steers=(-0.6, -0.2, 0.0, 0.2, 0.6),
+                    v_des=5.0, bev=BevSpec(size=64), ego_features=tuple(f'e{i}' for i in range(EGO)))
 
 
 def filled_replay(steps=80, seed=0):
@@ -28,7 +32,8 @@ def filled_replay(steps=80, seed=0):
 def saved(tmp_path):
     torch.manual_seed(0)
     agent = Agent(load_preset('tiny'), BEV, EGO, ACTIONS, seed=5)
-    path = save_checkpoint(tmp_path / 'ckpt', agent, 'some_task', 123, {'success': 0.5}, filled_replay())
+    path = save_checkpoint(tmp_path / 'ckpt', agent, 'some_task', 123, {'success': 0.5}, filled_replay(),
+                           contract=CONTRACT)
     return agent, path
 
 
@@ -87,3 +92,27 @@ def test_refuses_other_preset_and_wrong_shapes(saved):
 def test_refuses_a_directory_without_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match='model.json not found'):
         load_checkpoint(tmp_path)
+
+
+def test_the_contract_travels_with_the_checkpoint(saved):
+    _, path = saved
+    _, meta = load_checkpoint(path)
+    assert meta['contract'] == CONTRACT
+    table = meta['contract'].action_table()
+    assert table.control(0) == {'throttle': 0.0, 'steer': -0.6, 'brake': pytest.approx(2 / 3)}
+    assert table.index(table.control(13)) == 13
+
+
+@pytest.mark.parametrize('damage', ['drop', 'unknown field', 'no period'])
+def test_a_checkpoint_without_a_usable_contract_is_refused(saved, damage):
+    _, path = saved
+    meta = json.loads((path / 'model.json').read_text())
+    if damage == 'drop':
+        del meta['contract']
+    elif damage == 'unknown field':
+        meta['contract']['gears'] = 6
+    else:
+        del meta['contract']['step_period']
+    (path / 'model.json').write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match='contract'):
+        load_checkpoint(path)

@@ -8,8 +8,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from adawm_planner.core.opendrive import to_opendrive
+from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert
 from adawm_planner.sim import default_task, make_env
+
+CONTRACT = make_env(default_task()).unwrapped.contract()
 
 pytestmark = pytest.mark.ros
 
@@ -79,7 +82,7 @@ def test_random_messages_never_break_the_planner_inputs(world, ego, rows, route)
         assert isinstance(problem, str) and problem
         return
     event('observed')
-    observation = convert.Observer(64).observe(inputs.scene(), {'throttle': 0.0, 'steer': 0.0, 'brake': 0.0})
+    observation = StepPipeline(CONTRACT).step(1.0, inputs.scene()).obs
     assert observation['bev'].shape == (64, 64, 5) and observation['bev'].dtype == np.uint8
     assert np.isfinite(observation['ego']).all(), observation['ego']
 

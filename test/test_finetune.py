@@ -4,9 +4,9 @@ import json
 import pytest
 
 from adawm_planner.core.adaptation import FinetuneConfig
-from adawm_planner.core.finetune import experiment
 from adawm_planner.core.presets import load_preset
-from adawm_planner.core.train import pretrain
+from adawm_planner.experiments.finetune import experiment
+from adawm_planner.experiments.pretrain import pretrain
 from toy_env import make_toy_env
 
 
@@ -20,7 +20,7 @@ def toy_checkpoint(tmp_path_factory):
 
 def test_experiment_writes_table_curves_and_resumes(toy_checkpoint, tmp_path):
     kwargs = dict(seeds=2, strategies=('none', 'adawm', 'full'), steps=48, make_env=make_toy_env, progress=False,
-                  train_every=8, eval_every=24, eval_episodes=2, config=FinetuneConfig(window=8))
+                  eval_every=24, eval_episodes=2, config=FinetuneConfig(window=8, train_every=8))
     results = experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **kwargs)
     assert len(results) == 6
     for r in results:

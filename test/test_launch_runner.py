@@ -96,6 +96,11 @@ def test_load_refuses_what_it_cannot_honour(prefix, tmp_path):
     odd.write_text('<launch><arg name="needed"/></launch>')
     with pytest.raises(LaunchError, match="'needed' is required"):
         launch_runner.load(odd, {})
+    odd.write_text('<launch><arg name="sim" default="embedded"><choice value="embedded"/><choice value="carla"/>'
+                   '</arg></launch>')
+    assert launch_runner.load(odd, {'sim': 'carla'}) == []
+    with pytest.raises(LaunchError, match="sim:='bogus' is not one of: embedded, carla"):
+        launch_runner.load(odd, {'sim': 'bogus'})
     odd.write_text('<launch><node pkg="launch_probe" exec="missing"/></launch>')
     with pytest.raises(LaunchError, match="'missing' of package 'launch_probe' not found"):
         launch_runner.load(odd, {})[0].command(tmp_path)
@@ -119,3 +124,10 @@ def test_adawm_launch_starts_real_nodes_and_sigterm_stops_them(prefix):
     out, _ = runner.communicate(timeout=30)
     assert runner.returncode == 0
     assert 'PROBE embedded_bridge stopped' in out
+
+
+def test_the_shipped_launch_file_refuses_a_wrong_choice_by_name(capsys):
+    from adawm_planner.share import package_share
+    code = launch_runner.main(str(package_share() / 'launch/adawm.launch.xml'), ['sim:=bogus'])
+    err = capsys.readouterr().err
+    assert code == 2 and "sim:='bogus' is not one of: embedded, carla" in err, err

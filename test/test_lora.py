@@ -177,3 +177,15 @@ def test_a_failed_write_leaves_no_partial_adapter(tmp_path, monkeypatch):
     assert (tmp_path / 'a.safetensors').read_bytes() == before      # the old adapter, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a.json', 'a.safetensors']   # no temp files
     assert lora.load(tmp_path / 'a.safetensors').meta.version == 1
+
+
+def test_the_per_user_key_is_created_once_private_and_shared(tmp_path):
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+    path = tmp_path / 'keys' / 'adapter.key'
+    with ThreadPoolExecutor(4) as pool:   # nodes starting together
+        results = list(pool.map(lambda _: lora.load_or_create_key(path), range(8)))
+    assert len({key for key, _ in results}) == 1 and sum(created for _, created in results) == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(results[0][0]) >= 32
+    assert lora.load_or_create_key(path) == (results[0][0], False)
+    assert not list(path.parent.glob('.*tmp'))

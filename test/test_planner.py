@@ -6,7 +6,7 @@ import torch
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.replay import Replay
-from adawm_planner.core.train import evaluate
+from adawm_planner.experiments.pretrain import evaluate
 from toy_env import CELLS, ToyLineEnv, make_toy_env, single_thread  # noqa: F401 (fixture)
 
 RIGHT, STAY, LEFT = 12, 7, 2  # action index // 5 - 1 = +1, 0, -1

@@ -1,5 +1,6 @@
 """The planner under bad input, over real DDS: a safe stop within one frame with the reason on
 /diagnostics, and recovery by itself when inputs are sane again. The node is never killed by input."""
+import contextlib
 import math
 import os
 import subprocess
@@ -35,12 +36,19 @@ class FakeBridge:
             convert.route_msg(scene.route, 0.0))
         self.odom = node.create_publisher(Odometry, '/carla/ego_vehicle/odometry', qos.STREAM)
         self.objects = node.create_publisher(ObjectArray, '/carla/ego_vehicle/objects', qos.STREAM)
-        self.commands, self.diagnostics = [], []
+        self.commands, self.diagnostics, self.diagnostic_values = [], [], []
         node.create_subscription(CarlaEgoVehicleControl, '/carla/ego_vehicle/vehicle_control_cmd',
                                  self.commands.append, qos.SENSOR_IN)
-        node.create_subscription(DiagnosticArray, '/diagnostics',
-                                 lambda m: self.diagnostics.extend(s.message for s in m.status), qos.EVENTS_IN)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, qos.EVENTS_IN)
         self.stamp = 0.0
+
+    def _on_diagnostics(self, msg):
+        self.diagnostics.extend(s.message for s in msg.status)
+        self.diagnostic_values.extend({kv.key: kv.value for kv in s.values} for s in msg.status)
+
+    def diagnostics_values(self):
+        """The key/values of the latest planner diagnostics ({} before the first)."""
+        return self.diagnostic_values[-1] if self.diagnostic_values else {}
 
     def frame(self, odometry_hook=None, objects_hook=None, stamp=None):
         self.sim.step_control(0.3, 0.0, 0.0)
@@ -59,22 +67,34 @@ def stamp_of(msg):
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
-def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
+@contextlib.contextmanager
+def planner_beside_bridge(checkpoint, *params):
+    """A planner process (with `-p` params) and, in this process, a FakeBridge node and its executor. On the
+    way out the planner is stopped, and it must not have died nor printed a traceback."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    planner = subprocess.Popen(
-        [sys.executable, '-m', 'adawm_planner.nodes.planner_node', '--ros-args', '-p', f'checkpoint:={tiny_checkpoint}',
-         '-p', 'input_timeout:=0.5', '-p', 'mode:=actor'],
-        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [a for p in (f'checkpoint:={checkpoint}', 'mode:=actor', *params) for a in ('-p', p)]
+    planner = subprocess.Popen([sys.executable, '-m', 'adawm_planner.nodes.planner_node', '--ros-args', *args],
+                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = Context()
     rclpy.init(context=context)
     try:
         node = rclpy.create_node('fake_bridge', context=context)
-        bridge = FakeBridge(node)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
+        yield node, FakeBridge(node), executor
+        assert planner.poll() is None, 'the planner died'
+    finally:
+        planner.terminate()
+        out, _ = planner.communicate(timeout=30)
+        rclpy.try_shutdown(context=context)
+    assert 'Traceback' not in out, out[-3000:]
+
+
+def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
+    with planner_beside_bridge(tiny_checkpoint, 'input_timeout:=0.5') as (node, bridge, executor):
 
         def spin(seconds):
             end = time.monotonic() + seconds
@@ -140,9 +160,59 @@ def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
         assert late and all(c.brake == 1.0 for c in late)
         assert any('stale' in m for m in bridge.diagnostics[-3:]), bridge.diagnostics[-3:]
         assert time.monotonic() - silence_started < 5
-        assert planner.poll() is None, 'the planner died'
-    finally:
-        planner.terminate()
-        out, _ = planner.communicate(timeout=30)
-        rclpy.try_shutdown(context=context)
-    assert 'Traceback' not in out, out[-3000:]
+
+
+def test_an_interleaved_nan_flood_stops_for_the_fault_and_the_hold(tiny_checkpoint):
+    """A second publisher floods odometry with NaN between the bridge's good frames: every frame of the flood
+    and of the 0.5 s hold after it is answered with a safe stop (no flapping), /diagnostics names the
+    flooding node and the second publisher, and driving resumes after the hold."""
+    import rclpy
+    from nav_msgs.msg import Odometry
+
+    from adawm_planner.nodes import qos
+
+    with planner_beside_bridge(tiny_checkpoint, 'input_timeout:=0.5', 'fault_hold:=0.5') as (node, bridge, executor):
+        flooder_node = rclpy.create_node('nan_flooder', context=node.context)
+        executor.add_node(flooder_node)
+        flood = flooder_node.create_publisher(Odometry, '/carla/ego_vehicle/odometry', qos.STREAM)
+
+        def answer_to(stamp, timeout=10.0):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.01)
+                hits = [c for c in bridge.commands if abs(stamp_of(c) - stamp) < 1e-6]
+                if hits:
+                    return hits[-1]
+            raise AssertionError(f'no command answered the frame at {stamp:.2f}')
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not bridge.commands:
+            bridge.frame()
+            executor.spin_once(timeout_sec=0.05)
+        for _ in range(30):   # healthy, past any start-up hold
+            answer_to(bridge.frame())
+        assert answer_to(bridge.frame()).brake < 1.0, 'the planner does not drive on healthy frames'
+
+        def poisoned(stamp):
+            msg = bridge.convert.odometry_msg(bridge.sim.scene().ego, stamp, 'ego_vehicle')
+            msg.pose.pose.position.x = math.nan
+            return msg
+
+        during = []
+        for _ in range(20):   # 1 s of flood: a NaN message before and after every good frame
+            flood.publish(poisoned(bridge.stamp + 0.02))
+            stamp = bridge.frame()
+            flood.publish(poisoned(stamp + 0.01))
+            during.append(answer_to(stamp))
+        after = [answer_to(bridge.frame()) for _ in range(9)]   # inside the 0.5 s hold (10 frames)
+        assert all(c.brake == 1.0 and c.throttle == 0.0 for c in during + after), \
+            [(stamp_of(c), c.brake) for c in during + after if c.brake != 1.0]
+        resumed = [answer_to(bridge.frame()) for _ in range(20)]
+        assert any(c.brake < 1.0 for c in resumed), 'driving did not resume after the hold'
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and 'nan_flooder' not in bridge.diagnostics_values().get('last_input_fault', ''):
+            executor.spin_once(timeout_sec=0.05)
+        fault = bridge.diagnostics_values().get('last_input_fault', '')
+        assert 'odometry not finite' in fault and '/nan_flooder' in fault, bridge.diagnostics_values()
+        assert any('several publishers on /carla/ego_vehicle/odometry' in m for m in bridge.diagnostics), \
+            bridge.diagnostics[-5:]

@@ -54,3 +54,51 @@ def test_superseded_before_any_episode_keeps_the_bar():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         AdapterJudge(episodes=0)
+
+
+class FakeAdapter:
+    """Stands in for lora.Adapter where only the version matters (the lifecycle never reads tensors)."""
+    def __init__(self, version):
+        self.meta = type('Meta', (), {'version': version})()
+
+
+def test_lifecycle_versions_are_never_reused_across_restarts(tmp_path):
+    from adawm_planner.core.rollback import AdapterLifecycle
+    first = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=0.2))
+    assert [first.next_version(), first.next_version()] == [1, 2]
+    again = AdapterLifecycle(tmp_path, None)
+    assert again.next_version() == 3
+
+
+def test_lifecycle_trial_keep_and_roll_back(tmp_path):
+    from adawm_planner.core.rollback import AdapterLifecycle
+    life = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=0.2))
+    assert not life.ready()
+    life.trained(['policy'])
+    life.trained(['model', 'policy'])
+    assert life.ready() and life.take_round() == ['model', 'policy'] and not life.ready()
+    for r in (100, 100):
+        assert life.episode(r, True) is None
+    v1 = {'model': FakeAdapter(life.next_version()), 'policy': FakeAdapter(life.next_version())}
+    life.applied(v1)
+    life.trained(['policy'])
+    assert not life.ready()                         # one round on trial at a time
+    life.episode(100, True)
+    verdict = life.episode(98, True)
+    assert verdict.keep and life.settle(verdict) == [] and life.last_good == v1 and life.ready()
+    life.take_round()
+    v3 = {'policy': FakeAdapter(life.next_version())}
+    life.applied(v3)
+    life.episode(10, False)
+    verdict = life.episode(12, False)
+    assert not verdict.keep
+    assert life.settle(verdict) == [('policy', v3['policy'], v1['policy'])]   # back to the last good one
+    assert life.on_trial == {} and life.last_good == v1
+
+
+def test_lifecycle_without_judge_keeps_what_was_applied(tmp_path):
+    from adawm_planner.core.rollback import AdapterLifecycle
+    life = AdapterLifecycle(tmp_path, None)
+    adapter = FakeAdapter(life.next_version())
+    life.applied({'model': adapter})
+    assert life.last_good == {'model': adapter} and life.on_trial == {} and life.episode(1.0, True) is None

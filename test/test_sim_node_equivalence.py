@@ -8,6 +8,7 @@ from std_msgs.msg import String
 
 from adawm_planner.core.bev import BevSpec, rasterize
 from adawm_planner.core.opendrive import to_opendrive
+from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert
 from adawm_planner.sim import make_env, shift_pairs
 
@@ -28,10 +29,10 @@ def test_bev_from_messages_matches_the_simulator(task):
     inputs = convert.InputState()
     inputs.on_map(over_the_wire(String(data=to_opendrive(sim.scene().lanes, name=task))))
     inputs.on_route(over_the_wire(convert.route_msg(sim.scene().route, 0.0)))
-    observer = convert.Observer(64)
+    pipeline = StepPipeline(sim.contract())
     spec = BevSpec()
     for step in range(40):
-        _, _, terminated, truncated, _ = sim.step_control(0.5, 0.1 * np.sin(step / 5), 0.0)
+        env_obs, _, terminated, truncated, _ = sim.step_control(0.5, 0.1 * np.sin(step / 5), 0.0)
         if terminated or truncated:
             break
         scene = sim.scene()
@@ -49,8 +50,7 @@ def test_bev_from_messages_matches_the_simulator(task):
         for channel in (0, 1):
             differing = np.count_nonzero(direct[..., channel] != via_ros[..., channel])
             assert differing <= 0.02 * direct[..., channel].size, (task, step, channel, differing)
-        control = {'throttle': 0.5, 'steer': 0.0, 'brake': 0.0}
-        # the ego vector from the node's Observer equals the env's own (controls aside: those are inputs)
-        obs = observer.observe(rebuilt, control)
-        assert np.allclose(obs['ego'][[0, 1, 5, 6, 7, 8]], sim._observe(scene)['ego'][[0, 1, 5, 6, 7, 8]],
+        # the ego vector from the node's pipeline equals the env's own (controls aside: those are inputs)
+        obs = pipeline.step(stamp, rebuilt, (0.5, 0.0, 0.0)).obs
+        assert np.allclose(obs['ego'][[0, 1, 5, 6, 7, 8]], env_obs['ego'][[0, 1, 5, 6, 7, 8]],
                            atol=1e-4), (task, step)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from adawm_planner.core import metrics
+from adawm_planner.core.actions import discrete_to_control
 from adawm_planner.core.bev import rasterize
 from adawm_planner.sim import default_task, gym_id, make_env, shift_pairs, task_names
-from adawm_planner.sim.envs import control_to_sim, discrete_to_control
+from adawm_planner.sim.envs import control_to_sim
 
 
 @pytest.mark.parametrize('task', task_names())

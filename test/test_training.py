@@ -8,7 +8,7 @@ import torch
 from adawm_planner.cli import main
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.presets import load_preset
-from adawm_planner.core.train import pretrain
+from adawm_planner.experiments.pretrain import pretrain
 from adawm_planner.sim import default_task
 from toy_env import single_thread  # noqa: F401 (fixture)
 

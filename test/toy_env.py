@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from adawm_planner.core.bev import BevSpec
+from adawm_planner.core.contract import Contract
+
 CELLS = 8
 
 
@@ -22,6 +25,10 @@ class ToyLineEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(15)
         self.max_steps = max_steps
         self.np_random = np.random.default_rng(seed)
+
+    def contract(self):
+        return Contract(step_period=0.1, accelerations=(-2.0, 0.0, 2.0), steers=(-0.6, -0.2, 0.0, 0.2, 0.6),
+                        v_des=1.0, bev=BevSpec(size=CELLS), ego_features=('x', 'goal_side'))
 
     def _obs(self):
         bev = np.zeros((CELLS, CELLS, 1), np.uint8)

@@ -1,4 +1,4 @@
-"""Alignment-driven finetuning (AdaWM) and its baselines: one loop, one budget, six strategies.
+"""Alignment-driven finetuning (AdaWM) and its baselines: one loop, one budget, seven strategies.
 
 Each finetuning step measures the model mismatch ε_P and the policy mismatch ε_π on the latest window of
 new-task data (core/mismatch.py) and updates one side:
@@ -20,37 +20,15 @@ policy; the frozen pretrained base is never modified.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 import torch.nn as nn
 
 from adawm_planner.core import lora, mismatch
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig  # noqa: F401  (STRATEGIES: re-exported)
 
-STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none', 'oracle')
-KNOWN_SIDES = ('model', 'policy', 'both')
 MODEL_LORA_PREFIXES = ('rssm.', 'ego_encoder.')
 POLICY_LORA_PREFIXES = ('actor.', 'critic.', 'slow_critic.')
-
-
-@dataclasses.dataclass
-class FinetuneConfig:
-    strategy: str = 'adawm'
-    threshold_c: float = 5.0     # C of the decision rule; the paper found 2..50 stable
-    rank: int = 8
-    alpha: float = 16.0
-    model_lr: float = 1e-3       # LoRA factors learn faster than full weights; full finetuning uses the preset's
-    policy_lr: float = 3e-4
-    window: int = 64             # newest new-task steps the mismatches are measured on
-    known_side: str | None = None   # oracle only: the side a known-answer pair shifted (tasks.yaml shift_pairs)
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f'strategy must be one of {STRATEGIES}, got {self.strategy!r}')
-        if self.strategy == 'oracle' and self.known_side not in KNOWN_SIDES:
-            raise ValueError(f'the oracle needs known_side in {KNOWN_SIDES}, got {self.known_side!r}')
-        if self.threshold_c <= 0:
-            raise ValueError(f'threshold_c must be positive, got {self.threshold_c}')
 
 
 def linear_names(module: nn.Module, prefixes: tuple[str, ...]) -> list[str]:
@@ -179,7 +157,7 @@ class Finetuner:
 
     # ---- adapters -----------------------------------------------------------------------------------
     def export_adapter(self, target: str, version: int) -> lora.Adapter:
-        module = self.agent.world_model if target == 'model' else self.agent.actor_critic
+        module = self.agent.module(target)
         meta = lora.AdapterMeta(target=target, version=version, rank=self.config.rank, alpha=self.config.alpha,
                                 target_modules=tuple(self.lora_targets[target]),
                                 base_checksum=self.base_checksum[target])
@@ -188,8 +166,8 @@ class Finetuner:
     def trainable_report(self) -> dict:
         """Trainable parameters per side, and as a fraction of that side's base parameters."""
         report = {}
-        for side, module in (('model', self.agent.world_model), ('policy', self.agent.actor_critic)):
-            count, fraction = lora.trainable_fraction(module)
+        for side in lora.TARGETS:
+            count, fraction = lora.trainable_fraction(self.agent.module(side))
             report[side] = {'trainable': count, 'fraction': fraction}
         return report
 

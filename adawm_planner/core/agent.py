@@ -8,6 +8,9 @@ from adawm_planner.core.planner import plan
 from adawm_planner.core.world_model import WorldModel
 
 
+SIDES = {'model': 'world_model', 'policy': 'actor_critic'}   # adapter target -> the module it adapts
+
+
 class Agent(nn.Module):
     def __init__(self, preset, bev_shape, ego_dim, action_dim, discrete=True, seed=0):
         super().__init__()
@@ -23,6 +26,16 @@ class Agent(nn.Module):
         discrete = hasattr(env.action_space, 'n')
         action_dim = int(env.action_space.n if discrete else env.action_space.shape[0])
         return cls(preset, bev_shape, ego_dim, action_dim, discrete, seed)
+
+    def module(self, target: str) -> nn.Module:
+        """The side an adapter target names: 'model' -> world model, 'policy' -> actor-critic."""
+        if target not in SIDES:
+            raise ValueError(f'target must be one of {tuple(SIDES)}, got {target!r}')
+        return getattr(self, SIDES[target])
+
+    def set_module(self, target: str, module: nn.Module) -> None:
+        self.module(target)   # checks the name
+        setattr(self, SIDES[target], module)
 
     def spec(self):
         """What a checkpoint must match besides the preset."""
@@ -42,11 +55,12 @@ class Agent(nn.Module):
         return action.numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def act(self, obs, state=None, mode='plan'):
+    def act(self, obs, state=None, mode='plan', candidates=None, horizon=None):
         """One control step. `state` is None at the start of an episode, else what the last call returned.
 
-        mode: 'plan' (imagination planner), 'actor' (actor's most likely action, the fallback) or
-        'sample' (a sample from the actor, for exploration while collecting experience).
+        mode: 'plan' (imagination planner; K = `candidates`, H = `horizon`, the preset's where None),
+        'actor' (actor's most likely action, the fallback) or 'sample' (a sample from the actor, for
+        exploration while collecting experience).
         Returns (env action, new state, plan_info); plan_info is empty unless mode == 'plan'."""
         prev_action = torch.zeros(self.action_dim) if state is None else state['action']
         latent = self.world_model.obs_step(None if state is None else state['latent'], prev_action, obs,
@@ -55,8 +69,8 @@ class Agent(nn.Module):
         info = {}
         if mode == 'plan':
             p = self.preset
-            action, info = plan(self.world_model, self.actor_critic, latent, p.plan_candidates,
-                                p.plan_horizon, p.plan_prior_weight, self.generator)
+            action, info = plan(self.world_model, self.actor_critic, latent, candidates or p.plan_candidates,
+                                horizon or p.plan_horizon, p.plan_prior_weight, self.generator)
         elif mode == 'actor':
             action = self.actor_critic.actor.mode(feat)[0]
         elif mode == 'sample':

@@ -1,6 +1,7 @@
 """Checkpoints: a directory with `model.safetensors` (every tensor of the Agent), `model.json` (preset,
-observation/action spec, task, step, metrics, sha256 of the weights file) and `replay.safetensors`, the
-summary of the pretraining replay the adaptation step compares new-task data against. Never pickle.
+observation/action spec, the contract — step period, action table, reward settings, BEV geometry — task,
+step, metrics, sha256 of the weights file) and `replay.safetensors`, the summary of the pretraining replay
+the adaptation step compares new-task data against. Never pickle.
 
 Loading checks the sha256, then builds the Agent from the sidecar's preset and refuses any tensor whose
 name or shape differs, with a message that says which.
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from adawm_planner import __version__
 from adawm_planner.core.agent import Agent
+from adawm_planner.core.contract import Contract
 from adawm_planner.core.presets import preset_from_dict
 
 FORMAT = 'adawm-checkpoint/1'
@@ -29,14 +31,14 @@ def sha256_file(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save_checkpoint(directory, agent, task, step, metrics, replay=None, extra=None):
+def save_checkpoint(directory, agent, task, step, metrics, replay=None, extra=None, *, contract: Contract):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / 'model.safetensors'
     tensors = {k: v.detach().contiguous().clone() for k, v in agent.state_dict().items()}
     save_file(tensors, str(weights))
     meta = {'format': FORMAT, 'version': __version__, 'preset': agent.preset.to_dict(), 'spec': agent.spec(),
-            'task': task, 'step': int(step), 'metrics': metrics, 'sha256': sha256_file(weights),
+            'contract': contract.to_dict(), 'task': task, 'step': int(step), 'metrics': metrics, 'sha256': sha256_file(weights),
             'saved_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), **(extra or {})}
     if replay is not None:
         save_file(replay_summary(agent, replay), str(directory / 'replay.safetensors'))
@@ -45,58 +47,60 @@ def save_checkpoint(directory, agent, task, step, metrics, replay=None, extra=No
     return directory
 
 
-def save_untrained(directory, preset_name: str, scripted_steps: int):
-    """An untrained agent of the preset for the default task, with the replay summary of `scripted_steps`
-    steps cycling through the actions: for tests and benchmarks of the plumbing (loading, latency,
-    adapters), where what the network has learned does not matter."""
-    from adawm_planner.core.presets import load_preset
-    from adawm_planner.core.replay import Replay
-    from adawm_planner.sim import default_task, make_env
-
-    torch.manual_seed(0)
-    task = default_task()
-    env = make_env(task, seed=0)
-    agent = Agent.for_env(load_preset(preset_name), env)
-    replay = Replay(2 * scripted_steps, env.observation_space['bev'].shape, agent.world_model.ego_dim,
-                    agent.action_dim)
-    obs, _ = env.reset(seed=0)
-    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    for step in range(scripted_steps):
-        action = step % agent.action_dim
-        obs, reward, terminated, truncated, _ = env.step(action)
-        replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
-        if terminated or truncated:
-            obs, _ = env.reset()
-            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
-    return save_checkpoint(directory, agent, task, 0, {}, replay)
-
-
 def read_meta(directory):
     path = Path(directory) / 'model.json'
     if not path.is_file():
         raise CheckpointError(f'{path} not found: a checkpoint is a directory with model.json + model.safetensors')
-    meta = json.loads(path.read_text())
-    if meta.get('format') != FORMAT:
-        raise CheckpointError(f'{path}: format {meta.get("format")!r}, expected {FORMAT!r}')
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f'{path} is not valid JSON: {exc}') from None
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+        format_ = meta.get('format') if isinstance(meta, dict) else None
+        raise CheckpointError(f'{path}: format {format_!r}, expected {FORMAT!r}')
     return meta
 
 
-def load_checkpoint(directory, preset_name=None, seed=0):
-    """Returns (agent, meta). `preset_name`, when given, must match the checkpoint's preset."""
+def read_contract(meta: dict) -> Contract:
+    """The contract a checkpoint's model.json carries; CheckpointError when it has none or a bad one."""
+    if 'contract' not in meta:
+        raise CheckpointError('model.json has no "contract" (step period, actions, reward, BEV geometry): '
+                              'save the checkpoint again with this version')
+    try:
+        return Contract.from_dict(meta['contract'])
+    except ValueError as exc:
+        raise CheckpointError(f'model.json: {exc}') from None
+
+
+def check_files(directory) -> dict:
+    """model.json readable, its contract usable, the weights file there and matching its sha256: the meta
+    with meta['contract'] the Contract, else CheckpointError. What loading checks before building a model."""
     directory = Path(directory)
     meta = read_meta(directory)
+    contract = read_contract(meta)
     weights = directory / 'model.safetensors'
     if not weights.is_file():
         raise CheckpointError(f'{weights} not found')
     digest = sha256_file(weights)
-    if digest != meta['sha256']:
-        raise CheckpointError(f'{weights}: sha256 {digest} does not match {meta["sha256"]} in model.json '
+    if digest != meta.get('sha256'):
+        raise CheckpointError(f'{weights}: sha256 {digest} does not match {meta.get("sha256")} in model.json '
                               '(file changed or corrupt)')
-    preset = preset_from_dict(meta['preset'])
+    return {**meta, 'contract': contract}
+
+
+def load_checkpoint(directory, preset_name=None, seed=0):
+    """Returns (agent, meta); meta['contract'] is the Contract. `preset_name`, when given, must match."""
+    directory = Path(directory)
+    meta = check_files(directory)
+    weights = directory / 'model.safetensors'
+    try:
+        preset = preset_from_dict(meta['preset'])
+        spec = meta['spec']
+        agent = Agent(preset, spec['bev_shape'], spec['ego_dim'], spec['action_dim'], spec['discrete'], seed)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f'{directory}/model.json: preset or spec incomplete or malformed ({exc!r})') from None
     if preset_name is not None and preset.name != preset_name:
         raise CheckpointError(f'{directory} holds preset {preset.name!r}, not the requested {preset_name!r}')
-    spec = meta['spec']
-    agent = Agent(preset, spec['bev_shape'], spec['ego_dim'], spec['action_dim'], spec['discrete'], seed)
     load_state(agent, load_file(str(weights)), source=str(weights))
     return agent, meta
 

@@ -14,6 +14,7 @@ import hmac
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 
 import torch
@@ -118,6 +119,41 @@ def export(module: torch.nn.Module, meta: AdapterMeta) -> Adapter:
 
 def sign(blob: bytes, key: bytes) -> str:
     return hmac.new(key, blob, hashlib.sha256).hexdigest()
+
+
+def default_key_file() -> Path:
+    """Where the per-user signing key lives unless a node is given one: $ADAWM_KEY_FILE or ~/.adawm/adapter.key."""
+    return Path(os.environ.get('ADAWM_KEY_FILE') or Path.home() / '.adawm' / 'adapter.key').expanduser()
+
+
+def read_key(path: str | Path) -> bytes:
+    key = Path(path).read_bytes().strip()
+    if len(key) < 16:
+        raise AdapterError(f'adapter key in {path} is shorter than 16 bytes')
+    return key
+
+
+def load_or_create_key(path: str | Path) -> tuple[bytes, bool]:
+    """The HMAC key in `path`, created when missing: 32 random bytes as hex, mode 0600, written to a temp file
+    and linked into place, so nodes starting together end with the same key. Returns (key, created)."""
+    path = Path(path).expanduser()
+    created = False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f'.{path.name}.{secrets.token_hex(8)}.tmp')
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, 'w') as f:
+                f.write(secrets.token_hex(32) + '\n')
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)   # fails if another process got there first: then its key is the key
+            created = True
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return read_key(path), created
 
 
 def parse(blob: bytes, *, expected_sha256: str | None = None, key: bytes | None = None,
@@ -286,6 +322,21 @@ class AdapterSlot:
             raise AdapterError(f'adapter layout does not fit this model: {str(exc)[:200]}') from None
         load_into(module, adapter)
         return module.eval(), adapter
+
+    def prepare_fields(self, fields: dict, allowed_dir: str) -> tuple[torch.nn.Module, Adapter]:
+        """`prepare` from the fields an adapter travels in: data (bytes, or a list of 1-byte bytes as ROS byte
+        arrays come) or path (a file inside `allowed_dir`), with sha256, version and signature."""
+        if not (fields.get('data') or fields.get('path')):
+            raise AdapterError(f'set adapter.{self.target}.data (or .path) together with .sha256 and .version '
+                               'in one call')
+        if fields.get('path'):
+            blob = self.read_file(fields['path'], allowed_dir or '/nonexistent-adapter-dir')
+        else:
+            data = fields.get('data') or b''
+            blob = data if isinstance(data, (bytes, bytearray)) else b''.join(data)
+        if not isinstance(fields.get('version'), int) or not isinstance(fields.get('sha256'), str):
+            raise AdapterError('the adapter\'s version must be an integer and its sha256 a string')
+        return self.prepare(blob, fields['sha256'], fields['version'], fields.get('signature') or None)
 
     def read_file(self, path: str | Path, allowed_dir: str | Path) -> bytes:
         """Bytes of an adapter file, refusing anything outside `allowed_dir` or over the size limit."""

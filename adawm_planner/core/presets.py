@@ -1,4 +1,5 @@
-"""Named model/training presets from config/presets.yaml."""
+"""Named model/training presets from config/presets.yaml: `base` holds every field, a named preset overlays
+what differs."""
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -24,6 +25,10 @@ class Preset:
     free_nats: float
     dyn_scale: float
     rep_scale: float
+    bev_scale: float
+    ego_scale: float
+    reward_scale: float
+    cont_scale: float
     model_lr: float
     grad_clip: float
     horizon: int
@@ -50,15 +55,18 @@ class Preset:
         return Preset(**{**asdict(self), **changes})
 
 
+BASE = 'base'
+
+
 def preset_names(path=PRESETS_FILE):
-    return list(yaml.safe_load(Path(path).read_text()))
+    return [name for name in yaml.safe_load(Path(path).read_text()) if name != BASE]
 
 
 def load_preset(name, path=PRESETS_FILE, **overrides):
     presets = yaml.safe_load(Path(path).read_text())
-    if name not in presets:
-        raise KeyError(f'unknown preset {name!r}; known: {", ".join(presets)}')
-    values = {**presets[name], **overrides, 'name': name}
+    if name == BASE or name not in presets:
+        raise KeyError(f'unknown preset {name!r}; known: {", ".join(preset_names(path))}')
+    values = {**presets[BASE], **(presets[name] or {}), **overrides, 'name': name}
     expected = {f.name for f in fields(Preset)}
     missing, extra = expected - set(values), set(values) - expected
     if missing or extra:

@@ -39,6 +39,10 @@ class Replay:
         starts = (rng or self.rng).integers(0, self.size - length + 1, size=batch)
         return (oldest + starts[:, None] + np.arange(length)) % self.capacity
 
+    def newest(self, length):
+        """The newest `length` steps as one sequence (batch 1)."""
+        return self.gather(((self.next - length + np.arange(length)) % self.capacity)[None])
+
     def sample(self, batch, length):
         return self.gather(self.sample_indices(batch, length))
 

@@ -1,4 +1,5 @@
-"""Safe adaptation: judge each applied adapter by the episodes driven with it, against those before it.
+"""Safe adaptation: judge each applied adapter by the episodes driven with it, against those before it, and
+keep the adapters' lifecycle (versions, trial, last good, rollback).
 
 The adaptation node tells the judge about every finished episode and every adapter the planner applied.
 After `episodes` episodes with a new adapter, its mean return is compared with the mean over the last
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
+from pathlib import Path
 
 
 @dataclasses.dataclass
@@ -61,3 +64,69 @@ class AdapterJudge:
         if new_success < base_success - self.margin:
             return Verdict(self.on_trial, False, f'success rate fell from {base_success:.2f} to {new_success:.2f}')
         return Verdict(self.on_trial, True, f'mean return {new_return:.1f} vs {base_return:.1f} before')
+
+
+class AdapterLifecycle:
+    """The life of the adapters one finetuning run pushes to a planner: the version counter (kept in
+    `state_dir`, never reused, across restarts too), the sides trained since the last push, the adapters on
+    trial and the last good ones, and what a verdict means. It decides; the caller does the talking.
+
+    One round of adapters is on trial at a time: the next push waits for the verdict on it. Without a judge
+    (`judge=None`) every applied adapter counts as good at once."""
+
+    def __init__(self, state_dir: str | Path, judge: AdapterJudge | None):
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.judge = judge
+        self.version = self._load_version()
+        self.touched: set[str] = set()        # sides trained since the last push
+        self.on_trial: dict[str, object] = {}  # target -> adapter applied, not yet judged
+        self.last_good: dict[str, object] = {}
+
+    def trained(self, sides) -> None:
+        self.touched.update(sides)
+
+    def ready(self) -> bool:
+        """Whether a round may be pushed now: something was trained and nothing is on trial."""
+        return bool(self.touched) and not self.on_trial
+
+    def take_round(self) -> list[str]:
+        """The sides to export in this round (and forget them as touched)."""
+        targets, self.touched = sorted(self.touched), set()
+        return targets
+
+    def next_version(self) -> int:
+        self.version += 1
+        tmp = self.state_dir / '.version.tmp'
+        tmp.write_text(f'{self.version}\n')
+        os.replace(tmp, self.state_dir / 'version')
+        return self.version
+
+    def applied(self, adapters: dict) -> None:
+        """The planner accepted these adapters (target -> adapter with .meta.version): they go on trial
+        together. Call before anyone can report an episode driven with them."""
+        if not adapters:
+            return
+        if self.judge is None:
+            self.last_good.update(adapters)
+            return
+        self.on_trial.update(adapters)
+        self.judge.applied(max(adapter.meta.version for adapter in self.on_trial.values()))
+
+    def episode(self, episode_return: float, success: bool) -> Verdict | None:
+        return self.judge.episode(episode_return, success) if self.judge else None
+
+    def settle(self, verdict: Verdict) -> list[tuple[str, object, object | None]]:
+        """Acts on a verdict. Kept: the adapters on trial become the last good ones; returns []. Rolled back:
+        returns (target, bad adapter, last good adapter or None for the plain base) per adapter on trial."""
+        trial, self.on_trial = self.on_trial, {}
+        if verdict.keep:
+            self.last_good.update(trial)
+            return []
+        return [(target, bad, self.last_good.get(target)) for target, bad in sorted(trial.items())]
+
+    def _load_version(self) -> int:
+        try:
+            return int((self.state_dir / 'version').read_text().strip())
+        except (OSError, ValueError):
+            return 0

@@ -174,8 +174,8 @@ class WorldModel(nn.Module):
         # Free nats: no pressure on the KL below 1 nat, so the latent keeps information.
         dyn_loss = torch.clamp(dyn, min=p.free_nats)
         rep_loss = torch.clamp(rep, min=p.free_nats)
-        total = (bev_loss + ego_loss + reward_loss + cont_loss
-                 + p.dyn_scale * dyn_loss + p.rep_scale * rep_loss).mean()
+        total = (p.bev_scale * bev_loss + p.ego_scale * ego_loss + p.reward_scale * reward_loss
+                 + p.cont_scale * cont_loss + p.dyn_scale * dyn_loss + p.rep_scale * rep_loss).mean()
         metrics = {'model_loss': total.item(), 'bev_loss': bev_loss.mean().item(),
                    'ego_loss': ego_loss.mean().item(), 'reward_loss': reward_loss.mean().item(),
                    'cont_loss': cont_loss.mean().item(), 'kl_dyn': dyn.mean().item(),

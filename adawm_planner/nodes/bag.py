@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,12 @@ DEFAULT_TOPICS = (
     '/carla/ego_vehicle/speedometer', '/carla/ego_vehicle/vehicle_control_cmd',
     '/adawm/mismatch', '/adawm/adapter_status', '/adawm/episode', '/diagnostics',
 )
+
+
+def _refuse(command: str, message: str) -> int:
+    """One line on stderr, exit code 2: the command line's refusals."""
+    print(f'adawm {command}: {message}', file=sys.stderr)
+    return 2
 
 
 def message_class(type_name: str):
@@ -118,8 +125,7 @@ class Recorder(Node):
 def record(out: str | Path, topics: list[str] | None = None, duration_s: float | None = None) -> int:
     out = Path(out)
     if out.exists():
-        print(f'adawm record: {out} exists; choose a new folder (rosbag2 writes a fresh one)')
-        return 2
+        return _refuse('record', f'{out} exists; choose a new folder (rosbag2 writes a fresh one)')
     rclpy.init()
     recorder = Recorder(out, list(topics or DEFAULT_TOPICS))
     executor = SingleThreadedExecutor()
@@ -143,14 +149,12 @@ def record(out: str | Path, topics: list[str] | None = None, duration_s: float |
 
 def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None) -> int:
     if rate <= 0:
-        print('adawm replay: --rate must be positive')
-        return 2
+        return _refuse('replay', '--rate must be positive')
     try:
         reader = Reader(bag)
         reader.open()
     except Exception as exc:   # rosbags raises several unrelated types for unreadable bags
-        print(f'adawm replay: cannot read {bag}: {exc}')
-        return 2
+        return _refuse('replay', f'cannot read {bag}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}')
     rclpy.init()
     node = rclpy.create_node('adawm_replay')
     try:

@@ -1,10 +1,11 @@
 """carla-ros-bridge messages <-> the core's types: the only place the nodes touch message fields.
 
 Scene -> messages (the embedded bridge): `*_msg` builders with the bridge's frames and conventions.
-Messages -> Scene (planner, adaptation): InputState keeps the latest of each input as plain numbers, says
-whether they can be trusted (`problem`), and builds the Scene the core rasterises — the same Scene the
-embedded simulator builds from its own state, so the planner sees in ROS exactly what the model saw in
-training (test_sim_node_equivalence holds the two paths together).
+Messages -> Scene (planner, adaptation, analysis): InputState keeps the latest of each input as plain
+numbers, says when a simulation frame is complete and whether it can be trusted (`problem`), and builds the
+Scene that core's StepPipeline turns into model steps — the same Scene the embedded simulator builds from its
+own state, so the planner sees in ROS exactly what the model saw in training (test_sim_node_equivalence
+holds the two paths together).
 """
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from geometry_msgs.msg import PoseStamped, Quaternion
 from nav_msgs.msg import Odometry, Path as PathMsg
 from shape_msgs.msg import SolidPrimitive
 
-from adawm_planner.core import metrics
-from adawm_planner.core.bev import BevSpec, rasterize
 from adawm_planner.core.opendrive import lanes_from_opendrive
 from adawm_planner.core.scene import Agents, Ego, Scene
 from adawm_planner.share import package_share
+
+try:
+    from rclpy.subscription import MessageInfo  # noqa: F401  (rclpy ≥ Iron: callbacks may take message info)
+    WITH_MESSAGE_INFO = True
+except ImportError:
+    WITH_MESSAGE_INFO = False
 
 MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
 MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
@@ -34,6 +39,10 @@ MAX_OBJECT_SIZE = 100.0    # m; no road user is longer or wider
 def time_msg(seconds: float) -> Time:
     sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)   # integer arithmetic: no 2.999… -> 2.0
     return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def time_from_ns(nanoseconds: int) -> Time:
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
 def quaternion_from_yaw(yaw: float) -> Quaternion:
@@ -66,6 +75,51 @@ def objects_msg(agents: Agents, stamp: float) -> ObjectArray:
     return msg
 
 
+def plan_markers_msg(paths: np.ndarray, best: int, stamp_ns: int):
+    """The candidates' paths (K, H+1, 2) as line strips in the map frame; the chosen one bold and green."""
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker, MarkerArray
+    markers = MarkerArray()
+    for i, path in enumerate(paths):
+        m = Marker(ns='adawm_candidates', id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
+        m.header.frame_id, m.header.stamp = 'map', time_from_ns(stamp_ns)
+        m.scale.x = 0.3 if i == best else 0.08
+        m.color.r, m.color.g, m.color.b, m.color.a = (0.1, 0.9, 0.2, 1.0) if i == best else (0.6, 0.6, 0.9, 0.35)
+        m.points = [Point(x=float(x), y=float(y), z=0.2) for x, y in path]
+        markers.markers.append(m)
+    return markers
+
+
+def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str):
+    from sensor_msgs.msg import Image
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', step=rgb.shape[1] * 3, data=rgb.tobytes())
+    msg.header.stamp = time_from_ns(stamp_ns)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def diagnostics_msg(name: str, hardware_id: str, warn: bool, message: str, values: dict, stamp_ns: int):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message,
+                              level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = time_from_ns(stamp_ns)
+    return array
+
+
+def adapter_status_msg(target: str, version: int, state: int, reason: str, stamp_ns: int, adapter=None,
+                       trainable_fraction: float = 0.0):
+    """adawm_msgs/AdapterStatus of an adapter (a core.lora.Adapter, when there is one to describe)."""
+    from adawm_msgs.msg import AdapterStatus
+    msg = AdapterStatus(version=version, state=state, reason=reason, trainable_fraction=float(trainable_fraction),
+                        target=AdapterStatus.TARGET_MODEL if target == 'model' else AdapterStatus.TARGET_POLICY)
+    msg.header.stamp = time_from_ns(stamp_ns)
+    if adapter is not None:
+        msg.rank, msg.trainable_parameters, msg.sha256 = adapter.meta.rank, adapter.parameter_count, adapter.sha256
+    return msg
+
+
 def route_msg(route: np.ndarray, stamp: float) -> PathMsg:
     msg = PathMsg()
     msg.header.frame_id, msg.header.stamp = 'map', time_msg(stamp)
@@ -87,13 +141,16 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def read_key(path: str) -> bytes | None:
-    """The adapter signing key from a file (kept out of parameters, which anyone on the graph can read)."""
-    if not path:
-        return None
-    key = Path(path).read_bytes().strip()
-    if len(key) < 16:
-        raise SystemExit(f'adapter key in {path} is shorter than 16 bytes')
+def signing_key(node, key_file: str) -> bytes:
+    """The adapter signing key from a file (kept out of parameters, which anyone on the graph can read): the
+    given one, or the per-user key, created on first use. A node that cannot have it does not start."""
+    from adawm_planner.core import lora
+    path = Path(key_file) if key_file else lora.default_key_file()
+    try:
+        key, created = lora.load_or_create_key(path)
+    except (OSError, lora.AdapterError) as exc:
+        raise SystemExit(f'{node.get_name()}: cannot read or create the adapter key {path}: {exc}') from None
+    node.get_logger().info(f'adapters are signed with the key in {path}' + (' (created now)' if created else ''))
     return key
 
 
@@ -121,6 +178,16 @@ class InputState:
         self.bad_input = ''
         self.done_stamp = None       # the last frame handed out by `frame`
         self.time_jumped_back = False
+        self.source = None           # (topic, publisher gid) of the message being stored, where rclpy tells
+        self.fault = None            # (reason, source) of the last untrustworthy input, until `take_fault`
+
+    def _refuse(self, reason: str) -> None:
+        self.bad_input, self.fault = reason, (reason, self.source)
+
+    def take_fault(self):
+        """(reason, (topic, publisher gid) or None) of an input refused since the last call, or None."""
+        fault, self.fault = self.fault, None
+        return fault
 
     # ---- callbacks -------------------------------------------------------------------------------------
     def on_map(self, msg) -> None:
@@ -132,7 +199,7 @@ class InputState:
     def on_route(self, msg) -> None:
         points = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=np.float64)
         if len(points) < 2 or not np.isfinite(points).all() or np.abs(points).max() > MAX_ABS_COORDINATE:
-            self.bad_input = f'route has {len(points)} points or non-finite / absurd coordinates'
+            self._refuse(f'route has {len(points)} points or non-finite / absurd coordinates')
             return
         self.route = points
 
@@ -143,10 +210,11 @@ class InputState:
         stamp = stamp_seconds(msg.header.stamp)
         if not all(math.isfinite(x) for x in (p.x, p.y, yaw, speed, stamp)) \
                 or max(abs(p.x), abs(p.y)) > MAX_ABS_COORDINATE or speed > MAX_SPEED:
-            self.bad_input = f'odometry not finite or absurd (x={p.x}, y={p.y}, speed={speed})'
+            self._refuse(f'odometry not finite or absurd (x={p.x}, y={p.y}, speed={speed})')
             return
         if self.ego_stamp is not None and stamp < self.ego_stamp - 1e-6:
             self.time_jumped_back = True   # simulator reset: the latent state must start over
+            self.fault = ('simulation time jumped back', self.source)
             self.done_stamp = None
         self.ego, self.ego_stamp, self.bad_input = {'x': p.x, 'y': p.y, 'yaw': yaw, 'speed': speed}, stamp, ''
 
@@ -211,10 +279,29 @@ class InputState:
         return None
 
     def scene(self) -> Scene:
+        """The latest frame as a Scene; its collision flag reports collision events since the last call."""
         e = self.ego
+        collision, self.collided = self.collided, False
         return Scene(lanes=self.lanes, route=self.route,
                      ego=Ego(e['x'], e['y'], e['yaw'], e['speed'], self.acceleration),
-                     agents=Agents.from_rows(self.agents), collision=self.collided)
+                     agents=Agents.from_rows(self.agents), collision=collision)
+
+
+def publisher_name(node, source) -> str:
+    """'/namespace/node' of the publisher a (topic, gid) source names, from the graph; '' when unknown."""
+    if source is None:
+        return ''
+    topic, gid = source
+    for info in node.get_publishers_info_by_topic(topic):
+        if bytes(info.endpoint_gid) == gid:
+            return f'{info.node_namespace.rstrip("/")}/{info.node_name}'
+    return ''
+
+
+def crowded_inputs(node, role: str) -> dict[str, int]:
+    """Input topics with more than one publisher (topic -> count): a sign of a second source on the graph."""
+    topics = ['/carla/map'] + [f'/carla/{role}/{t}' for t in ('waypoints', 'odometry', 'objects', 'vehicle_status')]
+    return {t: n for t in topics if (n := node.count_publishers(t)) > 1}
 
 
 def subscribe_inputs(node, inputs: 'InputState', role: str, on_frame_input) -> None:
@@ -225,74 +312,25 @@ def subscribe_inputs(node, inputs: 'InputState', role: str, on_frame_input) -> N
 
     from adawm_planner.nodes import qos
     ns = f'/carla/{role}'
+
+    def sourced(topic, handle):
+        """The callback for `topic`: tells `inputs` which publisher sent the message (rclpy ≥ Iron hands
+        callbacks of two parameters the message info; on Humble the source stays unknown)."""
+        if not WITH_MESSAGE_INFO:
+            return handle
+
+        def callback(msg, info):
+            inputs.source = (topic, bytes(info['publisher_gid']['data'])) if info.get('publisher_gid') else None
+            handle(msg)
+        return callback
+
     # map and route first: when a new episode's route and first frame are ready together, the executor
     # (which serves subscriptions in creation order) takes the route first, live and on replay alike
-    node.create_subscription(PathMsg, f'{ns}/waypoints', inputs.on_route, qos.LATCHED_IN)
+    node.create_subscription(PathMsg, f'{ns}/waypoints', sourced(f'{ns}/waypoints', inputs.on_route), qos.LATCHED_IN)
     node.create_subscription(String, '/carla/map', inputs.on_map, qos.LATCHED_IN)
     for msg_type, topic, store in ((Odometry, 'odometry', inputs.on_odometry), (ObjectArray, 'objects', inputs.on_objects),
                                    (CarlaEgoVehicleStatus, 'vehicle_status', inputs.on_vehicle_status)):
-        node.create_subscription(msg_type, f'{ns}/{topic}', lambda m, store=store: on_frame_input(store, m),
+        node.create_subscription(msg_type, f'{ns}/{topic}',
+                                 sourced(f'{ns}/{topic}', lambda m, store=store: on_frame_input(store, m)),
                                  qos.SENSOR_IN)
     node.create_subscription(CarlaCollisionEvent, f'{ns}/collision', inputs.on_collision, qos.EVENTS_IN)
-
-
-class Observer:
-    """Scene -> the model's observation, exactly as the embedded env computes it: the BEV raster and the
-    ego vector, whose route terms come from a RouteTracker that follows the ego along the current route."""
-
-    def __init__(self, bev_size: int):
-        self.spec = BevSpec(size=bev_size)
-        self.tracker, self.route = None, None
-        self.progress = None
-
-    def observe(self, scene: Scene, control: dict) -> dict:
-        if self.tracker is None or self.route is not scene.route:   # a new route message: a new episode
-            self.tracker, self.route = metrics.RouteTracker(scene.route), scene.route
-        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
-        features = metrics.ego_features(scene, (control['throttle'], control['steer'], control['brake']),
-                                        self.progress)
-        return {'bev': rasterize(scene, self.spec), 'ego': features}
-
-    def reset(self) -> None:
-        self.tracker = None
-
-
-class ActionTable:
-    """The 15 discrete actions of the task a checkpoint was trained on, as CARLA controls and back."""
-
-    def __init__(self, task: str):
-        from adawm_planner.sim import tasks_config
-        from adawm_planner.sim.envs import resolve
-        config = tasks_config()
-        self.accelerations = list(config['accelerations'])
-        self.steers = list(config['steers'][resolve(config, task)['steers']])
-
-    def control(self, index: int) -> dict:
-        from adawm_planner.sim.envs import discrete_to_control
-        throttle, steer, brake = discrete_to_control(index, self.accelerations, self.steers)
-        return {'throttle': throttle, 'steer': steer, 'brake': brake}
-
-    def index(self, control: dict) -> int:
-        """The discrete action nearest to a control (what the planner commanded, read back)."""
-        from adawm_planner.sim.envs import PEDAL_ACCELERATION
-        acc = PEDAL_ACCELERATION * (control['throttle'] - control['brake'])
-        a = int(np.argmin([abs(acc - x) for x in self.accelerations]))
-        s = int(np.argmin([abs(control['steer'] - x) for x in self.steers]))
-        return a * len(self.steers) + s
-
-    def paths(self, ego, actions: np.ndarray, dt: float, wheelbase: float = 5.0) -> np.ndarray:
-        """(K, H+1, 2) map-frame paths of K candidate action sequences (K, H) from the ego's pose, by the
-        simulator's kinematic bicycle — what the imagined plans would drive, for display."""
-        from adawm_planner.sim.envs import MAX_STEER_ANGLE
-        k, h = actions.shape
-        x, y, yaw, v = (np.full(k, ego.x), np.full(k, ego.y), np.full(k, ego.yaw), np.full(k, ego.speed))
-        out = [np.stack([x, y], -1)]
-        accs, steers = np.array(self.accelerations), np.array(self.steers)
-        for t in range(h):
-            acc, steer = accs[actions[:, t] // len(steers)], steers[actions[:, t] % len(steers)]
-            beta = np.arctan(0.5 * np.tan(steer * MAX_STEER_ANGLE))
-            x, y = x + v * np.cos(yaw - beta) * dt, y + v * np.sin(yaw - beta) * dt   # + steer turns right
-            yaw = yaw - v * np.sin(beta) / (wheelbase / 2) * dt
-            v = np.maximum(v + acc * dt, 0.0)
-            out.append(np.stack([x, y], -1))
-        return np.stack(out, 1)

@@ -1,20 +1,23 @@
 """planner_node: carla-ros-bridge topics in, carla_msgs/CarlaEgoVehicleControl out, planned with the world model.
 
 The node works frame by frame: when odometry and objects of the same simulation time have arrived, it
-builds the Scene, turns it into the same observation the model was trained on, and — every `model_period`
-seconds of simulation time, the step period the model was trained with — filters the latent state and
-plans; on the frames between decisions it repeats the last command. A watchdog on the wall clock (`rate`
-Hz) commands a safe stop (throttle 0, brake 1) whenever the inputs cannot be trusted — missing, stale,
-not finite, time running backwards — says why on /diagnostics, and the node resumes by itself.
+builds the Scene, and core's StepPipeline turns it into the model's steps — one every step period of the
+checkpoint's contract, on a grid anchored at each episode's first frame — where the node filters the latent
+state and plans; on the frames between steps it repeats the last command. A watchdog on the wall clock
+(`rate` Hz) commands a safe stop (throttle 0, brake 1) whenever the inputs cannot be trusted — missing,
+stale, not finite, time running backwards — says why on /diagnostics, and the node resumes by itself.
 
-LoRA adapters arrive as parameters (adapter.<model|policy>.data: the safetensors bytes, with .sha256 and
-.version beside them, or .path naming a file inside `adapter_dir`). The on_set_parameters callback checks
-them completely, builds the adapted module off to the side, and the next frame swaps it in before
-planning, never mid-plan. A rejected adapter comes back with its reason and leaves the running one.
+Parameters follow ros2/demos: declared with descriptors, every value (start values too) checked in the
+on_set callback — a whole set_parameters_atomically call is refused when any part of it is — and applied
+after it has landed (post-set callback; on Humble, at the end of the successful on_set). LoRA adapters
+arrive as parameters (adapter.<model|policy>.data: the safetensors bytes, with .sha256 and .version beside
+them, or .path naming a file inside `adapter_dir`): checked completely and built off to the side in on_set,
+swapped in by the next frame before planning, never mid-plan.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gc
 import threading
 import time
@@ -24,75 +27,92 @@ import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus
 from carla_msgs.msg import CarlaEgoVehicleControl
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
-from adawm_planner.nodes import convert, qos, spin
+from adawm_planner.core.config import PlannerConfig
+from adawm_planner.core.knobs import knob, knobs
+from adawm_planner.core.pipeline import StepPipeline
+from adawm_planner.nodes import convert, params, qos, spin
 
 SAFE_STOP = dict(throttle=0.0, steer=0.0, brake=1.0)
-NEUTRAL = dict(throttle=0.0, steer=0.0, brake=0.0)
+ADAPTER_PARAMETERS = {   # per target: adapter.<target>.<name>, set together in one atomic call
+    'data': ([], ParameterDescriptor(type=ParameterType.PARAMETER_BYTE_ARRAY,   # rclpy: a list of 1-byte bytes
+                                     description='the adapter\'s safetensors bytes')),
+    'sha256': ('', ParameterDescriptor(description='sha256 of data (hex)')),
+    'version': (0, ParameterDescriptor(description='the adapter\'s version (its metadata must agree)')),
+    'signature': ('', ParameterDescriptor(description='HMAC-SHA256 of data, when the planner has a key')),
+    'path': ('', ParameterDescriptor(description='an adapter file inside adapter_dir, instead of data'))}
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    rate: float = knob(20.0, 'watchdog checks per second (wall clock); start-only', positive=True)
+    input_timeout: float = knob(0.5, 's (wall) without a new frame before the inputs count as stale', positive=True)
+    image_every: int = knob(4, 'publish the decoded BEV every N decisions; 0 = never', low=0)
+    fault_hold: float = knob(0.5, 's of simulation time the inputs must stay clean after a fault (not finite, '
+                             'stale, time running back) before planning resumes', low=0.0)
 
 
 class PlannerNode(Node):
     def __init__(self):
         super().__init__('planner_node')
         torch.set_num_threads(1)   # one core for the planner; the adaptation node gets the other
-        p = self.declare_parameter
-        self.checkpoint_dir = p('checkpoint', '', ParameterDescriptor(
-            description='pretrained checkpoint directory; empty = the shipped one', read_only=True)).value \
+        self.slots, self.knob_fields, self.staged, self.ready = {}, {}, None, False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if params.has_post_set(self):
+            self.add_post_set_parameters_callback(lambda _: self._apply_staged())
+        ro = lambda text: ParameterDescriptor(description=text, read_only=True)
+        d = self.declare_parameter
+        self.checkpoint_dir = d('checkpoint', '', ro('pretrained checkpoint directory; empty = the shipped one')).value \
             or convert.default_checkpoint()
-        self.role = p('role_name', 'ego_vehicle', ParameterDescriptor(read_only=True)).value
-        self.mode = p('mode', 'plan', ParameterDescriptor(description="'plan' (imagination) or 'actor'")).value
-        self.rate = p('rate', 20.0, ParameterDescriptor(description='watchdog checks per second (wall clock)',
-                                                        read_only=True)).value
-        self.model_period = p('model_period', 0.1,
-                              ParameterDescriptor(description='s of sim time between decisions')).value
-        self.input_timeout = p('input_timeout', 0.5, ParameterDescriptor(
-            description='s (wall) without a new frame before the inputs count as stale')).value
-        self.candidates = p('candidates', 0, ParameterDescriptor(description='K; 0 = the preset\'s')).value
-        self.horizon = p('horizon', 0, ParameterDescriptor(description='H; 0 = the preset\'s')).value
-        self.adapter_dir = p('adapter_dir', '', ParameterDescriptor(description='where .path adapters may live')).value
-        key_file = p('adapter_key_file', '', ParameterDescriptor(
-            description='file holding an HMAC-SHA256 key; when set, adapters must carry a valid '
-                        'adapter.<target>.signature', read_only=True)).value
-        self.image_every = p('image_every', 4, ParameterDescriptor(
-            description='publish the decoded BEV every N decisions; 0 = never')).value
-        for target in lora.TARGETS:
-            p(f'adapter.{target}.data', [],   # rclpy spells a byte array as a list of 1-byte bytes
-              ParameterDescriptor(type=ParameterType.PARAMETER_BYTE_ARRAY, description='safetensors bytes'))
-            p(f'adapter.{target}.sha256', '')
-            p(f'adapter.{target}.version', 0)
-            p(f'adapter.{target}.signature', '')
-            p(f'adapter.{target}.path', '')
-
+        self.role = d('role_name', 'ego_vehicle', ro('ego role name (topics under /carla/ROLE)')).value
+        self.adapter_dir = d('adapter_dir', '', ro('where adapter.<target>.path files may live; empty = none')).value
+        key_file = d('adapter_key_file', '', ro('file with the HMAC-SHA256 key adapters must be signed with; empty = '
+                                                'the per-user key ($ADAWM_KEY_FILE or ~/.adawm/adapter.key), '
+                                                'created on first use')).value
+        if d('allow_unsigned_adapters', False, ro('accept adapters without a valid signature: then anyone on the '
+                                                  'DDS domain can change the planner\'s weights')).value:
+            key = None
+            self.get_logger().warning('allow_unsigned_adapters is set: any node on this DDS domain can replace '
+                                      'the planner\'s adapters')
+        else:
+            key = convert.signing_key(self, key_file)
         try:
             self.agent, self.meta = load_checkpoint(self.checkpoint_dir)
         except CheckpointError as exc:
             raise SystemExit(f'planner_node: cannot load checkpoint: {exc}') from None
         self.agent.eval()
-        preset = self.agent.preset
-        self.agent.preset = preset.replace(plan_candidates=self.candidates or preset.plan_candidates,
-                                           plan_horizon=self.horizon or preset.plan_horizon)
-        key = convert.read_key(key_file)
-        self.slots = {'model': lora.AdapterSlot(self.agent.world_model, 'model', key),
-                      'policy': lora.AdapterSlot(self.agent.actor_critic, 'policy', key)}
+        self.contract = self.meta['contract']
+        self.slots = {target: lora.AdapterSlot(self.agent.module(target), target, key) for target in lora.TARGETS}
+        self.knob_fields = {f.name: f for cls in (PlannerConfig, NodeConfig) for f in knobs(cls)}
+        try:
+            params.declare_knobs(self, PlannerConfig, read_only=False)
+            for field in knobs(NodeConfig):
+                d(field.name, field.default, params.descriptor(field, read_only=field.name == 'rate'))
+            for target in lora.TARGETS:
+                for name, (default, descriptor) in ADAPTER_PARAMETERS.items():
+                    d(f'adapter.{target}.{name}', default, descriptor)
+        except params.START_ERRORS as exc:
+            raise params.start_error('planner_node', exc) from None
+        self.config = params.knob_values(self, PlannerConfig)
+        self.settings = params.knob_values(self, NodeConfig)
         self.pending: dict[str, tuple] = {}
         self.pending_lock = threading.Lock()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.inputs = convert.InputState()
-        self.observer = convert.Observer(self.agent.world_model.bev_shape[0])
-        self.actions = convert.ActionTable(self.meta['task'])
-        self.driver_state, self.last_decision_bin, self.command = None, None, dict(SAFE_STOP)
-        self.route_in_use = None
+        self.pipeline = StepPipeline(self.contract)
+        self.actions = self.contract.action_table()
+        self.driver_state, self.command = None, dict(SAFE_STOP)
         self.safe_stop_reason = 'waiting for inputs'
+        self.last_fault, self.clean_since = '', None   # hysteresis: stop until clean for fault_hold s
+        self.fault_report = ''                         # the last fault, kept for /diagnostics after recovery
         self.latencies = collections.deque(maxlen=2000)
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
@@ -105,76 +125,76 @@ class PlannerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
         steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
-        self.create_timer(1.0 / self.rate, self._watchdog, clock=steady)
+        self.create_timer(1.0 / self.settings.rate, self._watchdog, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         # One decision on a blank observation before the first frame: torch's first calls are slow.
         spec = self.meta['spec']
         blank = {'bev': np.zeros(spec['bev_shape'], np.uint8), 'ego': np.zeros(spec['ego_dim'], np.float32)}
-        self.agent.act(blank, None, self.mode)
+        self._act(blank, None)
         # The model and message types stay for the node's life: keep them out of the cyclic GC's scans,
         # whose full passes otherwise land as latency spikes on planning ticks.
         gc.collect()
         gc.freeze()
-        self.get_logger().info(f'planning with {self.checkpoint_dir} (preset {preset.name}, mode {self.mode}, '
-                               f'K={self.agent.preset.plan_candidates}, H={self.agent.preset.plan_horizon})')
+        self.ready = True
+        k, h = self._lookahead()
+        self.get_logger().info(f'planning with {self.checkpoint_dir} (preset {self.agent.preset.name}, mode '
+                               f'{self.config.mode}, K={k}, H={h}, step {self.contract.step_period} s)')
 
-    # ---- adapters over the parameter service ----------------------------------------------------------
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        given = {p.name: p.value for p in params}
-        for name, value in given.items():
-            if name in ('mode',) and value not in ('plan', 'actor'):
-                return SetParametersResult(successful=False, reason=f"mode must be 'plan' or 'actor', got {value!r}")
-            if name in ('model_period', 'input_timeout') and not (isinstance(value, float) and value > 0):
-                return SetParametersResult(successful=False, reason=f'{name} must be a positive float')
+    # ---- parameters: check all in on_set, apply after ------------------------------------------------
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        reason = params.invalid(self.knob_fields, parameters)
+        if reason or not self.ready:   # while declaring: start values are checked, and read once declared
+            return SetParametersResult(successful=not reason, reason=reason or '')
+        given = {p.name: p.value for p in parameters}
+        prepared = {}
         for target, slot in self.slots.items():
             prefix = f'adapter.{target}.'
             if not any(n.startswith(prefix) for n in given):
                 continue
-            value = lambda field: given.get(prefix + field, self.get_parameter(prefix + field).value)
-            if not (given.get(prefix + 'data') or given.get(prefix + 'path')):
-                return SetParametersResult(successful=False, reason=(
-                    f'set {prefix}data (or {prefix}path) together with {prefix}sha256 and {prefix}version '
-                    'in one set_parameters_atomically call'))
+            # the bytes (or path) must come in this very call; the rest may stand from an earlier one
+            fields = {name: given.get(prefix + name) if name in ('data', 'path')
+                      else given.get(prefix + name, self.get_parameter(prefix + name).value) for name in ADAPTER_PARAMETERS}
             try:
-                if given.get(prefix + 'path'):
-                    blob = slot.read_file(given[prefix + 'path'], self.adapter_dir or '/nonexistent-adapter-dir')
-                else:
-                    blob = b''.join(value('data'))
-                module, adapter = slot.prepare(blob, value('sha256'), int(value('version')),
-                                               value('signature') or None)
+                prepared[target] = slot.prepare_fields(fields, self.adapter_dir)
             except lora.AdapterError as exc:
                 reason = f'{target} adapter rejected: {exc}'
                 self.get_logger().warning(reason)
-                self._status(target, int(value('version') or 0), AdapterStatus.STATE_REJECTED, reason)
+                version = given.get(prefix + 'version', 0)
+                self._status(target, version if isinstance(version, int) else 0, AdapterStatus.STATE_REJECTED, reason)
                 return SetParametersResult(successful=False, reason=reason)
-            with self.pending_lock:
-                self.pending[target] = (module, adapter)
-        for name in ('mode', 'model_period', 'input_timeout'):
-            if name in given:
-                setattr(self, name, given[name])
+        # everything in the call passed: nothing is applied before this point, so a refused call leaves no trace
+        self.staged = ({n: v for n, v in given.items() if n in self.knob_fields}, prepared)
+        if not params.has_post_set(self):
+            self._apply_staged()
         return SetParametersResult(successful=True)
+
+    def _apply_staged(self) -> None:
+        if self.staged is None:
+            return
+        values, prepared = self.staged
+        self.staged = None
+        if values:
+            ours = lambda cls: {k: v for k, v in values.items() if k in {f.name for f in knobs(cls)}}
+            self.config = dataclasses.replace(self.config, **ours(PlannerConfig))
+            self.settings = dataclasses.replace(self.settings, **ours(NodeConfig))
+        if prepared:
+            with self.pending_lock:
+                self.pending.update(prepared)
 
     def _swap_pending(self) -> None:
         with self.pending_lock:
             pending, self.pending = self.pending, {}
         for target, (module, adapter) in pending.items():
             started = time.perf_counter()
-            if target == 'model':
-                self.agent.world_model = module
-            else:
-                self.agent.actor_critic = module
+            self.agent.set_module(target, module)
             self.slots[target].applied(adapter)
             self._status(target, adapter.meta.version, AdapterStatus.STATE_APPLIED, '', adapter)
             self.get_logger().info(f'{target} adapter v{adapter.meta.version} applied '
                                    f'({1000 * (time.perf_counter() - started):.2f} ms swap)')
 
     def _status(self, target, version, state, reason, adapter=None):
-        msg = AdapterStatus(version=version, target=AdapterStatus.TARGET_MODEL if target == 'model'
-                            else AdapterStatus.TARGET_POLICY, state=state, reason=reason)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        if adapter is not None:
-            msg.rank, msg.trainable_parameters, msg.sha256 = adapter.meta.rank, adapter.parameter_count, adapter.sha256
-        self.status_pub.publish(msg)
+        self.status_pub.publish(convert.adapter_status_msg(target, version, state, reason,
+                                                           self.get_clock().now().nanoseconds, adapter))
 
     # ---- frames ---------------------------------------------------------------------------------------
     def _on_input(self, store, msg) -> None:
@@ -185,23 +205,42 @@ class PlannerNode(Node):
             return
         try:
             self._swap_pending()
-            reason = self.inputs.problem(started, self.input_timeout)
+            reason = self._fault_or_hold(stamp, started)
             if reason is not None:
                 self._safe_stop(reason, stamp)
             else:
                 if self.safe_stop_reason:
                     self.get_logger().info(f'inputs sane again; planning resumes ({self.safe_stop_reason})')
                 self.safe_stop_reason = ''
-                # decisions on a fixed grid of simulation time (the first frame of each model period), so a
-                # replayed drive is decided on the same frames as the live one
-                decision_bin = int(stamp / self.model_period + 1e-6)
-                if decision_bin != self.last_decision_bin:
-                    self._decide(stamp, decision_bin)
+                control = (self.command['throttle'], self.command['steer'], self.command['brake'])
+                step = self.pipeline.step(stamp, self.inputs.scene(), control)
+                if step is not None:
+                    self._decide(step)
                 self._publish_control(self.command, stamp)
         except Exception as exc:   # a fault never kills the node: stop safely and say why
             self.get_logger().error(f'planning failed: {exc!r}')
             self._safe_stop(f'planning failed: {exc!r}', stamp)
         self._count_frame(stamp, time.monotonic() - started)
+
+    def _fault_or_hold(self, stamp: float, wall_now: float) -> str | None:
+        """Why this frame must not be planned on: a fault now, or a fault less than `fault_hold` s of
+        simulation time of clean frames ago (an input stream interleaving good and bad messages never drives)."""
+        fault = self.inputs.take_fault()
+        reason = self.inputs.problem(wall_now, self.settings.input_timeout)
+        if fault is not None and reason is None:
+            name = convert.publisher_name(self, fault[1])
+            reason = fault[0] + (f' (from {name})' if name else '')
+            self.fault_report = reason
+        if reason is not None:
+            self.last_fault, self.clean_since = reason, None
+            return reason
+        if self.last_fault:
+            self.clean_since = stamp if self.clean_since is None else self.clean_since
+            if stamp - self.clean_since < self.settings.fault_hold - 1e-6:
+                return (f'holding: inputs clean for {stamp - self.clean_since:.2f} of {self.settings.fault_hold} s '
+                        f'after: {self.last_fault}')
+            self.last_fault = ''
+        return None
 
     def _count_frame(self, stamp: float, latency: float) -> None:
         if self.last_frame_stamp is not None and stamp > self.last_frame_stamp:
@@ -213,34 +252,37 @@ class PlannerNode(Node):
         self.frames += 1
 
     def _watchdog(self) -> None:
-        reason = self.inputs.problem(time.monotonic(), self.input_timeout)
+        reason = self.inputs.problem(time.monotonic(), self.settings.input_timeout)
         if reason is not None:
+            self.last_fault, self.clean_since = reason, None
             self._safe_stop(reason)
 
-    def _decide(self, stamp: float, decision_bin: int) -> None:
-        scene = self.inputs.scene()
-        if scene.route is not self.route_in_use:   # a new route is a new episode: the latent starts over
-            self.route_in_use, self.driver_state = scene.route, None
-        if self.driver_state is None:
+    def _lookahead(self) -> tuple[int, int]:
+        p = self.agent.preset
+        return self.config.candidates or p.plan_candidates, self.config.horizon or p.plan_horizon
+
+    def _act(self, obs, state):
+        return self.agent.act(obs, state, self.config.mode, *self._lookahead())
+
+    def _decide(self, step) -> None:
+        if step.is_first:
             # the sampling noise of an episode depends on nothing but its start time: reproducible on replay
-            self.agent.generator.manual_seed(decision_bin)
-            self.command = dict(NEUTRAL)   # an episode's first observation carries no control, as in training
-        obs = self.observer.observe(scene, self.command)
-        action, self.driver_state, info = self.agent.act(obs, self.driver_state, self.mode)
+            self.driver_state = None
+            self.agent.generator.manual_seed(round(step.stamp / self.contract.step_period))
+        action, self.driver_state, info = self._act(step.obs, self.driver_state)
         self.command = self.actions.control(action)
-        self.last_decision_bin = decision_bin
         self.decisions += 1
         if info:
-            self._publish_plan(scene, info)
-        if self.image_every and self.decisions % self.image_every == 0:
+            self._publish_plan(step.scene, info)
+        if self.settings.image_every and self.decisions % self.settings.image_every == 0:
             self._publish_decoded_bev()
 
     def _safe_stop(self, reason: str, frame_stamp: float | None = None) -> None:
         if reason != self.safe_stop_reason:
             self.get_logger().warning(f'safe stop: {reason}')
         self.safe_stop_reason = reason
-        self.driver_state, self.last_decision_bin, self.command = None, None, dict(SAFE_STOP)
-        self.observer.reset()
+        self.driver_state, self.command = None, dict(SAFE_STOP)
+        self.pipeline.restart()
         self._publish_control(self.command, frame_stamp)
 
     def _publish_control(self, command: dict, frame_stamp: float | None = None) -> None:
@@ -252,20 +294,9 @@ class PlannerNode(Node):
         self.control_pub.publish(msg)
 
     def _publish_plan(self, scene, info) -> None:
-        if self.marker_pub.get_subscription_count() == 0:
-            return
-        paths = self.actions.paths(scene.ego, info['actions'].argmax(-1).numpy(), self.model_period)
-        markers = MarkerArray()
-        stamp = self.get_clock().now().to_msg()
-        for i, path in enumerate(paths):
-            m = Marker(ns='adawm_candidates', id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
-            m.header.frame_id, m.header.stamp = 'map', stamp
-            best = i == info['best']
-            m.scale.x = 0.3 if best else 0.08
-            m.color.r, m.color.g, m.color.b, m.color.a = (0.1, 0.9, 0.2, 1.0) if best else (0.6, 0.6, 0.9, 0.35)
-            m.points = [Point(x=float(x), y=float(y), z=0.2) for x, y in path]
-            markers.markers.append(m)
-        self.marker_pub.publish(markers)
+        if self.marker_pub.get_subscription_count():
+            paths = self.actions.paths(scene.ego, info['actions'].argmax(-1).numpy(), self.contract.step_period)
+            self.marker_pub.publish(convert.plan_markers_msg(paths, info['best'], self.get_clock().now().nanoseconds))
 
     def _publish_decoded_bev(self) -> None:
         if self.image_pub.get_subscription_count() == 0 or self.driver_state is None:
@@ -273,28 +304,25 @@ class PlannerNode(Node):
         with torch.inference_mode():
             feat = self.agent.world_model.feat(self.driver_state['latent'])
             bev = (self.agent.world_model.bev_decoder(feat)[0].clamp(0, 1) * 255).to(torch.uint8).numpy()
-        rgb = to_rgb(bev)
-        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', step=rgb.shape[1] * 3,
-                    data=rgb.tobytes())
-        msg.header.stamp, msg.header.frame_id = self.get_clock().now().to_msg(), f'{self.role}'
-        self.image_pub.publish(msg)
+        self.image_pub.publish(convert.image_msg(to_rgb(bev), self.get_clock().now().nanoseconds, self.role))
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
-        now = self.get_clock().now()
-        status = DiagnosticStatus(name='adawm/planner', hardware_id=self.role)
-        status.level = DiagnosticStatus.WARN if self.safe_stop_reason else DiagnosticStatus.OK
-        status.message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
+        k, h = self._lookahead()
         values = {'tick_latency_p50_ms': f'{np.percentile(lat, 50):.2f}',
                   'tick_latency_p99_ms': f'{np.percentile(lat, 99):.2f}', 'frames': str(self.frames),
                   'decisions': str(self.decisions), 'missed_frames': str(self.missed),
                   'input_age_s': f'{self.inputs.age(time.monotonic()):.3f}',
                   'model_adapter_version': str(self.slots['model'].version),
-                  'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.mode}
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = now.to_msg()
-        self.diag_pub.publish(array)
+                  'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
+                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report}
+        message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
+        crowded = convert.crowded_inputs(self, self.role)
+        if crowded:   # a second source on an input topic: a misconfigured graph, or someone injecting
+            values['inputs_with_several_publishers'] = ', '.join(f'{t} ({n})' for t, n in crowded.items())
+            message += '; several publishers on ' + ', '.join(crowded)
+        self.diag_pub.publish(convert.diagnostics_msg('adawm/planner', self.role, bool(self.safe_stop_reason or crowded),
+                                                      message, values, self.get_clock().now().nanoseconds))
 
 
 def main(args=None) -> None:

@@ -12,6 +12,7 @@ speed; otherwise ticks come at real-time pace (scaled by `speed`). Each episode'
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -21,39 +22,48 @@ from carla_msgs.msg import (CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEg
                             CarlaStatus, CarlaWorldInfo)
 from derived_object_msgs.msg import ObjectArray
 from nav_msgs.msg import Odometry, Path
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32, String
 
+from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.opendrive import to_opendrive
-from adawm_planner.nodes import convert, qos, spin
+from adawm_planner.nodes import convert, params, qos, spin
 
 OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
             'off_route': EpisodeOutcome.OUTCOME_OFF_ROUTE, 'timeout': EpisodeOutcome.OUTCOME_TIMEOUT}
 
 
+@dataclasses.dataclass
+class BridgeConfig:
+    fixed_delta_seconds: float = knob(0.05, 's of simulation per tick (carla-ros-bridge: 0.05)', positive=True,
+                                      high=1.0)
+    seed: int = knob(0, 'seed of the first episode; +1 per episode', low=0)
+    wait_for_command: bool = knob(False, 'step only when the command answering the frame on the wire arrives')
+    command_timeout: float = knob(1.0, 's (wall) to wait for a command in wait_for_command mode before stepping '
+                                  'anyway', positive=True)
+    speed: float = knob(1.0, 'simulated seconds per wall second (without wait_for_command)', positive=True)
+    max_episodes: int = knob(0, 'stop after N episodes; 0 = never', low=0)
+
+
 class SimBridgeNode(Node):
     def __init__(self):
         super().__init__('sim_bridge_node')
-        p = self.declare_parameter
-        self.task = p('task', '', ParameterDescriptor(description='task name from config/tasks.yaml',
-                                                      read_only=True)).value
-        self.role = p('role_name', 'ego_vehicle', ParameterDescriptor(read_only=True)).value
-        self.dt = p('fixed_delta_seconds', 0.05, ParameterDescriptor(read_only=True)).value
-        self.seed = p('seed', 0, ParameterDescriptor(description='seed of the first episode; +1 per episode',
-                                                     read_only=True)).value
-        self.wait_for_command = p('wait_for_command', False, ParameterDescriptor(read_only=True)).value
-        self.command_timeout = p('command_timeout', 1.0, ParameterDescriptor(
-            description='s (wall) to wait for a command in wait_for_command mode before stepping anyway')).value
-        self.speed = p('speed', 1.0, ParameterDescriptor(description='sim seconds per wall second', read_only=True)).value
-        self.max_episodes = p('max_episodes', 0, ParameterDescriptor(description='stop after N episodes; 0 = never',
-                                                                     read_only=True)).value
-        if not self.task:
-            from adawm_planner.sim import default_task
-            self.task = default_task()
+        from adawm_planner.sim import default_task, make_env
+        self.add_on_set_parameters_callback(self._check)
+        ro = lambda text: ParameterDescriptor(description=text, read_only=True)
+        try:
+            self.task = self.declare_parameter('task', '', ro('task name from config/tasks.yaml; empty = the '
+                                                              'default pretraining task')).value or default_task()
+            self.role = self.declare_parameter('role_name', 'ego_vehicle', ro('ego role name')).value
+            params.declare_knobs(self, BridgeConfig, read_only=True)
+            config = params.knob_values(self, BridgeConfig)
+        except params.START_ERRORS as exc:
+            raise params.start_error('sim_bridge_node', exc) from None
+        self.dt, self.seed, self.wait_for_command = config.fixed_delta_seconds, config.seed, config.wait_for_command
+        self.command_timeout, self.speed, self.max_episodes = config.command_timeout, config.speed, config.max_episodes
 
-        from adawm_planner.sim import make_env
         self.env = make_env(self.task, seed=self.seed, dt=self.dt)
         self.sim = self.env.unwrapped
 
@@ -83,6 +93,17 @@ class SimBridgeNode(Node):
             self.create_timer(self.dt / self.speed, self._tick)
         self.get_logger().info(f'embedded simulator: task {self.task}, dt {self.dt} s, '
                                f'{"waiting for each command" if self.wait_for_command else "real-time pace"}')
+
+    @staticmethod
+    def _check(parameters) -> SetParametersResult:
+        from adawm_planner.sim import task_names
+        reason = params.invalid({f.name: f for f in knobs(BridgeConfig)}, parameters)
+        for p in parameters:
+            if p.name == 'task' and p.value and p.value not in task_names():
+                reason = f'task must be one of {", ".join(task_names())}; got {p.value!r}'
+            if p.name == 'fixed_delta_seconds' and not reason and abs(round(1 / p.value) * p.value - 1) > 1e-9:
+                reason = f'fixed_delta_seconds must divide one second, got {p.value}'
+        return SetParametersResult(successful=reason is None, reason=reason or '')
 
     # ---- episodes ----------------------------------------------------------------------------------
     def _start_episode(self, first=False) -> None:

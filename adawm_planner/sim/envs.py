@@ -8,12 +8,12 @@ import gymnasium as gym
 import numpy as np
 
 from adawm_planner.core import metrics
+from adawm_planner.core.actions import MAX_STEER_ANGLE, PEDAL_ACCELERATION, discrete_to_control
 from adawm_planner.core.bev import BevSpec, rasterize, to_rgb
+from adawm_planner.core.contract import Contract
+from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.sim import scene_source
 from adawm_planner.sim.scenarios import SCENARIOS, driver_class
-
-PEDAL_ACCELERATION = 3.0       # m/s² at full throttle (and deceleration at full brake): CarDreamer's a/3 mapping inverted
-MAX_STEER_ANGLE = np.pi / 4    # rad of front-wheel angle at steer ±1 (highway-env's own steering range)
 
 
 def control_to_sim(throttle: float, steer: float, brake: float, vehicle: dict | None = None) -> tuple[float, float]:
@@ -32,15 +32,10 @@ def control_to_sim(throttle: float, steer: float, brake: float, vehicle: dict | 
             steering * vehicle['steer_gain'])
 
 
-def discrete_to_control(action: int, accelerations, steers) -> tuple[float, float, float]:
-    """CarDreamer's Discrete(15): acc = accs[a // 5], steer = steers[a % 5]; throttle/brake = ±acc/3."""
-    acc, steer = accelerations[int(action) // len(steers)], steers[int(action) % len(steers)]
-    return float(np.clip(acc / 3, 0, 1)), float(steer), float(np.clip(-acc / 3, 0, 1))
-
-
 class DrivingEnv(gym.Env):
     """One task. Observation {"bev": (S, S, 5) uint8, "ego": (9,) float32 — core.metrics.EGO_FEATURES};
-    action Discrete(15), or with continuous=True Box([-1, -1], [1, 1]) = (throttle − brake, steer)."""
+    action Discrete(15), or with continuous=True Box([-1, -1], [1, 1]) = (throttle − brake, steer).
+    Observations and rewards come from core's StepPipeline, as in the ROS nodes."""
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 10}
 
     def __init__(self, name: str, spec: dict, accelerations, steers, seed: int | None = None,
@@ -70,6 +65,12 @@ class DrivingEnv(gym.Env):
                              else gym.spaces.Discrete(len(self.accelerations) * len(self.steers)))
         self._seed = seed
         self.lanes = None
+        self.pipeline = StepPipeline(self.contract())
+
+    def contract(self) -> Contract:
+        """What a model trained on this env needs to drive it elsewhere (saved with its checkpoints)."""
+        return Contract(step_period=self.dt, accelerations=tuple(self.accelerations), steers=tuple(self.steers),
+                        v_des=float(self.spec['v_des']), bev=self.bev_spec)
 
     # ---- gymnasium -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options=None):
@@ -80,13 +81,13 @@ class DrivingEnv(gym.Env):
         if self.lanes is None:   # the road is rebuilt on every reset but never changes within a task
             self.lanes = scene_source.lanes_of(self.sim.road.network)
         self.route = self.sim.route_points() * scene_source.FLIP
-        self.tracker = metrics.RouteTracker(self.route)
         self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)
         # controls commanded but not yet applied: the actuation lag (vehicle.lag_steps) starts coasting
         self.pending = [(0.0, 0.0, 0.0)] * self.vehicle['lag_steps']
-        scene = self.scene()
-        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
-        return self._observe(scene), self._info(scene, {}, metrics.termination(scene, self.progress, 0, self.max_steps))
+        self.pipeline.restart()
+        step = self.pipeline.step(0.0, self.scene(), self.control)
+        self.progress = step.progress
+        return step.obs, self._info(step.scene, {}, metrics.termination(step.scene, self.progress, 0, self.max_steps))
 
     def step(self, action):
         if self.continuous:
@@ -104,13 +105,16 @@ class DrivingEnv(gym.Env):
         self.sim.step_traffic()
         self.acceleration = (self.sim.vehicle.speed - speed_before) / self.dt
         self.steps += 1
-        scene = self.scene()
-        self.progress = self.tracker.update(scene.ego.x, scene.ego.y)
-        terms = metrics.reward_terms(scene, self.progress, self.spec['v_des'])
-        outcome = metrics.termination(scene, self.progress, self.steps, self.max_steps)
+        step = self.pipeline.step(self.steps * self.dt, self.scene(), self.control)
+        self.progress = step.progress
+        outcome = metrics.termination(step.scene, self.progress, self.steps, self.max_steps)
         terminated = outcome['collision'] or outcome['success'] or outcome['off_route']
-        return self._observe(scene), float(sum(terms.values())), terminated, outcome['timeout'], \
-            self._info(scene, terms, outcome)
+        return step.obs, step.reward, terminated, outcome['timeout'], self._info(step.scene, step.reward_terms, outcome)
+
+    @property
+    def tracker(self) -> metrics.RouteTracker:
+        """The route tracker of the running episode (the scripted driver steers along it)."""
+        return self.pipeline.tracker
 
     def scene(self):
         return scene_source.scene_of(self.sim.road, self.sim.vehicle, self.lanes, self.route, self.acceleration)
@@ -127,10 +131,6 @@ class DrivingEnv(gym.Env):
         self.sim.close()
 
     # ---- helpers ---------------------------------------------------------------------------------------
-    def _observe(self, scene):
-        return {'bev': rasterize(scene, self.bev_spec),
-                'ego': metrics.ego_features(scene, self.control, self.progress)}
-
     def _info(self, scene, terms, outcome):
         return {**outcome, 'ttc': metrics.ttc(scene), 'route_completion': self.progress.completion,
                 'steps': self.steps, **terms}

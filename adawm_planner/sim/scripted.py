@@ -10,7 +10,7 @@ import numpy as np
 
 from adawm_planner.core.metrics import RouteTracker
 from adawm_planner.core.scene import Scene
-from adawm_planner.sim.envs import MAX_STEER_ANGLE, PEDAL_ACCELERATION
+from adawm_planner.core.actions import MAX_STEER_ANGLE, PEDAL_ACCELERATION
 
 WHEELBASE_HALF = 2.5          # m: highway-env's bicycle turns about half the car length
 PATH_AHEAD = 30.0             # m of route searched for a leading car

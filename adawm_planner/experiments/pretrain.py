@@ -1,6 +1,6 @@
 """Pretraining and evaluation loops (DreamerV3 recipe): act in the embedded env, store steps in replay,
-and every `batch * seq_len / train_ratio` env steps train the world model on a replayed batch and the
-actor-critic on imagined rollouts from its posteriors. Evaluate periodically; save a checkpoint each time.
+and every `batch * seq_len / train_ratio` env steps take one Learner update. Evaluate periodically; save a
+checkpoint (with the env's contract) each time.
 """
 import csv
 import time
@@ -12,39 +12,13 @@ from tqdm import tqdm
 
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.checkpoint import save_checkpoint
+from adawm_planner.core.learner import Learner
+from adawm_planner.core.presets import load_preset
 from adawm_planner.core.replay import Replay
+from adawm_planner.sim import default_task
+from adawm_planner.sim import make_env as make_task_env
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds EVAL_SEED + i, never seen in training
-
-
-class Learner:
-    """Optimisers and one update of world model + actor-critic."""
-
-    def __init__(self, agent):
-        p = agent.preset
-        self.agent = agent
-        ac = agent.actor_critic
-        self.model_opt = torch.optim.Adam(agent.world_model.parameters(), p.model_lr, eps=1e-8)
-        self.actor_opt = torch.optim.Adam(ac.actor.parameters(), p.actor_lr, eps=1e-5)
-        self.critic_opt = torch.optim.Adam(ac.critic.parameters(), p.critic_lr, eps=1e-5)
-
-    def update(self, batch):
-        wm, ac = self.agent.world_model, self.agent.actor_critic
-        model_loss, metrics, posts = wm.loss_and_posts(batch)
-        self._step(self.model_opt, model_loss, wm.parameters())
-        start = {k: v.detach().flatten(0, 1) for k, v in posts.items()}
-        start_cont = 1.0 - batch['is_terminal'].float().flatten()
-        actor_loss, critic_loss, ac_metrics = ac.loss(wm, start, start_cont, self.agent.generator)
-        self._step(self.actor_opt, actor_loss, ac.actor.parameters())
-        self._step(self.critic_opt, critic_loss, ac.critic.parameters())
-        ac.update_slow_critic()
-        return {**metrics, **ac_metrics}
-
-    def _step(self, opt, loss, params):
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params), self.agent.preset.grad_clip)
-        opt.step()
 
 
 class ScalarLog:
@@ -62,11 +36,9 @@ class ScalarLog:
         self.file.flush()
 
 
-def evaluate(agent, task, episodes, mode='plan', make_env=None, continuous=False):
+def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continuous=False):
     """Run `episodes` evaluation episodes; returns success/collision/off-route/timeout rates, TTC,
     route completion, return and length (means over episodes)."""
-    if make_env is None:
-        from adawm_planner.sim import make_env
     env = make_env(task, seed=EVAL_SEED, continuous=continuous)
     rows = []
     for episode in range(episodes):
@@ -87,13 +59,11 @@ def evaluate(agent, task, episodes, mode='plan', make_env=None, continuous=False
 
 
 def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episodes=10, eval_mode='actor',
-             time_limit_min=None, progress=True, continuous=False, make_env=None, checkpoint_dir=None):
+             time_limit_min=None, progress=True, continuous=False, make_env=make_task_env, checkpoint_dir=None):
     """Pretrain an Agent on `task` for `steps` env steps. Returns (agent, last eval metrics).
 
     Writes scalars.csv to out_dir and a checkpoint (with replay summary) to `checkpoint_dir`
     (default out_dir/checkpoint) after every evaluation and at the end."""
-    if make_env is None:
-        from adawm_planner.sim import make_env
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = Path(checkpoint_dir or out_dir / 'checkpoint')
@@ -110,7 +80,7 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
 
     def save(step, metrics):
         extra = {'train_wall_s': round(time.time() - started, 1), 'seed': seed, 'updates': updates}
-        save_checkpoint(checkpoint_dir, agent, task, step, metrics, replay, extra)
+        save_checkpoint(checkpoint_dir, agent, task, step, metrics, replay, extra, contract=env.unwrapped.contract())
 
     obs, info = env.reset(seed=seed)
     replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
@@ -159,3 +129,25 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
     env.close()
     log.file.close()
     return agent, eval_metrics
+
+
+def save_untrained(directory, preset_name: str, scripted_steps: int):
+    """An untrained agent of the preset for the default task, with the replay summary of `scripted_steps`
+    steps cycling through the actions: for tests and benchmarks of the plumbing (loading, latency,
+    adapters), where what the network has learned does not matter."""
+    torch.manual_seed(0)
+    task = default_task()
+    env = make_task_env(task, seed=0)
+    agent = Agent.for_env(load_preset(preset_name), env)
+    replay = Replay(2 * scripted_steps, env.observation_space['bev'].shape, agent.world_model.ego_dim,
+                    agent.action_dim)
+    obs, _ = env.reset(seed=0)
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    for step in range(scripted_steps):
+        action = step % agent.action_dim
+        obs, reward, terminated, truncated, _ = env.step(action)
+        replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
+    return save_checkpoint(directory, agent, task, 0, {}, replay, contract=env.unwrapped.contract())

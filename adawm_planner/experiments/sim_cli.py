@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from adawm_planner.experiments.cli_args import Refused, check_pair, check_task, refuse
+
 
 def register(subparsers) -> None:
     sim = subparsers.add_parser('sim', help='embedded driving tasks: list, render, shift-check')
@@ -45,6 +47,11 @@ def _render(args) -> int:
     from PIL import Image
 
     from adawm_planner.sim import tasks_config
+    if args.task != 'all':
+        try:
+            check_task(args.task)
+        except Refused as exc:
+            return refuse('sim render', str(exc))
     if args.task == 'all':
         tasks = [f'{base}-moderate' for base in tasks_config()['tasks']]
         tiles = [_label(_frames(task, args.seed, args.steps)[-1], task) for task in tasks]
@@ -91,6 +98,10 @@ def _shift_check(args) -> int:
     from adawm_planner.sim.scripted import run_episode
     pairs = shift_pairs()
     names = args.pairs or list(pairs)
+    try:
+        [check_pair(name) for name in names] + [check_task(task) for task in args.tasks]
+    except Refused as exc:
+        return refuse('sim shift-check', str(exc))
     measured = {}
     for task in dict.fromkeys([t for n in names for t in (pairs[n]['pretrain'], pairs[n]['finetune'])] + args.tasks):
         env = make_env(task)

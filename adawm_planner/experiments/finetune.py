@@ -9,6 +9,7 @@ and is skipped when an experiment is started again, so an interrupted experiment
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,26 +22,18 @@ from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
 from adawm_planner.core.lora import save as save_adapter
 from adawm_planner.core.replay import Replay
-from adawm_planner.core.train import evaluate
+from adawm_planner.experiments.pretrain import evaluate
+from adawm_planner.sim import make_env as make_task_env
 
 CURVE_FIELDS = ['env_step', 'success', 'collision', 'off_route', 'timeout', 'ttc_min', 'return']
 TRACE_FIELDS = ['finetune_step', 'env_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
                 'decision']
 
 
-def newest_window(replay: Replay, length: int) -> dict:
-    index = (replay.next - length + np.arange(length)) % replay.capacity
-    return replay.gather(index[None])
-
-
-def finetune(checkpoint_dir, task, strategy, steps, out_dir, seed=0, config: FinetuneConfig | None = None,
-             train_every=8, eval_every=1000, eval_episodes=10, eval_mode='actor', make_env=None, progress=True):
-    """Runs one strategy on `task` for `steps` environment steps; returns the final evaluation."""
-    if make_env is None:
-        from adawm_planner.sim import make_env
-    config = config or FinetuneConfig(strategy=strategy)
-    if config.strategy != strategy:
-        config = FinetuneConfig(**{**config.__dict__, 'strategy': strategy})
+def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfig = FinetuneConfig(),
+             eval_every=1000, eval_episodes=10, eval_mode='actor', make_env=make_task_env, progress=True):
+    """Runs `config.strategy` on `task` for `steps` environment steps; returns the run's result."""
+    strategy, train_every = config.strategy, config.train_every
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -82,7 +75,7 @@ def finetune(checkpoint_dir, task, strategy, steps, out_dir, seed=0, config: Fin
             replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
             state = None
         if step % train_every == 0 and len(replay) >= max(config.window, p.seq_len):
-            out = tuner.step(replay.sample(p.batch, p.seq_len), newest_window(replay, config.window))
+            out = tuner.step(replay.sample(p.batch, p.seq_len), replay.newest(config.window))
             decisions[out['decision']] += 1
             trace.writerow({'finetune_step': tuner.steps, 'env_step': step,
                             **{k: out.get(k, '') for k in TRACE_FIELDS[2:]}})
@@ -99,14 +92,13 @@ def finetune(checkpoint_dir, task, strategy, steps, out_dir, seed=0, config: Fin
 
     adapters = {}
     for target in ('model', 'policy'):
-        if any('.lora_' in n for n, _ in (agent.world_model if target == 'model' else agent.actor_critic)
-               .named_parameters()):
+        if any('.lora_' in n for n, _ in agent.module(target).named_parameters()):
             adapter = tuner.export_adapter(target, version=1)
             path = save_adapter(adapter, out_dir / f'{target}_adapter')
             adapters[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
     result = {'checkpoint': str(checkpoint_dir), 'pretrain_task': meta.get('task'), 'task': task,
               'strategy': strategy, 'seed': seed, 'steps': steps, 'finetune_steps': tuner.steps,
-              'decisions': decisions, 'config': config.__dict__, 'train_every': train_every,
+              'decisions': decisions, 'config': dataclasses.asdict(config), 'train_every': train_every,
               'before': first_eval, 'after': final, 'trainable': tuner.trainable_report(),
               'adapters': adapters, 'wall_s': round(time.time() - started, 1)}
     (out_dir / 'result.json').write_text(json.dumps(result, indent=2) + '\n')
@@ -114,8 +106,10 @@ def finetune(checkpoint_dir, task, strategy, steps, out_dir, seed=0, config: Fin
 
 
 def experiment(checkpoint_dir, pretrain_task, finetune_task, out_dir, seeds=3, strategies=STRATEGIES,
-               steps=3000, make_env=None, progress=True, **run_kwargs):
-    """Every strategy × seed on one shift pair; finished runs are reused. Returns the list of results."""
+               steps=3000, config: FinetuneConfig = FinetuneConfig(), make_env=make_task_env, progress=True,
+               **run_kwargs):
+    """Every strategy × seed on one shift pair (the other knobs from `config`); finished runs are reused.
+    Returns the list of results."""
     out_dir = Path(out_dir)
     results = []
     for strategy in strategies:
@@ -125,8 +119,9 @@ def experiment(checkpoint_dir, pretrain_task, finetune_task, out_dir, seeds=3, s
             if done.exists():
                 results.append(json.loads(done.read_text()))
                 continue
-            results.append(finetune(checkpoint_dir, finetune_task, strategy, steps, run_dir, seed,
-                                    make_env=make_env, progress=progress, **run_kwargs))
+            results.append(finetune(checkpoint_dir, finetune_task, steps, run_dir, seed,
+                                    dataclasses.replace(config, strategy=strategy), make_env=make_env,
+                                    progress=progress, **run_kwargs))
     write_report(results, out_dir, pretrain_task, finetune_task)
     return results
 

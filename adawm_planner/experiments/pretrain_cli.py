@@ -2,6 +2,8 @@
 measure a checkpoint (success, collision, off-route and timeout rates, TTC, route completion, return)."""
 import json
 
+from adawm_planner.experiments.cli_args import Refused, check_checkpoint, check_task, refuse
+
 
 def register(subparsers):
     pre = subparsers.add_parser('pretrain', help='pretrain world model + actor-critic on an embedded task',
@@ -39,17 +41,19 @@ def pretrain_command(args):
     import torch
 
     from adawm_planner.core.presets import load_preset
-    from adawm_planner.core.train import pretrain
-    from adawm_planner.sim import default_task, make_env, task_names
+    from adawm_planner.experiments.pretrain import pretrain
+    from adawm_planner.sim import default_task, make_env
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = args.task or default_task()
-    if task not in task_names():
-        print(f'unknown task {task!r}; known: {", ".join(task_names())}')
-        return 2
     overrides = {} if args.train_ratio is None else {'train_ratio': args.train_ratio}
-    preset = load_preset(args.preset, **overrides)
+    try:
+        task = check_task(args.task or default_task())
+        preset = load_preset(args.preset, **overrides)
+    except KeyError as exc:
+        return refuse('pretrain', exc.args[0])
+    except Refused as exc:
+        return refuse('pretrain', str(exc))
     out = args.out or f'runs/pretrain-{task}-{args.preset}-s{args.seed}'
     _, metrics = pretrain(task, preset, args.steps, out, args.seed, args.eval_every, args.eval_episodes,
                           args.eval_mode, args.time_limit, not args.no_progress, args.continuous, make_env,
@@ -63,21 +67,16 @@ def evaluate_command(args):
     """Evaluate a checkpoint for N episodes (seeds 10000..) and print the metrics."""
     import torch
 
-    from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
-    from adawm_planner.core.train import evaluate
+    from adawm_planner.core.checkpoint import load_checkpoint
+    from adawm_planner.experiments.pretrain import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        agent, meta = load_checkpoint(args.checkpoint)
-    except CheckpointError as exc:
-        print(f'cannot load checkpoint: {exc}')
-        return 1
-    task = args.task or meta['task']
-    from adawm_planner.sim import task_names
-    if task not in task_names():
-        print(f'unknown task {task!r}; known: {", ".join(task_names())}')
-        return 2
+        agent, meta = load_checkpoint(check_checkpoint(args.checkpoint))
+        task = check_task(args.task or meta['task'])
+    except Refused as exc:
+        return refuse('evaluate', str(exc))
     metrics = evaluate(agent, task, args.episodes, args.mode, continuous=not agent.discrete)
     if args.json:
         print(json.dumps({'task': task, 'mode': args.mode, 'episodes': args.episodes, **metrics}))

@@ -2,7 +2,7 @@
 held-out episodes of its own pretraining task (core/mismatch.py: Reference), so that ε_P and ε_π read ≈ 0
 there and measure a new task's shift relative to it.
 
-    python -m adawm_planner.mismatch_reference checkpoints/right_turn-moderate-small
+    python -m adawm_planner.experiments.mismatch_reference checkpoints/right_turn-moderate-small
 
 writes CHECKPOINT/mismatch_reference.safetensors and its sha256 into model.json (`mismatch_reference`).
 Episodes: actor mode, seeds REFERENCE_SEED + i (never used by training, evaluation or the benchmarks).
@@ -103,7 +103,7 @@ def load(checkpoint_dir) -> mismatch.Reference:
     checkpoint_dir = Path(checkpoint_dir)
     entry = read_meta(checkpoint_dir).get('mismatch_reference')
     if entry is None:
-        raise CheckpointError(f'{checkpoint_dir} has no mismatch reference (python -m adawm_planner.mismatch_reference)')
+        raise CheckpointError(f'{checkpoint_dir} has no mismatch reference (python -m adawm_planner.experiments.mismatch_reference)')
     path = checkpoint_dir / entry['file']
     if not path.is_file() or sha256_file(path) != entry['sha256']:
         raise CheckpointError(f'{path}: missing or sha256 does not match model.json')

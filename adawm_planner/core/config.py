@@ -1,0 +1,57 @@
+"""The knobs of the algorithm, each defined once (core.knobs): finetuning, the adapter lifecycle and the
+planner's settings. Torch-free, so nodes and command lines read them cheaply; the ROS parameters and the
+CLI flags are built from these fields."""
+from __future__ import annotations
+
+import dataclasses
+
+from adawm_planner.core.knobs import check, knob
+
+STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none', 'oracle')
+KNOWN_SIDES = ('unknown', 'model', 'policy', 'both')
+PLAN_MODES = ('plan', 'actor')
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    strategy: str = knob('adawm', 'which side to finetune: the rule\'s choice (adawm) or a fixed one',
+                         choices=STRATEGIES)
+    threshold_c: float = knob(5.0, 'C of the rule: update the world model if eps_P > C * eps_pi, else the '
+                              'policy (the paper found 2..50 stable)', positive=True)
+    rank: int = knob(8, 'LoRA rank', low=1, high=256)
+    alpha: float = knob(16.0, 'LoRA alpha (updates are scaled by alpha / rank)', positive=True)
+    # LoRA factors learn faster than full weights; full finetuning uses the preset's learning rates
+    model_lr: float = knob(1e-3, 'learning rate of the world-model adapter', positive=True)
+    policy_lr: float = knob(3e-4, 'learning rate of the policy adapter', positive=True)
+    window: int = knob(64, 'newest new-task steps the mismatches are measured on', low=2)
+    train_every: int = knob(8, 'new environment steps per finetuning step', low=1)
+    known_side: str = knob('unknown', 'oracle only: the side a known-answer shift pair changed (tasks.yaml '
+                           'shift_pairs known_side; both = the two in turn)', choices=KNOWN_SIDES)
+
+    def __post_init__(self):
+        check(self)
+        if self.strategy == 'oracle' and self.known_side == 'unknown':
+            raise ValueError('strategy oracle needs known_side model, policy or both')
+
+
+@dataclasses.dataclass
+class LifecycleConfig:
+    push_every: int = knob(10, 'finetuning steps per adapter pushed to the planner', low=1)
+    rollback_episodes: int = knob(3, 'episodes an applied adapter is judged on before the next is pushed; '
+                                  '0 = no judging', low=0)
+    rollback_margin: float = knob(0.2, 'relative fall in mean return (or absolute fall in success rate) that '
+                                  'rolls an adapter back', low=0.0)
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclasses.dataclass
+class PlannerConfig:
+    mode: str = knob('plan', "'plan' (imagination planning) or 'actor' (the actor alone, the fallback)",
+                     choices=PLAN_MODES)
+    candidates: int = knob(0, "K candidate action sequences; 0 = the checkpoint preset's", low=0, high=4096)
+    horizon: int = knob(0, "H steps of lookahead; 0 = the checkpoint preset's", low=0, high=200)
+
+    def __post_init__(self):
+        check(self)

@@ -1,0 +1,68 @@
+"""Command-line helpers shared by the `adawm` subcommands: flags built from a knob schema (core.knobs), so a
+flag and a node parameter are one knob; and refusals — one line naming what is valid, exit 2, before
+anything is written."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from adawm_planner.core.knobs import knobs
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`adawm finetune: unknown task 'x'; known: ...`), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: {message}\n')
+
+
+def refuse(command: str, message: str) -> int:
+    print(f'adawm {command}: {message}', file=sys.stderr)
+    return 2
+
+
+class Refused(Exception):
+    """A refusal found by a check below; the subcommand returns refuse(command, str(exc))."""
+
+
+def add_knob_arguments(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    for field in knobs(cls):
+        if field.name in skip:
+            continue
+        meta = field.metadata
+        parser.add_argument('--' + field.name.replace('_', '-'), type=type(field.default), default=field.default,
+                            choices=meta['choices'], help=f'{meta["description"]} (default {field.default})')
+
+
+def knobs_from_args(cls, args, **fixed):
+    """The dataclass from parsed flags; Refused names an invalid value."""
+    values = {f.name: getattr(args, f.name) for f in knobs(cls) if hasattr(args, f.name)}
+    try:
+        return cls(**{**values, **fixed})
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+
+
+def check_task(task: str) -> str:
+    from adawm_planner.sim import task_names
+    if task not in task_names():
+        raise Refused(f'unknown task {task!r}; known: {", ".join(task_names())}')
+    return task
+
+
+def check_pair(pair: str) -> dict:
+    from adawm_planner.sim import shift_pairs
+    pairs = shift_pairs()
+    if pair not in pairs:
+        raise Refused(f'unknown shift pair {pair!r}; known: {", ".join(pairs)}')
+    return pairs[pair]
+
+
+def check_checkpoint(path) -> str:
+    """A checkpoint whose files check out (model.json, contract, sha256), or Refused saying why."""
+    from adawm_planner.core.checkpoint import CheckpointError, check_files
+    try:
+        check_files(path)
+    except CheckpointError as exc:
+        raise Refused(f'cannot use checkpoint {path}: {str(exc).splitlines()[0]}') from None
+    return str(path)

@@ -1,0 +1,153 @@
+"""The planner's parameters over real DDS, the way ros2/demos does them: every value checked (start values
+too), a set_parameters_atomically call refused whole when any part fails — a good model adapter beside a bad
+policy adapter leaves no trace — and what is accepted is applied."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_planner_guard import planner_beside_bridge
+
+pytestmark = pytest.mark.ros
+
+
+def start(module, *params):
+    args = [a for p in params for a in ('-p', p)]
+    return subprocess.Popen([sys.executable, '-m', f'adawm_planner.nodes.{module}', '--ros-args', *args],
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize('module, param, says', [
+    ('planner_node', 'rate:=0.0', 'rate must be positive'),
+    ('planner_node', 'input_timeout:=-1.0', 'input_timeout out of range'),   # the descriptor's range
+    ('planner_node', 'mode:=dream', 'mode must be one of plan, actor'),
+    ('adaptation_node', 'strategy:=bogus', 'strategy must be one of adawm'),
+    ('adaptation_node', 'threshold_c:=0.0', 'threshold_c must be positive'),
+    ('sim_bridge_node', 'speed:=0.0', 'speed must be positive'),
+    ('sim_bridge_node', 'task:=no_such_task', 'task must be one of'),
+])
+def test_a_bad_start_value_is_one_line_and_exit_1(module, param, says, tiny_checkpoint, tmp_path):
+    proc = start(module, param, f'checkpoint:={tiny_checkpoint}', f'state_dir:={tmp_path}')
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert says in out and 'Traceback' not in out, out
+    assert len([line for line in out.splitlines() if 'invalid parameter' in line]) == 1, out
+
+
+def adapters(checkpoint):
+    """A real model adapter and a real policy adapter of the checkpoint (LoRA through the finetuner)."""
+    from adawm_planner.core.adaptation import Finetuner
+    from adawm_planner.core.checkpoint import load_checkpoint
+    from adawm_planner.core.config import FinetuneConfig
+    agent, _ = load_checkpoint(checkpoint)
+    tuner = Finetuner(agent, FinetuneConfig(strategy='adawm'))
+    return tuner.export_adapter('model', 1), tuner.export_adapter('policy', 2)
+
+
+def adapter_params(target, adapter, sha256=None, key=b'the-key-of-this-run', signature=None):
+    """The parameters of one adapter; signed with the key of this test run (ADAWM_KEY_FILE, the planner's
+    per-user key) unless `key` is given — None: unsigned — or an explicit `signature`."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+
+    from adawm_planner.core import lora
+    if key == b'the-key-of-this-run':
+        key, _ = lora.load_or_create_key(lora.default_key_file())
+    params = [Parameter(name=f'adapter.{target}.data', value=ParameterValue(
+                  type=ParameterType.PARAMETER_BYTE_ARRAY, byte_array_value=[bytes([b]) for b in adapter.blob])),
+              Parameter(name=f'adapter.{target}.sha256', value=ParameterValue(
+                  type=ParameterType.PARAMETER_STRING, string_value=sha256 or adapter.sha256)),
+              Parameter(name=f'adapter.{target}.version', value=ParameterValue(
+                  type=ParameterType.PARAMETER_INTEGER, integer_value=adapter.meta.version))]
+    signature = signature or (lora.sign(adapter.blob, key) if key else None)
+    if signature:
+        params.append(Parameter(name=f'adapter.{target}.signature', value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=signature)))
+    return params
+
+
+def value_params(**values):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    kinds = {int: ('PARAMETER_INTEGER', 'integer_value'), float: ('PARAMETER_DOUBLE', 'double_value'),
+             str: ('PARAMETER_STRING', 'string_value')}
+    out = []
+    for name, value in values.items():
+        kind, field = kinds[type(value)]
+        out.append(Parameter(name=name, value=ParameterValue(type=getattr(ParameterType, kind), **{field: value})))
+    return out
+
+
+def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
+    from adawm_msgs.msg import AdapterStatus
+    from rcl_interfaces.srv import SetParametersAtomically
+
+    from adawm_planner.nodes import qos
+
+    model, policy = adapters(tiny_checkpoint)
+    with planner_beside_bridge(tiny_checkpoint) as (node, bridge, executor):
+        statuses = []
+        node.create_subscription(AdapterStatus, '/adawm/adapter_status', statuses.append, qos.EVENTS_IN)
+        client = node.create_client(SetParametersAtomically, '/planner_node/set_parameters_atomically')
+
+        def drive(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                bridge.frame()
+                executor.spin_once(timeout_sec=0.05)
+
+        def call(parameters):
+            future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
+            executor.spin_until_future_complete(future, timeout_sec=60)
+            assert future.done(), 'the planner did not answer'
+            return future.result().result
+
+        assert client.wait_for_service(timeout_sec=60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not bridge.commands:
+            drive(0.1)
+        assert bridge.commands, 'the planner never answered a frame'
+
+        refused = call(adapter_params('model', model) + adapter_params('policy', policy, sha256='0' * 64))
+        assert not refused.successful and 'policy adapter rejected: sha256 mismatch' in refused.reason
+        drive(1.5)
+        applied = lambda: [s for s in statuses if s.state == AdapterStatus.STATE_APPLIED]
+        assert not applied(), 'the model adapter of a refused call was applied'
+        assert bridge.diagnostics_values()['model_adapter_version'] == '0'
+
+        # a foreign node with a well-formed adapter but not the key: unsigned and mis-signed are both refused
+        refused = call(adapter_params('model', model, key=None))
+        assert not refused.successful and 'unsigned' in refused.reason, refused.reason
+        refused = call(adapter_params('model', model, key=b'some-other-key-of-16-bytes'))
+        assert not refused.successful and 'signature does not verify' in refused.reason, refused.reason
+        commands_before = len(bridge.commands)
+        drive(1.0)
+        assert len(bridge.commands) > commands_before and not applied()   # still commanding, still the base
+
+        refused = call(value_params(input_timeout=0.0, candidates=4))
+        assert not refused.successful and 'input_timeout must be positive' in refused.reason
+        assert not call(value_params(adapter_dir='/')).successful   # start-only: no escape hatch for files
+
+        assert call(adapter_params('model', model)).successful
+        assert call(value_params(candidates=4, horizon=3, mode='plan')).successful
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (applied() and bridge.diagnostics_values().get('candidates') == '4'):
+            drive(0.2)
+        assert [(s.target, s.version) for s in applied()] == [(AdapterStatus.TARGET_MODEL, 1)]
+        values = bridge.diagnostics_values()
+        assert (values['candidates'], values['horizon'], values['mode']) == ('4', '3', 'plan'), values
+        assert values['model_adapter_version'] == '1' and values['policy_adapter_version'] == '0'
+
+
+def test_accepting_unsigned_adapters_is_explicit_and_said(tiny_checkpoint):
+    proc = start('planner_node', f'checkpoint:={tiny_checkpoint}', 'allow_unsigned_adapters:=true')
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if 'planning with' in line:
+                break
+    finally:
+        proc.terminate()
+        lines += proc.communicate(timeout=30)[0].splitlines()
+    assert any('allow_unsigned_adapters is set' in line for line in lines), lines
