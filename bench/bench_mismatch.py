@@ -89,7 +89,7 @@ def main():
     torch.set_num_threads(args.threads)
     started = time.time()
     agent, meta = load_checkpoint(args.checkpoint)
-    reference = mismatch_reference.load(args.checkpoint)
+    reference = mismatch.load_reference(args.checkpoint)
     pretrain = meta['task']
     # the k = 1 comparison needs its own reference: same episodes and halves as the shipped one
     one_step_reference = mismatch_reference.build(agent, pretrain, reference.meta['episodes'], horizon=1,

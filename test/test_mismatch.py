@@ -134,3 +134,25 @@ def test_reward_scores_negate_and_skip_starts():
     is_first = torch.tensor([[True, False, False, True, False]])
     scores = mismatch.reward_scores(reward, is_first)
     assert np.isnan(scores[[0, 3]]).all() and scores[[1, 2, 4]].tolist() == [-1.0, -2.0, 3.0]
+
+
+def test_reference_written_beside_a_checkpoint_loads_and_is_checked(tiny_checkpoint, tmp_path):
+    """The shipped-reference path end to end on the real simulator: episodes of the checkpoint's agent on its
+    own task, scored, split, saved beside the weights with their sha256 in model.json; a changed file is refused."""
+    import json
+    import shutil
+    from adawm_planner.core.checkpoint import CheckpointError
+    from adawm_planner.experiments import mismatch_reference
+    directory = tmp_path / 'ckpt'
+    shutil.copytree(tiny_checkpoint, directory)
+    with pytest.raises(CheckpointError):
+        mismatch.load_reference(directory)
+    path = mismatch_reference.write(directory, episodes=4, horizon=2)
+    entry = json.loads((directory / 'model.json').read_text())['mismatch_reference']
+    assert entry['file'] == path.name and entry['horizon'] == 2 and entry['episodes'] == 4
+    reference = mismatch.load_reference(directory)
+    assert reference.horizon == 2 and set(reference.cdf) == {'model', 'reward'}
+    assert len(reference.cdf['model']) > 0 and np.isfinite(reference.cdf['reward']).all()
+    path.write_bytes(path.read_bytes() + b' ')
+    with pytest.raises(CheckpointError):
+        mismatch.load_reference(directory)

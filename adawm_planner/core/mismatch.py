@@ -178,6 +178,21 @@ REFERENCE_FORMAT = 'adawm-mismatch-reference/1'
 REFERENCE_FILE = 'mismatch_reference.safetensors'
 
 
+def load_reference(checkpoint_dir) -> Reference:
+    """A checkpoint's mismatch reference, checked against the sha256 in its model.json (`mismatch_reference`;
+    written by `python -m adawm_planner.experiments.mismatch_reference`). CheckpointError if absent or changed."""
+    from adawm_planner.core.checkpoint import CheckpointError, read_meta, sha256_file
+    checkpoint_dir = Path(checkpoint_dir)
+    entry = read_meta(checkpoint_dir).get('mismatch_reference')
+    if entry is None:
+        raise CheckpointError(f'{checkpoint_dir} has no mismatch reference '
+                              '(python -m adawm_planner.experiments.mismatch_reference)')
+    path = checkpoint_dir / entry['file']
+    if not path.is_file() or sha256_file(path) != entry['sha256']:
+        raise CheckpointError(f'{path}: missing, or its sha256 does not match model.json')
+    return Reference.load(path)
+
+
 @torch.no_grad()
 def model_scores(world_model, posts: dict, action: torch.Tensor, is_first: torch.Tensor, horizon: int,
                  generator=None) -> np.ndarray:

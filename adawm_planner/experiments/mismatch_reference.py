@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from adawm_planner.core import mismatch
-from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, read_meta, sha256_file
+from adawm_planner.core.checkpoint import load_checkpoint, read_meta, sha256_file
 
 REFERENCE_SEED = 20_000
 HORIZON = 15        # open-loop steps of the model score (chosen by AUROC, BENCHMARKS.md "Mismatch detection")
@@ -96,18 +96,6 @@ def write(checkpoint_dir, episodes: int = 80, horizon: int = HORIZON) -> Path:
                                   'horizon': horizon}
     (checkpoint_dir / 'model.json').write_text(json.dumps(meta, indent=2) + '\n')
     return path
-
-
-def load(checkpoint_dir) -> mismatch.Reference:
-    """The checkpoint's reference, checked against the sha256 in model.json."""
-    checkpoint_dir = Path(checkpoint_dir)
-    entry = read_meta(checkpoint_dir).get('mismatch_reference')
-    if entry is None:
-        raise CheckpointError(f'{checkpoint_dir} has no mismatch reference (python -m adawm_planner.experiments.mismatch_reference)')
-    path = checkpoint_dir / entry['file']
-    if not path.is_file() or sha256_file(path) != entry['sha256']:
-        raise CheckpointError(f'{path}: missing or sha256 does not match model.json')
-    return mismatch.Reference.load(path)
 
 
 def main(argv=None):
