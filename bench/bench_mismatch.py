@@ -36,6 +36,7 @@ from adawm_planner.sim import shift_pairs
 
 HELD_OUT_SEED, SAME_TASK_SEED, NEW_TASK_SEED = 30_000, 40_000, 50_000
 WINDOWS = (64, 256)
+POLICY_ESTIMATOR = 'reward_ks'
 FIELDS = ['pair', 'estimator', 'window', 'auroc', 'fpr', 'in_use']
 
 
@@ -72,11 +73,20 @@ def window_stats(stream, reference, one_step_reference, length):
         rows = []
         for window in mismatch.windows_of(stream[key], length, length // 4):
             finite = window[np.isfinite(window)]
-            rows.append((mismatch.ks_excess(finite, ref.cdf[signal]), ref.estimate(signal, finite) > 0))
+            rows.append((mismatch.ks_excess(finite, ref.cdf[signal]), ref.estimate(signal, finite)))
         stats[name] = rows
-    stats['prior_posterior_tv'] = [(float(np.mean(w)), True)   # the old rule: ε_P > C·0 on every window
+    stats['prior_posterior_tv'] = [(float(np.mean(w)), 1.0)   # the old rule: ε_P > C·0 on every window
                                    for w in mismatch.windows_of(stream['tv'], length, length // 4)]
     return stats
+
+
+def decisions(stats) -> dict:
+    """Means of the calibrated ε_P, ε_π over windows and the share of windows on which the rule would
+    update the model, for C = 1 and C = 5."""
+    eps_model = np.array([e for _, e in stats['open_loop_kl_ks']])
+    eps_policy = np.array([e for _, e in stats[POLICY_ESTIMATOR]])
+    return {'eps_model': eps_model.mean(), 'eps_policy': eps_policy.mean(),
+            **{f'model_share_c{c}': np.mean(eps_model > c * eps_policy) for c in (1, 5)}}
 
 
 def main():
@@ -98,18 +108,20 @@ def main():
     tasks = {'same_task': (pretrain, SAME_TASK_SEED)}
     tasks.update({name: (pair['finetune'], NEW_TASK_SEED) for name, pair in shift_pairs().items()
                   if pair['pretrain'] == pretrain})
-    rows = []
+    rows, rule = [], {}
     for pair, (task, seed) in tasks.items():
         new = streams(agent, task, args.steps, seed, reference.horizon)
         for length in WINDOWS:
             negatives = window_stats(held, reference, one_step_reference, length)
             positives = window_stats(new, reference, one_step_reference, length)
+            if length == max(WINDOWS):
+                rule[pair] = decisions(positives)
             for estimator in negatives:
                 rows.append({'pair': pair, 'estimator': estimator, 'window': length,
                              'auroc': round(auroc([s for s, _ in negatives[estimator]],
                                                   [s for s, _ in positives[estimator]]), 3),
-                             'fpr': round(float(np.mean([hit for _, hit in negatives[estimator]])), 3),
-                             'in_use': estimator in ('open_loop_kl_ks', 'reward_ks')})
+                             'fpr': round(float(np.mean([e > 0 for _, e in negatives[estimator]])), 3),
+                             'in_use': estimator in ('open_loop_kl_ks', POLICY_ESTIMATOR)})
         print(f'{pair} ({task}) done, {time.time() - started:.0f} s', flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, 'w', newline='') as f:
@@ -124,6 +136,12 @@ def main():
                                                          r['estimator'] == e and r['window'] == w)
                                                     for w, k in ((64, 'auroc'), (256, 'auroc'), (256, 'fpr'))])
         print(f'| {pair} | ' + ' | '.join(cell(e) for e in estimators) + ' |')
+    print(f'\nThe rule on the frozen agent\'s windows of {max(WINDOWS)} steps: mean ε_P, ε_π and the share of '
+          'windows on which it updates the model')
+    print('| pair | ε_P | ε_π | model share, C = 1 | model share, C = 5 |\n|---|---|---|---|---|')
+    for pair, d in rule.items():
+        print(f'| {pair} | {d["eps_model"]:.2f} | {d["eps_policy"]:.2f} | {d["model_share_c1"]:.2f} | '
+              f'{d["model_share_c5"]:.2f} |')
     print(f'wall {time.time() - started:.0f} s')
 
 
