@@ -13,6 +13,7 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.xml')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/rviz', glob('rviz/*.rviz')),
         *[('share/' + package_name + '/' + d, glob(d + '/*')) for d in glob('checkpoints/*')],
     ],
     python_requires='>=3.10',

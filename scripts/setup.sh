@@ -72,7 +72,8 @@ fi
 cmake_bin="$venv/bin/cmake"
 [ -x "$cmake_bin" ] || cmake_bin=$(command -v cmake)
 
-# carla_msgs / derived_object_msgs come from carla-ros-bridge when it is installed (a sourced ROS
+# carla_msgs / derived_object_msgs come from carla-ros-bridge when it is installed, ackermann_msgs and
+# autoware_control_msgs from a ROS or Autoware install (a sourced ROS
 # workspace puts it on AMENT_PREFIX_PATH); only then are the stand-ins in compat/ skipped.
 provided_elsewhere() {
   local pkg=$1 prefix
@@ -106,7 +107,7 @@ build_interfaces() {
 }
 
 export PATH="$venv/bin:$PATH"
-for pkg in carla_msgs derived_object_msgs; do
+for pkg in carla_msgs derived_object_msgs ackermann_msgs autoware_control_msgs; do
   if provided_elsewhere "$pkg"; then
     say "$pkg is provided by the environment; not building compat/$pkg"
   else
@@ -129,7 +130,7 @@ fi
 # lib/adawm_planner/<exec>. Links, so edits in the tree take effect without reinstalling.
 mkdir -p "$venv/share/ament_index/resource_index/packages" "$venv/share/adawm_planner" "$venv/lib/adawm_planner"
 touch "$venv/share/ament_index/resource_index/packages/adawm_planner"
-for item in launch config checkpoints package.xml; do ln -sfn "$root/$item" "$venv/share/adawm_planner/$item"; done
+for item in launch config checkpoints rviz package.xml; do ln -sfn "$root/$item" "$venv/share/adawm_planner/$item"; done
 "$vpy" - "$venv" <<'PY'
 import os, sys
 from importlib.metadata import distribution

@@ -7,6 +7,7 @@ from adawm_planner.core.adaptation import FinetuneConfig
 from adawm_planner.core.presets import load_preset
 from adawm_planner.experiments.finetune import experiment
 from adawm_planner.experiments.pretrain import pretrain
+from test_training import tensorboard_events
 from toy_env import make_toy_env
 
 
@@ -42,3 +43,6 @@ def test_experiment_writes_table_curves_and_resumes(toy_checkpoint, tmp_path):
     trace = (tmp_path / 'adawm/seed0/trace.csv').read_text().splitlines()
     assert trace[0].startswith('finetune_step,env_step,eps_model,eps_policy') and len(trace) == 7
     assert json.loads((tmp_path / 'adawm/seed0/result.json').read_text())['strategy'] == 'adawm'
+    board = tensorboard_events(tmp_path / 'adawm/seed0')
+    assert {'eval/success', 'mismatch/eps_model', 'mismatch/eps_policy'} <= set(board.Tags()['scalars'])
+    assert len(board.Scalars('mismatch/eps_model')) == 6 and 'bev/real_over_decoded' in board.Tags()['images']

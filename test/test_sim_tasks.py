@@ -33,6 +33,29 @@ def test_gymnasium_ids_work():
     env.close()
 
 
+@pytest.mark.parametrize('task', task_names())
+def test_every_registered_task_is_a_conformant_gymnasium_env(task):
+    """gymnasium's own env checker on the env gymnasium.make builds, then steps through the wrappers (the
+    task dict once lived in `spec`, which gymnasium overwrites: the first step() crashed)."""
+    from gymnasium.utils.env_checker import check_env
+    env = gym.make(gym_id(task))
+    check_env(env.unwrapped, skip_render_check=True)
+    env.reset(seed=1)
+    for _ in range(3):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+    env.close()
+
+
+def test_tasks_vectorise():
+    envs = gym.make_vec(gym_id('right_turn-dense'), num_envs=2, vectorization_mode='sync')
+    obs, _ = envs.reset(seed=[3, 4])
+    assert obs['bev'].shape == (2, 64, 64, 5) and obs['ego'].shape == (2, 9)
+    obs, reward, terminated, truncated, _ = envs.step(np.array([7, 7]))
+    assert reward.shape == (2,) and np.isfinite(reward).all()
+    envs.close()
+
+
 def rollout(task, seed, actions, continuous=False):
     env = make_env(task, seed=seed, continuous=continuous)
     obs, _ = env.reset()
@@ -111,17 +134,19 @@ def test_shift_pairs_differ():
     assert len(pairs) >= 4 and len({p['pretrain'] for p in pairs.values()}) == 1
     for name, pair in pairs.items():
         a, b = make_env(pair['pretrain'], seed=0), make_env(pair['finetune'], seed=0)
-        assert a.spec != b.spec, name
+        assert a.task != b.task, name
         a.reset(), b.reset()
         sa, sb = a.scene(), b.scene()
         assert (len(sa.agents) != len(sb.agents) or sa.route.shape != sb.route.shape
-                or not np.allclose(sa.route, sb.route) or a.spec['drivers'] != b.spec['drivers']
-                or a.vehicle != b.vehicle or a.spec['destination'] != b.spec['destination']), name
+                or not np.allclose(sa.route, sb.route) or a.task['drivers'] != b.task['drivers']
+                or a.task['vehicle'] != b.task['vehicle'] or a.task['destination'] != b.task['destination']), name
         assert pair.get('known_side') in (None, 'model', 'policy', 'both'), name
         if pair.get('known_side') == 'model':    # only the ego's dynamics differ
-            assert a.vehicle != b.vehicle and a.spec['traffic'] == b.spec['traffic'] and np.allclose(sa.route, sb.route)
+            assert (a.task['vehicle'] != b.task['vehicle'] and a.task['traffic'] == b.task['traffic']
+                    and np.allclose(sa.route, sb.route))
         if pair.get('known_side') == 'policy':   # same vehicle and map, another goal
-            assert a.vehicle == b.vehicle and a.spec['geometry'] == b.spec['geometry'] and a.spec['destination'] != b.spec['destination']
+            assert (a.task['vehicle'] == b.task['vehicle'] and a.task['geometry'] == b.task['geometry']
+                    and a.task['destination'] != b.task['destination'])
     dense, moderate = make_env(pairs['density']['finetune'], seed=0), make_env(pairs['density']['pretrain'], seed=0)
     dense.reset(), moderate.reset()
     assert len(dense.scene().agents) > len(moderate.scene().agents)
@@ -148,7 +173,7 @@ def test_default_vehicle_is_the_unscaled_control_mapping():
     from adawm_planner.sim import tasks_config
     default = tasks_config()['vehicle']
     assert default == {'steer_gain': 1.0, 'throttle_gain': 1.0, 'brake_gain': 1.0, 'lag_steps': 0}
-    assert make_env(default_task(), seed=0).vehicle == default
+    assert make_env(default_task(), seed=0).task['vehicle'] == default
     for throttle, steer, brake in np.random.default_rng(0).uniform(-0.2, 1.2, (200, 3)):
         assert control_to_sim(throttle, steer - 0.5, brake, default) == control_to_sim(throttle, steer - 0.5, brake)
 
@@ -173,7 +198,7 @@ def test_shifted_vehicles_respond_differently():
     assert turned > 0.3 and 0.35 * turned < turned_slow < 0.65 * turned       # about half the yaw change
     throttle = [(1.0, 0.0, 0.0)] * 8
     normal, lagged = response({}, throttle), response({'lag_steps': 3}, throttle)
-    start_speed = make_env('right_turn-sparse').spec['start_speed']
+    start_speed = make_env('right_turn-sparse').task['start_speed']
     assert [s for s, _ in lagged[:3]] == pytest.approx([start_speed] * 3) and normal[0][0] > start_speed
     assert [s for s, _ in lagged[3:]] == pytest.approx([s for s, _ in normal[:5]])   # same response, 3 steps later
     brake = [(0.0, 0.0, 1.0)] * 5

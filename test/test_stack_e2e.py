@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,7 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
         for _ in range(20):
             executor.spin_once(timeout_sec=0.05)
         summary = monitor.summary()
+        graph = {topic: set(types) for topic, types in monitor.get_topic_names_and_types()}
     finally:
         stack.send_signal(signal.SIGTERM)
         try:
@@ -84,3 +86,34 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
     assert not answer.successful and 'sha256 mismatch' in answer.reason
     assert any('sha256 mismatch' in reason for reason in summary['rejection_reasons']), summary
     assert summary['planner'].get('tick_latency_p99_ms'), summary
+    # what the shipped RViz view shows is what the stack publishes, topic and type
+    for topic, msg_type in rviz_topics():
+        assert msg_type in graph.get(topic, set()), (topic, msg_type, graph.get(topic))
+
+
+RVIZ_DISPLAY_TYPES = {'rviz_default_plugins/Path': 'nav_msgs/msg/Path',
+                      'rviz_default_plugins/Odometry': 'nav_msgs/msg/Odometry',
+                      'rviz_default_plugins/MarkerArray': 'visualization_msgs/msg/MarkerArray',
+                      'rviz_default_plugins/Image': 'sensor_msgs/msg/Image'}
+
+
+def rviz_topics():
+    """(topic, message type) of every display in the package's RViz config that subscribes to one."""
+    import yaml
+
+    from adawm_planner.share import package_share
+    config = yaml.safe_load((package_share() / 'rviz/adawm.rviz').read_text())
+    shown = [(d['Topic']['Value'], RVIZ_DISPLAY_TYPES[d['Class']])
+             for d in config['Visualization Manager']['Displays'] if 'Topic' in d]
+    assert len(shown) == 4, shown
+    return shown
+
+
+def test_rviz_true_adds_rviz2_with_the_package_view():
+    from adawm_planner import launch_runner
+    from adawm_planner.share import package_share
+    launch_file = package_share() / 'launch/adawm.launch.xml'
+    names = lambda nodes: [n.executable for n in nodes]
+    assert 'rviz2' not in names(launch_runner.load(launch_file, {}))
+    [rviz] = [n for n in launch_runner.load(launch_file, {'rviz': 'true'}) if n.executable == 'rviz2']
+    assert rviz.args[0] == '-d' and Path(rviz.args[1]).is_file() and rviz.args[1].endswith('rviz/adawm.rviz')

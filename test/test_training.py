@@ -28,6 +28,10 @@ def test_pretrain_trains_logs_evaluates_and_saves(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / 'run' / 'scalars.csv')))
     names = {r['name'] for r in rows}
     assert 'train/model_loss' in names and 'train/actor_loss' in names and 'eval_plan/success' in names
+    board = tensorboard_events(tmp_path / 'run')   # the same scalars for TensorBoard, and the BEV pictures
+    assert {'train/model_loss', 'train/actor_loss', 'eval_plan/success'} <= set(board.Tags()['scalars'])
+    assert [e.value for e in board.Scalars('eval_plan/success')] == [metrics['success']]
+    assert 'bev/real_over_decoded' in board.Tags()['images']
     loaded, meta = load_checkpoint(tmp_path / 'run' / 'checkpoint')
     assert meta['step'] == 160 and meta['metrics']['eval_plan'] == metrics and meta['updates'] > 0
     assert (tmp_path / 'run' / 'checkpoint' / 'replay.safetensors').is_file()
@@ -50,4 +54,12 @@ def test_evaluate_command_prints_metrics(tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result['task'] == default_task() and METRICS <= set(result)
-    assert main(['evaluate', '--checkpoint', str(tmp_path / 'missing')]) == 1
+    assert main(['evaluate', '--checkpoint', str(tmp_path / 'missing')]) == 2   # a refusal: exit 2
+
+
+def tensorboard_events(directory):
+    """TensorBoard's own reader over a run's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    board = EventAccumulator(str(directory), size_guidance={'images': 0, 'scalars': 0})
+    board.Reload()
+    return board

@@ -47,6 +47,22 @@ class ActionTable:
         s = int(np.argmin([abs(control['steer'] - x) for x in self.steers]))
         return a * len(self.steers) + s
 
+    def kinematics(self, control: dict, speed: float, dt: float) -> tuple[float, float, float]:
+        """What a control asks of the vehicle, in the units other stacks take, through the vehicle model the
+        model was trained with: (acceleration m/s², in ±pedal_acceleration; target speed m/s ≥ 0, reached
+        after `dt` s from `speed` — braking stops, never reverses; front-tire angle rad, + = LEFT as in ROS,
+        Autoware and Ackermann messages, within ±max_steer_angle — CARLA's steer is + = right)."""
+        acceleration = self.pedal_acceleration * (float(control['throttle']) - float(control['brake']))
+        target_speed = max(0.0, float(speed) + acceleration * dt)
+        tire_angle = -float(np.clip(control['steer'], -1.0, 1.0)) * self.max_steer_angle
+        return acceleration, target_speed, tire_angle
+
+    def control_of(self, acceleration: float, tire_angle: float) -> dict:
+        """The inverse of `kinematics`: the CARLA control asking for this acceleration and tire angle."""
+        pedal = float(np.clip(acceleration / self.pedal_acceleration, -1.0, 1.0))
+        return {'throttle': max(pedal, 0.0), 'steer': float(np.clip(-tire_angle / self.max_steer_angle, -1, 1)),
+                'brake': max(-pedal, 0.0)}
+
     def paths(self, ego, actions: np.ndarray, dt: float) -> np.ndarray:
         """(K, H+1, 2) map-frame paths of K candidate action sequences (K, H) from the ego's pose, by the
         kinematic bicycle the model was trained on — what the imagined plans would drive, for display."""

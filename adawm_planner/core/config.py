@@ -10,6 +10,7 @@ from adawm_planner.core.knobs import check, knob
 STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none', 'oracle')
 KNOWN_SIDES = ('unknown', 'model', 'policy', 'both')
 PLAN_MODES = ('plan', 'actor')
+OUTPUT_KINDS = ('carla', 'autoware', 'ackermann')
 
 
 @dataclasses.dataclass
@@ -52,6 +53,17 @@ class PlannerConfig:
                      choices=PLAN_MODES)
     candidates: int = knob(0, "K candidate action sequences; 0 = the checkpoint preset's", low=0, high=4096)
     horizon: int = knob(0, "H steps of lookahead; 0 = the checkpoint preset's", low=0, high=200)
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclasses.dataclass
+class CommandConfig:
+    output: str = knob('carla', 'the command the planner publishes (and the adaptation node reads): carla = '
+                       'carla_msgs/CarlaEgoVehicleControl on /carla/ROLE/vehicle_control_cmd, autoware = '
+                       'autoware_control_msgs/Control on /control/command/control_cmd, ackermann = '
+                       'ackermann_msgs/AckermannDriveStamped on /ackermann_cmd; start-only', choices=OUTPUT_KINDS)
 
     def __post_init__(self):
         check(self)

@@ -23,6 +23,7 @@ from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load
 from adawm_planner.core.lora import save as save_adapter
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.pretrain import evaluate
+from adawm_planner.experiments.runlog import RunLog, bev_comparison
 from adawm_planner.sim import make_env as make_task_env
 
 CURVE_FIELDS = ['env_step', 'success', 'collision', 'off_route', 'timeout', 'ttc_min', 'return']
@@ -51,12 +52,16 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     curve, trace = csv.DictWriter(curve_file, CURVE_FIELDS), csv.DictWriter(trace_file, TRACE_FIELDS)
     curve.writeheader()
     trace.writeheader()
+    log = RunLog(out_dir)   # the same figures for TensorBoard, and the model's view of the new task
 
     def evaluate_now(step):
         metrics = evaluate(agent, task, eval_episodes, eval_mode, make_env)
-        curve.writerow({'env_step': step, **{k: metrics[k] for k in CURVE_FIELDS[1:-2]},
-                        'ttc_min': metrics['ttc_min'], 'return': metrics['return']})
+        row = {'env_step': step, **{k: metrics[k] for k in CURVE_FIELDS[1:]}}
+        curve.writerow(row)
         curve_file.flush()
+        log.scalars(step, {k: v for k, v in row.items() if k != 'env_step'}, 'eval/')
+        if len(replay) >= p.seq_len:
+            log.image(step, 'bev/real_over_decoded', bev_comparison(agent.world_model, replay, min(8, p.seq_len)))
         return metrics
 
     started = time.time()
@@ -79,6 +84,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
             decisions[out['decision']] += 1
             trace.writerow({'finetune_step': tuner.steps, 'env_step': step,
                             **{k: out.get(k, '') for k in TRACE_FIELDS[2:]}})
+            log.scalars(step, {k: out[k] for k in TRACE_FIELDS[2:] if isinstance(out.get(k), float)}, 'mismatch/')
             if tuner.steps % 20 == 0:
                 trace_file.flush()
         if step % eval_every == 0 or step == steps:
@@ -89,6 +95,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     env.close()
     curve_file.close()
     trace_file.close()
+    log.close()
 
     adapters = {}
     for target in ('model', 'policy'):

@@ -2,7 +2,6 @@
 and every `batch * seq_len / train_ratio` env steps take one Learner update. Evaluate periodically; save a
 checkpoint (with the env's contract) each time.
 """
-import csv
 import time
 from pathlib import Path
 
@@ -15,25 +14,11 @@ from adawm_planner.core.checkpoint import save_checkpoint
 from adawm_planner.core.learner import Learner
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.replay import Replay
+from adawm_planner.experiments.runlog import RunLog, bev_comparison
 from adawm_planner.sim import default_task
 from adawm_planner.sim import make_env as make_task_env
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds EVAL_SEED + i, never seen in training
-
-
-class ScalarLog:
-    """Scalars to a CSV file (step, name, value): what TensorBoard would show, readable without it."""
-
-    def __init__(self, path):
-        self.file = open(path, 'a', newline='')
-        self.writer = csv.writer(self.file)
-        if self.file.tell() == 0:
-            self.writer.writerow(['step', 'name', 'value'])
-
-    def write(self, step, scalars, prefix=''):
-        for name, value in scalars.items():
-            self.writer.writerow([step, prefix + name, f'{value:.6g}'])
-        self.file.flush()
 
 
 def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continuous=False):
@@ -62,7 +47,7 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
              time_limit_min=None, progress=True, continuous=False, make_env=make_task_env, checkpoint_dir=None):
     """Pretrain an Agent on `task` for `steps` env steps. Returns (agent, last eval metrics).
 
-    Writes scalars.csv to out_dir and a checkpoint (with replay summary) to `checkpoint_dir`
+    Writes scalars.csv and TensorBoard events (scalars; real vs decoded BEV at each evaluation) to out_dir, and a checkpoint (with replay summary) to `checkpoint_dir`
     (default out_dir/checkpoint) after every evaluation and at the end."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +59,7 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
     learner = Learner(agent)
     replay = Replay(min(preset.replay_capacity, steps + 1), env.observation_space['bev'].shape,
                     agent.world_model.ego_dim, agent.action_dim, seed)
-    log = ScalarLog(out_dir / 'scalars.csv')
+    log = RunLog(out_dir)
     updates_per_step = preset.train_ratio / (preset.batch * preset.seq_len)
     started, deadline = time.time(), None if time_limit_min is None else time.time() + 60 * time_limit_min
 
@@ -98,7 +83,7 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
         if terminated or truncated:
             episodes += 1
             recent = (recent + [float(info['success'])])[-20:]
-            log.write(step, {'return': ret, 'length': length, 'success': float(info['success']),
+            log.scalars(step, {'return': ret, 'length': length, 'success': float(info['success']),
                              'collision': float(info['collision'])}, 'episode/')
             obs, info = env.reset()
             replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
@@ -110,7 +95,7 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
                 metrics = learner.update(replay.sample(preset.batch, preset.seq_len))
                 owed, updates = owed - 1, updates + 1
                 if updates % 50 == 0:
-                    log.write(step, metrics, 'train/')
+                    log.scalars(step, metrics, 'train/')
         bar.update(1)
         if episodes:
             bar.set_postfix(episodes=episodes, updates=updates, success20=f'{np.mean(recent):.2f}', refresh=False)
@@ -118,7 +103,8 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
         out_of_time = deadline is not None and time.time() > deadline
         if step % eval_every == 0 or step == steps or out_of_time:
             eval_metrics = evaluate(agent, task, eval_episodes, eval_mode, make_env, continuous)
-            log.write(step, eval_metrics, f'eval_{eval_mode}/')
+            log.scalars(step, eval_metrics, f'eval_{eval_mode}/')
+            log.image(step, 'bev/real_over_decoded', bev_comparison(agent.world_model, replay, min(8, preset.seq_len)))
             save(step, {f'eval_{eval_mode}': eval_metrics, 'eval_episodes': eval_episodes})
             bar.write(f'step {step}: eval ({eval_mode}, {eval_episodes} episodes) '
                       + ', '.join(f'{k} {v:.3g}' for k, v in eval_metrics.items()))
@@ -127,7 +113,7 @@ def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episode
             break
     bar.close()
     env.close()
-    log.file.close()
+    log.close()
     return agent, eval_metrics
 
 

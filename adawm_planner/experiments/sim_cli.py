@@ -78,7 +78,7 @@ def _frames(task, seed, steps) -> list[np.ndarray]:
     env.reset(seed=seed)
     frames = [env.render()]
     for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step_control(*scripted_control(env.scene(), env.tracker, env.spec['v_des']))
+        _, _, terminated, truncated, _ = env.step_control(*scripted_control(env.scene(), env.tracker, env.task['v_des']))
         frames.append(env.render())
         if terminated or truncated:
             break

@@ -23,7 +23,6 @@ import numpy as np
 import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus, EpisodeOutcome, MismatchReport
-from carla_msgs.msg import CarlaEgoVehicleControl
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.node import Node
@@ -31,7 +30,7 @@ from rclpy.node import Node
 from adawm_planner.core import lora
 from adawm_planner.core.adaptation import Finetuner
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
-from adawm_planner.core.config import FinetuneConfig, LifecycleConfig
+from adawm_planner.core.config import CommandConfig, FinetuneConfig, LifecycleConfig
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.core.replay import Replay
@@ -52,12 +51,14 @@ class AdaptationNode(Node):
     def __init__(self):
         super().__init__('adaptation_node')
         # Every parameter is start-only: checked as it is declared (YAML and command-line values too).
-        knob_fields = {f.name: f for cls in (FinetuneConfig, LifecycleConfig, NodeConfig) for f in knobs(cls)}
+        knob_fields = {f.name: f for cls in (FinetuneConfig, LifecycleConfig, NodeConfig, CommandConfig)
+                       for f in knobs(cls)}
         self.add_on_set_parameters_callback(params.checker(knob_fields))
         ro = lambda text: ParameterDescriptor(description=text, read_only=True)
         try:
-            for cls in (FinetuneConfig, LifecycleConfig, NodeConfig):
+            for cls in (FinetuneConfig, LifecycleConfig, NodeConfig, CommandConfig):
                 params.declare_knobs(self, cls, read_only=True)
+            self.output = params.knob_values(self, CommandConfig).output
             self.config = params.knob_values(self, FinetuneConfig)
             lifecycle_config = params.knob_values(self, LifecycleConfig)
             capacity = params.knob_values(self, NodeConfig).replay_capacity
@@ -104,10 +105,10 @@ class AdaptationNode(Node):
         self.new_steps = 0
         self.work: queue.Queue = queue.Queue(maxsize=1)
 
-        ns = f'/carla/{self.role}'
         convert.subscribe_inputs(self, self.inputs, self.role, self._on_input)
-        self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control,
-                                 qos.SENSOR_IN)
+        _, command_topic = convert.OUTPUTS[self.output]   # the planner's command, whichever form it takes
+        self.create_subscription(convert.output_type(self.output), command_topic.replace('ROLE', self.role),
+                                 self._on_control, qos.SENSOR_IN)
         self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN)
         self.report_pub = self.create_publisher(MismatchReport, '/adawm/mismatch', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
@@ -124,7 +125,8 @@ class AdaptationNode(Node):
 
     # ---- steps ---------------------------------------------------------------------------------------
     def _on_control(self, msg) -> None:
-        self.last_control = (msg.throttle, msg.steer, msg.brake)
+        speed = self.inputs.ego['speed'] if self.inputs.ego else 0.0
+        self.last_control = convert.control_of_msg(self.output, msg, speed, self.actions, self.pipeline.contract.step_period)
 
     def _on_episode(self, msg) -> None:
         """The episode's last step becomes terminal (unless it merely timed out); the new route that follows

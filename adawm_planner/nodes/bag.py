@@ -4,7 +4,8 @@ Recording subscribes with raw=True and writes the serialized bytes as they arriv
 time they were received (system time, as `ros2 bag record` does by default; /clock is recorded like any
 other topic when the simulator publishes it). Each
 topic is subscribed with the durability its publishers offer, so latched topics (map, route, vehicle info)
-are caught even when they were published before the recorder started. Replay publishes the same bytes
+are caught even when they were published before the recorder started (and on replay, a latched message
+— a new route — is acknowledged by its subscribers, ≤ 0.5 s, before the frames after it go out). Replay publishes the same bytes
 with the original spacing (scaled by --rate) and drives /clock from the bag's timestamps, so nodes with
 use_sim_time run on recorded data exactly as live.
 """
@@ -159,7 +160,7 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
     node = rclpy.create_node('adawm_replay')
     try:
         with contextlib.closing(reader):
-            publishers, skipped = {}, []
+            publishers, skipped, latched = {}, [], set()
             for conn in reader.connections:
                 if topics is not None and conn.topic not in topics:
                     continue
@@ -172,6 +173,8 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                 qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL if durable
                                  else DurabilityPolicy.VOLATILE)
                 publishers[conn.id] = node.create_publisher(cls, conn.topic, qos)
+                if durable:
+                    latched.add(conn.id)
             for line in skipped:
                 print(f'adawm replay: skipping {line}')
             has_clock = any(c.topic == '/clock' for c in reader.connections if c.id in publishers)
@@ -188,6 +191,8 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                         clock_pub.publish(Clock(clock=rclpy.time.Time(nanoseconds=stamp).to_msg()))
                     if conn.id in publishers:
                         publishers[conn.id].publish(bytes(data))
+                        if conn.id in latched:   # a route or map: delivered before the frames that follow
+                            publishers[conn.id].wait_for_all_acked(rclpy.duration.Duration(seconds=0.5))
                 if not loop:
                     break
             # the last messages are still in flight when the loop ends: exiting now would drop them

@@ -75,6 +75,57 @@ def objects_msg(agents: Agents, stamp: float) -> ObjectArray:
     return msg
 
 
+# ---- the planner's command, in the form the stack downstream takes ---------------------------------------
+OUTPUTS = {   # output kind -> (message type, default topic; ROLE is the ego's role name)
+    'carla': ('carla_msgs/msg/CarlaEgoVehicleControl', '/carla/ROLE/vehicle_control_cmd'),
+    'autoware': ('autoware_control_msgs/msg/Control', '/control/command/control_cmd'),
+    'ackermann': ('ackermann_msgs/msg/AckermannDriveStamped', '/ackermann_cmd'),
+}
+
+
+def output_type(kind: str):
+    package, _, name = OUTPUTS[kind][0].split('/')
+    import importlib
+    return getattr(importlib.import_module(f'{package}.msg'), name)
+
+
+def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp):
+    """A control (throttle / steer / brake) as the output kind's message. For Autoware and Ackermann the
+    action goes through the checkpoint's vehicle model (ActionTable.kinematics): target speed after one model
+    step, acceleration, front-tire angle (+ = left)."""
+    if kind == 'carla':
+        from carla_msgs.msg import CarlaEgoVehicleControl
+        msg = CarlaEgoVehicleControl(throttle=float(command['throttle']), steer=float(command['steer']),
+                                     brake=float(command['brake']))
+        msg.header.stamp = stamp
+        return msg
+    acceleration, target_speed, tire_angle = table.kinematics(command, speed, dt)
+    msg = output_type(kind)()
+    if kind == 'autoware':
+        msg.stamp = msg.lateral.stamp = msg.longitudinal.stamp = stamp
+        msg.lateral.steering_tire_angle = tire_angle
+        msg.longitudinal.velocity, msg.longitudinal.acceleration = target_speed, acceleration
+        msg.longitudinal.is_defined_acceleration = True
+    else:   # Ackermann: acceleration is a magnitude; the target speed says which way
+        msg.header.stamp = stamp
+        msg.drive.steering_angle, msg.drive.speed, msg.drive.acceleration = tire_angle, target_speed, abs(acceleration)
+    return msg
+
+
+def control_of_msg(kind: str, msg, speed: float, table, dt: float) -> tuple[float, float, float]:
+    """The (throttle, steer, brake) a command message asks for (the inverse of `command_msg`)."""
+    if kind == 'carla':
+        return msg.throttle, msg.steer, msg.brake
+    if kind == 'autoware':
+        lon = msg.longitudinal
+        acceleration = lon.acceleration if lon.is_defined_acceleration else (lon.velocity - speed) / dt
+        control = table.control_of(acceleration, msg.lateral.steering_tire_angle)
+    else:
+        sign = 1.0 if msg.drive.speed > speed + 1e-6 else -1.0 if msg.drive.speed < speed - 1e-6 else 0.0
+        control = table.control_of(sign * abs(msg.drive.acceleration), msg.drive.steering_angle)
+    return control['throttle'], control['steer'], control['brake']
+
+
 def plan_markers_msg(paths: np.ndarray, best: int, stamp_ns: int):
     """The candidates' paths (K, H+1, 2) as line strips in the map frame; the chosen one bold and green."""
     from geometry_msgs.msg import Point

@@ -26,7 +26,6 @@ import numpy as np
 import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus
-from carla_msgs.msg import CarlaEgoVehicleControl
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.node import Node
@@ -36,7 +35,7 @@ from visualization_msgs.msg import MarkerArray
 from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
-from adawm_planner.core.config import PlannerConfig
+from adawm_planner.core.config import CommandConfig, PlannerConfig
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert, params, qos, spin
@@ -91,9 +90,10 @@ class PlannerNode(Node):
         self.agent.eval()
         self.contract = self.meta['contract']
         self.slots = {target: lora.AdapterSlot(self.agent.module(target), target, key) for target in lora.TARGETS}
-        self.knob_fields = {f.name: f for cls in (PlannerConfig, NodeConfig) for f in knobs(cls)}
+        self.knob_fields = {f.name: f for cls in (PlannerConfig, NodeConfig, CommandConfig) for f in knobs(cls)}
         try:
             params.declare_knobs(self, PlannerConfig, read_only=False)
+            params.declare_knobs(self, CommandConfig, read_only=True)
             for field in knobs(NodeConfig):
                 d(field.name, field.default, params.descriptor(field, read_only=field.name == 'rate'))
             for target in lora.TARGETS:
@@ -103,6 +103,7 @@ class PlannerNode(Node):
             raise params.start_error('planner_node', exc) from None
         self.config = params.knob_values(self, PlannerConfig)
         self.settings = params.knob_values(self, NodeConfig)
+        self.output = params.knob_values(self, CommandConfig).output
         self.pending: dict[str, tuple] = {}
         self.pending_lock = threading.Lock()
 
@@ -117,9 +118,10 @@ class PlannerNode(Node):
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
 
-        ns = f'/carla/{self.role}'
         convert.subscribe_inputs(self, self.inputs, self.role, self._on_input)
-        self.control_pub = self.create_publisher(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', qos.STREAM)
+        _, topic = convert.OUTPUTS[self.output]
+        self.control_pub = self.create_publisher(convert.output_type(self.output), topic.replace('ROLE', self.role),
+                                                 qos.STREAM)
         self.marker_pub = self.create_publisher(MarkerArray, '/adawm/imagined_trajectories', 1)
         self.image_pub = self.create_publisher(Image, '/adawm/decoded_bev', 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -287,11 +289,11 @@ class PlannerNode(Node):
 
     def _publish_control(self, command: dict, frame_stamp: float | None = None) -> None:
         """A command answering a frame carries that frame's time; a watchdog stop carries the clock's."""
-        msg = CarlaEgoVehicleControl(throttle=float(command['throttle']), steer=float(command['steer']),
-                                     brake=float(command['brake']))
-        msg.header.stamp = (rclpy.time.Time(nanoseconds=round(frame_stamp * 1e9)).to_msg() if frame_stamp is not None
-                            else self.get_clock().now().to_msg())
-        self.control_pub.publish(msg)
+        stamp = (rclpy.time.Time(nanoseconds=round(frame_stamp * 1e9)).to_msg() if frame_stamp is not None
+                 else self.get_clock().now().to_msg())
+        speed = self.inputs.ego['speed'] if self.inputs.ego else 0.0
+        self.control_pub.publish(convert.command_msg(self.output, command, speed, self.actions,
+                                                     self.contract.step_period, stamp))
 
     def _publish_plan(self, scene, info) -> None:
         if self.marker_pub.get_subscription_count():

@@ -23,6 +23,7 @@ from carla_msgs.msg import (CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEg
 from derived_object_msgs.msg import ObjectArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32, String
@@ -31,6 +32,7 @@ from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.opendrive import to_opendrive
 from adawm_planner.nodes import convert, params, qos, spin
 
+ROUTE_ACK_TIMEOUT = 0.5   # s (wall) a new episode's first frame waits for its route to be acknowledged
 OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
             'off_route': EpisodeOutcome.OUTCOME_OFF_ROUTE, 'timeout': EpisodeOutcome.OUTCOME_TIMEOUT}
 
@@ -120,6 +122,9 @@ class SimBridgeNode(Node):
             self.vinfo_pub.publish(CarlaEgoVehicleInfo(id=1, type='vehicle.adawm.embedded', rolename=self.role,
                                                        mass=1500.0))
         self.route_pub.publish(convert.route_msg(scene.route, self.sim_time))
+        # The new route and the episode's first frame travel on different topics, which DDS does not order:
+        # a planner could take that frame with the old route. Let the route arrive first (bounded wait).
+        self.route_pub.wait_for_all_acked(Duration(seconds=ROUTE_ACK_TIMEOUT))
         self._publish_state(scene, collided=False)
 
     def _end_episode(self, info) -> None:

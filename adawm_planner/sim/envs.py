@@ -40,8 +40,8 @@ class DrivingEnv(gym.Env):
 
     def __init__(self, name: str, spec: dict, accelerations, steers, seed: int | None = None,
                  continuous: bool = False, dt: float = 0.1, bev_size: int = 64, render_mode: str | None = None):
-        self.name, self.spec, self.dt, self.continuous = name, spec, float(dt), continuous
-        self.vehicle = dict(spec['vehicle'])   # own attribute: gymnasium.make replaces self.spec
+        # the task's fields; not `spec`, which gymnasium.make overwrites with its EnvSpec
+        self.name, self.task, self.dt, self.continuous = name, spec, float(dt), continuous
         self.accelerations, self.steers = list(accelerations), list(steers)
         self.bev_spec = BevSpec(size=bev_size)
         self.max_steps = int(round(spec['time_limit'] / self.dt))
@@ -70,7 +70,7 @@ class DrivingEnv(gym.Env):
     def contract(self) -> Contract:
         """What a model trained on this env needs to drive it elsewhere (saved with its checkpoints)."""
         return Contract(step_period=self.dt, accelerations=tuple(self.accelerations), steers=tuple(self.steers),
-                        v_des=float(self.spec['v_des']), bev=self.bev_spec)
+                        v_des=float(self.task['v_des']), bev=self.bev_spec)
 
     # ---- gymnasium -------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options=None):
@@ -83,7 +83,7 @@ class DrivingEnv(gym.Env):
         self.route = self.sim.route_points() * scene_source.FLIP
         self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)
         # controls commanded but not yet applied: the actuation lag (vehicle.lag_steps) starts coasting
-        self.pending = [(0.0, 0.0, 0.0)] * self.vehicle['lag_steps']
+        self.pending = [(0.0, 0.0, 0.0)] * self.task['vehicle']['lag_steps']
         self.pipeline.restart()
         step = self.pipeline.step(0.0, self.scene(), self.control)
         self.progress = step.progress
@@ -101,7 +101,7 @@ class DrivingEnv(gym.Env):
         self.pending.append(self.control)
         applied = self.pending.pop(0)
         speed_before = self.sim.vehicle.speed
-        self.sim.advance(*control_to_sim(*applied, self.vehicle))
+        self.sim.advance(*control_to_sim(*applied, self.task['vehicle']))
         self.sim.step_traffic()
         self.acceleration = (self.sim.vehicle.speed - speed_before) / self.dt
         self.steps += 1

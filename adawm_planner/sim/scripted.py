@@ -69,7 +69,7 @@ def run_episode(env, seed: int) -> dict:
     """One episode of the scripted driver on a DrivingEnv (env.unwrapped); returns the final info."""
     env.reset(seed=seed)
     while True:
-        control = scripted_control(env.scene(), env.tracker, env.spec['v_des'])
+        control = scripted_control(env.scene(), env.tracker, env.task['v_des'])
         _, _, terminated, truncated, info = env.step_control(*control)
         if terminated or truncated:
             return info
