@@ -2,6 +2,7 @@
 too), a set_parameters_atomically call refused whole when any part fails — a good model adapter beside a bad
 policy adapter leaves no trace — and what is accepted is applied."""
 import os
+import random
 import subprocess
 import sys
 import time
@@ -99,7 +100,7 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         def call(parameters):
             future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
             executor.spin_until_future_complete(future, timeout_sec=60)
-            assert future.done(), 'the planner did not answer'
+            assert future.done(), f'the planner did not answer {[(p.name, p.value) for p in parameters]}'
             return future.result().result
 
         assert client.wait_for_service(timeout_sec=60)
@@ -127,6 +128,17 @@ def test_atomic_calls_are_checked_whole_and_applied_after(tiny_checkpoint):
         refused = call(value_params(input_timeout=0.0, candidates=4))
         assert not refused.successful and 'input_timeout must be positive' in refused.reason
         assert not call(value_params(adapter_dir='/')).successful   # start-only: no escape hatch for files
+
+        # every declared parameter, values of every type: an answer each (applied, or refused with a reason)
+        rng = random.Random(7)
+        names = ['mode', 'candidates', 'horizon', 'rate', 'input_timeout', 'image_every', 'fault_hold', 'output',
+                 'checkpoint', 'role_name', 'adapter_dir', 'adapter_key_file', 'allow_unsigned_adapters',
+                 'adapter.model.version', 'adapter.policy.sha256', 'adapter.model.signature', 'adapter.policy.path']
+        values = [0, -1, 3, 2 ** 40, 0.0, -2.5, float('nan'), float('inf'), 'plan', 'actor', '', '../../etc', 'x' * 300]
+        for _ in range(25):
+            answer = call(value_params(**{rng.choice(names): rng.choice(values)}))
+            assert answer.successful or answer.reason, answer
+        assert call(value_params(mode='actor', candidates=0, horizon=0, input_timeout=0.5, image_every=4)).successful
 
         assert call(adapter_params('model', model)).successful
         assert call(value_params(candidates=4, horizon=3, mode='plan')).successful

@@ -57,7 +57,11 @@ def typestore_with(type_names: set[str]):
     missing_packages = {name.split('/')[0] for name in type_names if name not in store.fielddefs}
     for package in sorted(missing_packages):
         types = {}
-        for msg_file in sorted((find_package_share(package) / 'msg').glob('*.msg')):
+        try:
+            share = find_package_share(package)
+        except LookupError:
+            continue   # not installed here: its types stay unknown to the store (callers check fielddefs)
+        for msg_file in sorted((share / 'msg').glob('*.msg')):
             types.update(get_types_from_msg(msg_file.read_text(), f'{package}/msg/{msg_file.stem}'))
         store.register(types)
     return store

@@ -144,6 +144,13 @@ class PlannerNode(Node):
 
     # ---- parameters: check all in on_set, apply after ------------------------------------------------
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        try:
+            return self._check_parameters(parameters)
+        except Exception as exc:   # an answer for every call: a checking fault never takes the node down
+            self.get_logger().error(f'checking parameters failed: {exc!r}')
+            return SetParametersResult(successful=False, reason=f'could not check the parameters: {exc!r}')
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
         reason = params.invalid(self.knob_fields, parameters)
         if reason or not self.ready:   # while declaring: start values are checked, and read once declared
             return SetParametersResult(successful=not reason, reason=reason or '')
@@ -161,8 +168,9 @@ class PlannerNode(Node):
             except lora.AdapterError as exc:
                 reason = f'{target} adapter rejected: {exc}'
                 self.get_logger().warning(reason)
-                version = given.get(prefix + 'version', 0)
-                self._status(target, version if isinstance(version, int) else 0, AdapterStatus.STATE_REJECTED, reason)
+                version = given.get(prefix + 'version', 0)   # (what a status message can carry: uint32)
+                self._status(target, version if isinstance(version, int) and 0 <= version < 2 ** 32 else 0,
+                             AdapterStatus.STATE_REJECTED, reason)
                 return SetParametersResult(successful=False, reason=reason)
         # everything in the call passed: nothing is applied before this point, so a refused call leaves no trace
         self.staged = ({n: v for n, v in given.items() if n in self.knob_fields}, prepared)
