@@ -34,7 +34,7 @@ def collect(agent, task: str, episodes: int, seed: int, mode: str = 'actor', mak
     out, total = [], 0
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        state, done, prev, reward = None, False, torch.zeros(agent.action_dim), 0.0
+        state, done, prev, reward, terminated = None, False, torch.zeros(agent.action_dim), 0.0, False
         steps = {'bev': [], 'ego': [], 'action': [], 'reward': []}
         while True:
             steps['bev'].append(obs['bev'])
@@ -51,7 +51,7 @@ def collect(agent, task: str, episodes: int, seed: int, mode: str = 'actor', mak
         out.append({'bev': np.stack(steps['bev']), 'ego': np.stack(steps['ego']).astype(np.float32),
                     'action': np.stack(steps['action']).astype(np.float32),
                     'reward': np.asarray(steps['reward'], np.float32),
-                    'is_first': np.arange(length) == 0})
+                    'is_first': np.arange(length) == 0, 'is_terminal': (np.arange(length) == length - 1) & terminated})
         total += length
         if max_steps is not None and total >= max_steps:
             break
