@@ -7,7 +7,8 @@ import dataclasses
 
 from adawm_planner.core.knobs import check, knob
 
-STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none')
+STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none', 'oracle')
+KNOWN_SIDES = ('unknown', 'model', 'policy', 'both')
 PLAN_MODES = ('plan', 'actor')
 OUTPUT_KINDS = ('carla', 'autoware', 'ackermann')
 
@@ -25,9 +26,13 @@ class FinetuneConfig:
     policy_lr: float = knob(3e-4, 'learning rate of the policy adapter', positive=True)
     window: int = knob(64, 'newest new-task steps the mismatches are measured on', low=2)
     train_every: int = knob(8, 'new environment steps per finetuning step', low=1)
+    known_side: str = knob('unknown', 'oracle only: the side a known-answer shift pair changed (tasks.yaml '
+                           'shift_pairs known_side; both = the two in turn)', choices=KNOWN_SIDES)
 
     def __post_init__(self):
         check(self)
+        if self.strategy == 'oracle' and self.known_side == 'unknown':
+            raise ValueError('strategy oracle needs known_side model, policy or both')
 
 
 @dataclasses.dataclass
