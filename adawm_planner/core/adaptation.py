@@ -75,6 +75,19 @@ class Finetuner:
         self.policy_opt = (torch.optim.Adam(actor_params + critic_params, policy_lr)
                            if actor_params or critic_params else None)
 
+    @classmethod
+    def from_checkpoint(cls, agent, config: FinetuneConfig, checkpoint_dir) -> 'Finetuner':
+        """A Finetuner with what the checkpoint ships for it, each where present: the pretraining replay
+        summary (visitation TV) and the mismatch reference (the calibrated ε_P and ε_π the rule uses)."""
+        from adawm_planner.core.checkpoint import CheckpointError, load_replay_summary
+
+        def optional(load):
+            try:
+                return load(checkpoint_dir)
+            except CheckpointError:
+                return None
+        return cls(agent, config, optional(load_replay_summary), optional(mismatch.load_reference))
+
     # ---- mismatch -----------------------------------------------------------------------------------
     @torch.no_grad()
     def measure(self, window: dict) -> dict:

@@ -33,8 +33,7 @@ from tqdm import tqdm
 from adawm_planner.core.adaptation import FinetuneConfig, Finetuner
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.bev import CHANNELS
-from adawm_planner.core.checkpoint import (CheckpointError, load_checkpoint, load_replay_summary, load_state,
-                                           save_checkpoint)
+from adawm_planner.core.checkpoint import load_checkpoint, load_state, save_checkpoint
 from adawm_planner.core.contract import Contract
 from adawm_planner.core.learner import Learner
 from adawm_planner.core.lora import save as save_adapter
@@ -46,7 +45,7 @@ MANIFEST = 'dataset.json'
 ARRAYS = ('bev', 'ego', 'action', 'reward', 'is_first', 'is_terminal', 'stamp', 'episode', 'control')
 HELDOUT_SEQUENCES = 32   # fixed held-out sequences the held-out losses are the mean over
 TRACE_FIELDS = ['finetune_step', 'dataset_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
-                'decision']
+                'tv_prior_posterior', 'tv_policy', 'decision']
 
 
 class DatasetError(ValueError):
@@ -264,11 +263,7 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
     if meta['contract'] != contract:
         raise DatasetError(f'the dataset was made under another contract than {checkpoint_dir}\'s (step period, '
                            'actions, BEV): convert the recordings again with --checkpoint ' + str(checkpoint_dir))
-    try:
-        summary = load_replay_summary(checkpoint_dir)
-    except CheckpointError:
-        summary = None   # visitation TV is then not reported; ε_P and ε_π do not need it
-    tuner = Finetuner(agent, config, summary)
+    tuner = Finetuner.from_checkpoint(agent, config, checkpoint_dir)
     p = agent.preset
     data = to_replay(arrays, agent.action_dim)
     replay = Replay(len(data), data.bev.shape[1:], agent.world_model.ego_dim, agent.action_dim, seed)

@@ -19,7 +19,10 @@ def register(commands):
     finetune.set_defaults(func=_finetune)
 
     experiment = commands.add_parser('experiment', help='all strategies × seeds on a shift pair; resumable')
-    experiment.add_argument('--pair', required=True, help='shift pair name (config/tasks.yaml)')
+    which = experiment.add_mutually_exclusive_group(required=True)
+    which.add_argument('--pair', help='shift pair name (config/tasks.yaml)')
+    which.add_argument('--from', dest='from_task', metavar='TASK', help='or any pair: the pretraining task ...')
+    experiment.add_argument('--to', dest='to_task', metavar='TASK', help='... and the new task (with --from)')
     experiment.add_argument('--checkpoint', default=None,
                             help='pretrained checkpoint (default: the shipped one for the pair\'s pretrain task)')
     experiment.add_argument('--seeds', type=int, default=3)
@@ -82,16 +85,23 @@ def _experiment(args):
     from adawm_planner.experiments.finetune import experiment
     from adawm_planner.share import package_share
     try:
-        pair = check_pair(args.pair)
+        if args.pair:
+            pair = check_pair(args.pair)
+        elif args.to_task:
+            pair = {'pretrain': check_task(args.from_task), 'finetune': check_task(args.to_task)}
+        else:
+            raise Refused('--from TASK needs --to TASK')
+        known = pair.get('known_side')   # the oracle runs only where the right side is known
+        strategies = [s for s in args.strategies if s != 'oracle' or known or args.known_side != 'unknown']
         shipped = sorted((package_share() / 'checkpoints').glob(f'{pair["pretrain"]}*/model.json'))
         if not (args.checkpoint or shipped):
             raise Refused(f'no shipped checkpoint for {pair["pretrain"]}; pass --checkpoint')
         checkpoint = check_checkpoint(args.checkpoint or shipped[0].parent)
-        config = knobs_from_args(FinetuneConfig, args)
+        config = knobs_from_args(FinetuneConfig, args, **({'known_side': known} if known else {}))
     except Refused as exc:
         return refuse('experiment', str(exc))
-    out = Path(args.out or f'runs/experiments/{args.pair}')
-    experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, args.strategies, args.steps, config,
+    out = Path(args.out or f'runs/experiments/{args.pair or pair["pretrain"] + "-to-" + pair["finetune"]}')
+    experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, strategies, args.steps, config,
                eval_every=args.eval_every, eval_episodes=args.eval_episodes)
     print((out / 'table.md').read_text())
     return 0
