@@ -20,6 +20,7 @@ policy; the frozen pretrained base is never modified.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -177,6 +178,17 @@ class Finetuner:
                                 target_modules=tuple(self.lora_targets[target]),
                                 base_checksum=self.base_checksum[target])
         return lora.export(module, meta)
+
+    def save_adapters(self, directory) -> dict:
+        """Every side that carries LoRA layers, exported (version 1) to DIRECTORY/<side>_adapter.safetensors
+        with its JSON sidecar; returns side -> {path, sha256, bytes}."""
+        saved = {}
+        for target in lora.TARGETS:
+            if any('.lora_' in name for name, _ in self.agent.module(target).named_parameters()):
+                adapter = self.export_adapter(target, version=1)
+                path = lora.save(adapter, Path(directory) / f'{target}_adapter')
+                saved[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
+        return saved
 
     def trainable_report(self) -> dict:
         """Trainable parameters per side, and as a fraction of that side's base parameters."""

@@ -36,7 +36,6 @@ from adawm_planner.core.bev import CHANNELS
 from adawm_planner.core.checkpoint import load_checkpoint, load_state, save_checkpoint
 from adawm_planner.core.contract import Contract
 from adawm_planner.core.learner import Learner
-from adawm_planner.core.lora import save as save_adapter
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.runlog import RunLog, bev_comparison
 
@@ -283,12 +282,7 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
                 log.scalars(i + 1, {k: out[k] for k in TRACE_FIELDS[2:] if isinstance(out.get(k), float)},
                             'mismatch/')
     log.close()
-    adapters = {}
-    for target in ('model', 'policy'):
-        if any('.lora_' in n for n, _ in agent.module(target).named_parameters()):
-            adapter = tuner.export_adapter(target, version=1)
-            path = save_adapter(adapter, out_dir / f'{target}_adapter')
-            adapters[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
+    adapters = tuner.save_adapters(out_dir)
     result = {'checkpoint': str(checkpoint_dir), 'pretrain_task': meta.get('task'), 'dataset': str(dataset),
               'dataset_steps': len(data), 'strategy': config.strategy, 'seed': seed,
               'finetune_steps': tuner.steps, 'decisions': decisions, 'config': dataclasses.asdict(config),

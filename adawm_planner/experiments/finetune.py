@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
 from adawm_planner.core.checkpoint import load_checkpoint
-from adawm_planner.core.lora import save as save_adapter
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.pretrain import evaluate
 from adawm_planner.experiments.runlog import RunLog, bev_comparison
@@ -93,12 +92,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     trace_file.close()
     log.close()
 
-    adapters = {}
-    for target in ('model', 'policy'):
-        if any('.lora_' in n for n, _ in agent.module(target).named_parameters()):
-            adapter = tuner.export_adapter(target, version=1)
-            path = save_adapter(adapter, out_dir / f'{target}_adapter')
-            adapters[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
+    adapters = tuner.save_adapters(out_dir)
     result = {'checkpoint': str(checkpoint_dir), 'pretrain_task': meta.get('task'), 'task': task,
               'strategy': strategy, 'seed': seed, 'steps': steps, 'finetune_steps': tuner.steps,
               'decisions': decisions, 'config': dataclasses.asdict(config), 'train_every': train_every,
