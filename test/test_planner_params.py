@@ -195,8 +195,8 @@ def test_the_planner_speaks_other_stacks_commands(kind, tiny_checkpoint):
     with planner_beside_bridge(tiny_checkpoint, f'output:={kind}') as (node, bridge, executor):
         received = []
         node.create_subscription(convert.output_type(kind), convert.OUTPUTS[kind][1], received.append, qos.SENSOR_IN)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(received) < 40:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (len(received) < 40 or moving(kind, received[-1]) == 0):
             bridge.frame()
             executor.spin_once(timeout_sec=0.05)
         assert len(received) >= 40 and not bridge.commands, 'no command, or a CARLA command beside it'
@@ -212,4 +212,8 @@ def test_the_planner_speaks_other_stacks_commands(kind, tiny_checkpoint):
     assert all(s >= 0 for s in speeds) and all(abs(a) <= table.pedal_acceleration for a in accelerations)
     assert all(abs(a) <= table.max_steer_angle + 1e-6 for a in angles)
     assert speeds[0] == 0.0 and abs(accelerations[0]) == table.pedal_acceleration   # the start-up safe stop
-    assert any(s > 0 for s in speeds[-20:]), 'the planner never asked to move'
+    assert speeds[-1] > 0, 'the planner never asked to move'
+
+
+def moving(kind, msg):
+    return msg.longitudinal.velocity if kind == 'autoware' else msg.drive.speed

@@ -89,10 +89,10 @@ def output_type(kind: str):
     return getattr(importlib.import_module(f'{package}.msg'), name)
 
 
-def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp):
+def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp, stop: bool = False):
     """A control (throttle / steer / brake) as the output kind's message. For Autoware and Ackermann the
     action goes through the checkpoint's vehicle model (ActionTable.kinematics): target speed after one model
-    step, acceleration, front-tire angle (+ = left)."""
+    step, acceleration, front-tire angle (+ = left); a safe stop (`stop`) asks for speed 0 at full braking."""
     if kind == 'carla':
         from carla_msgs.msg import CarlaEgoVehicleControl
         msg = CarlaEgoVehicleControl(throttle=float(command['throttle']), steer=float(command['steer']),
@@ -100,6 +100,8 @@ def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp)
         msg.header.stamp = stamp
         return msg
     acceleration, target_speed, tire_angle = table.kinematics(command, speed, dt)
+    if stop:
+        target_speed = 0.0
     msg = output_type(kind)()
     if kind == 'autoware':
         msg.stamp = msg.lateral.stamp = msg.longitudinal.stamp = stamp

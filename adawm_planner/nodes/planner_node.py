@@ -36,6 +36,7 @@ from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
 from adawm_planner.core.config import CommandConfig, PlannerConfig
+from adawm_planner.core.guard import FaultHold, PlanBudget
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert, params, qos, spin
@@ -112,11 +113,9 @@ class PlannerNode(Node):
         self.actions = self.contract.action_table()
         self.driver_state, self.command = None, dict(SAFE_STOP)
         self.safe_stop_reason = 'waiting for inputs'
-        self.last_fault, self.clean_since = '', None   # hysteresis: stop until clean for fault_hold s
-        self.fault_report = ''                         # the last fault, kept for /diagnostics after recovery
+        self.hold, self.budget = FaultHold(self.settings.fault_hold), PlanBudget(self.config.budget_ms / 1000)
+        self.fault_report = ''   # the last input fault, kept for /diagnostics after recovery
         self.latencies = collections.deque(maxlen=2000)
-        self.afforded = collections.deque(maxlen=200)   # horizon each recent decision could afford
-        self.fallbacks, self.step_estimate = 0, None    # decisions answered by the actor alone; s per step
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
 
@@ -189,6 +188,7 @@ class PlannerNode(Node):
             ours = lambda cls: {k: v for k, v in values.items() if k in {f.name for f in knobs(cls)}}
             self.config = dataclasses.replace(self.config, **ours(PlannerConfig))
             self.settings = dataclasses.replace(self.settings, **ours(NodeConfig))
+            self.hold.hold, self.budget.budget_s = self.settings.fault_hold, self.config.budget_ms / 1000
         if prepared:
             with self.pending_lock:
                 self.pending.update(prepared)
@@ -235,24 +235,13 @@ class PlannerNode(Node):
         self._count_frame(stamp, time.monotonic() - started)
 
     def _fault_or_hold(self, stamp: float, wall_now: float) -> str | None:
-        """Why this frame must not be planned on: a fault now, or a fault less than `fault_hold` s of
-        simulation time of clean frames ago (an input stream interleaving good and bad messages never drives)."""
-        fault = self.inputs.take_fault()
-        reason = self.inputs.problem(wall_now, self.settings.input_timeout)
-        if fault is not None and reason is None:
-            name = convert.publisher_name(self, fault[1])
-            reason = fault[0] + (f' (from {name})' if name else '')
-            self.fault_report = reason
-        if reason is not None:
-            self.last_fault, self.clean_since = reason, None
-            return reason
-        if self.last_fault:
-            self.clean_since = stamp if self.clean_since is None else self.clean_since
-            if stamp - self.clean_since < self.settings.fault_hold - 1e-6:
-                return (f'holding: inputs clean for {stamp - self.clean_since:.2f} of {self.settings.fault_hold} s '
-                        f'after: {self.last_fault}')
-            self.last_fault = ''
-        return None
+        """Why this frame must not be planned on: a fault now (named with its publisher), or the hold after one."""
+        fault = self.inputs.problem(wall_now, self.settings.input_timeout)
+        taken = self.inputs.take_fault()
+        if taken is not None and fault is None:
+            name = convert.publisher_name(self, taken[1])
+            fault = self.fault_report = taken[0] + (f' (from {name})' if name else '')
+        return self.hold.check(stamp, fault)
 
     def _count_frame(self, stamp: float, latency: float) -> None:
         if self.last_frame_stamp is not None and stamp > self.last_frame_stamp:
@@ -266,7 +255,7 @@ class PlannerNode(Node):
     def _watchdog(self) -> None:
         reason = self.inputs.problem(time.monotonic(), self.settings.input_timeout)
         if reason is not None:
-            self.last_fault, self.clean_since = reason, None
+            self.hold.fault(reason)
             self._safe_stop(reason)
 
     def _lookahead(self) -> tuple[int, int]:
@@ -274,15 +263,10 @@ class PlannerNode(Node):
         return self.config.candidates or p.plan_candidates, self.config.horizon or p.plan_horizon
 
     def _act(self, obs, state, frame_started=None):
-        budget = self.config.budget_ms / 1000
-        deadline = frame_started + budget if frame_started is not None and budget > 0 else None
-        action, state, info = self.agent.act(obs, state, self.config.mode, *self._lookahead(), deadline,
-                                             self.step_estimate)
-        if info:   # what this machine could afford: fed back, and a fallback lowers the estimate so that a
-            self.afforded.append(info['horizon'])   # load spike does not stop planning for good
-            self.fallbacks += info['fallback']
-            self.step_estimate = (0.9 * self.step_estimate if info['fallback'] and self.step_estimate
-                                  else info['step_seconds'] or self.step_estimate)
+        action, state, info = self.agent.act(obs, state, self.config.mode, *self._lookahead(),
+                                             self.budget.deadline(frame_started), self.budget.step_estimate)
+        if info:
+            self.budget.record(info)
         return action, state, info
 
     def _decide(self, step, frame_started: float) -> None:
@@ -312,7 +296,7 @@ class PlannerNode(Node):
                  else self.get_clock().now().to_msg())
         speed = self.inputs.ego['speed'] if self.inputs.ego else 0.0
         self.control_pub.publish(convert.command_msg(self.output, command, speed, self.actions,
-                                                     self.contract.step_period, stamp))
+                                                     self.contract.step_period, stamp, bool(self.safe_stop_reason)))
 
     def _publish_plan(self, scene, info) -> None:
         if self.marker_pub.get_subscription_count():
@@ -337,9 +321,7 @@ class PlannerNode(Node):
                   'model_adapter_version': str(self.slots['model'].version),
                   'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
                   'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report,
-                  'budget_ms': f'{self.config.budget_ms:g}', 'plan_fallbacks': str(self.fallbacks),
-                  'afforded_horizon_p50': f'{np.percentile(self.afforded, 50):.0f}' if self.afforded else '',
-                  'afforded_horizon_min': str(min(self.afforded)) if self.afforded else ''}
+                  **self.budget.report()}
         message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
         crowded = convert.crowded_inputs(self, self.role)
         if crowded:   # a second source on an input topic: a misconfigured graph, or someone injecting
