@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from adawm_planner.core import lora
-from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
+from adawm_planner.core.adaptation import Finetuner
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.replay import Replay

@@ -17,7 +17,7 @@ from adawm_planner.core.config import FinetuneConfig
 from adawm_planner.core.opendrive import to_opendrive
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.core.presets import load_preset
-from adawm_planner.core.scene import Agents, Ego, Scene
+from adawm_planner.core.scene import Agents, Ego
 from adawm_planner.dataset import build_dataset
 from adawm_planner.experiments.dataset import (DatasetError, finetune_from_dataset, load_dataset,
                                                pretrain_from_dataset)

@@ -3,7 +3,6 @@ values of every knob a node declares. Zero unhandled exceptions; every refusal i
 with a reason."""
 import json
 import struct
-import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 from adawm_planner.core import knobs, lora
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
 from adawm_planner.core.config import CommandConfig, FinetuneConfig, LifecycleConfig, PlannerConfig
-from test_lora import TARGETS, adapted, make_base, meta_for, train_a_little
+from test_lora import adapted, make_base, meta_for, train_a_little
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

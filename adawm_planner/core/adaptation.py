@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from adawm_planner.core import lora, mismatch
-from adawm_planner.core.config import STRATEGIES, FinetuneConfig  # noqa: F401  (STRATEGIES: re-exported)
+from adawm_planner.core.config import FinetuneConfig
 from adawm_planner.core.memory import retain_freed_memory
 
 MODEL_LORA_PREFIXES = ('rssm.', 'ego_encoder.')

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
+from adawm_planner.core.adaptation import Finetuner
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.pretrain import evaluate

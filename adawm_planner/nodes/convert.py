@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import rclpy.subscription
 
 from builtin_interfaces.msg import Time
 from derived_object_msgs.msg import Object, ObjectArray
@@ -24,11 +25,7 @@ from adawm_planner.core.opendrive import lanes_from_opendrive
 from adawm_planner.core.scene import Agents, Ego, Scene
 from adawm_planner.share import package_share
 
-try:
-    from rclpy.subscription import MessageInfo  # noqa: F401  (rclpy ≥ Iron: callbacks may take message info)
-    WITH_MESSAGE_INFO = True
-except ImportError:
-    WITH_MESSAGE_INFO = False
+WITH_MESSAGE_INFO = hasattr(rclpy.subscription, 'MessageInfo')   # rclpy ≥ Iron: callbacks may take message info
 
 MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
 MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
