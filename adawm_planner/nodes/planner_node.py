@@ -283,7 +283,8 @@ class PlannerNode(Node):
             self._publish_decoded_bev()
 
     def _safe_stop(self, reason: str, frame_stamp: float | None = None) -> None:
-        if reason != self.safe_stop_reason:
+        kind = lambda text: text.split(' (')[0].split(':')[0]   # 'inputs are stale (1.2 s ...)' -> its kind
+        if kind(reason) != kind(self.safe_stop_reason):   # once per kind, not at every tick while it lasts
             self.get_logger().warning(f'safe stop: {reason}')
         self.safe_stop_reason = reason
         self.driver_state, self.command = None, dict(SAFE_STOP)
