@@ -14,38 +14,37 @@ types, a truncated file) is skipped and said so in the summary, never a tracebac
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
+import heapq
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from rclpy.serialization import deserialize_message
-from rosbags.rosbag2 import Reader
 
 from adawm_planner.core import lora, metrics, mismatch
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.config import FinetuneConfig
 from adawm_planner.core.networks import TwoHot
-from adawm_planner.core.pipeline import StepPipeline
-from adawm_planner.nodes.bag import message_class
-from adawm_planner.nodes.convert import InputState, stamp_seconds
+from adawm_planner.nodes.convert import stamp_seconds
+from adawm_planner.nodes.drive import RecordedDrive, read_drive
 
-NEEDED = ('/carla/map', '/carla/ego_vehicle/waypoints', '/carla/ego_vehicle/odometry', '/carla/ego_vehicle/objects')
 FIELDS = ['time', 'episode', 'eps_model', 'eps_policy', 'window_eps_model', 'window_eps_policy', 'decision',
           'predicted_reward', 'reward', 'ttc', 'speed', 'collision', 'event']
 EVENT_TOPICS = {'/adawm/episode': 'episode end', '/adawm/adapter_status': 'adapter change'}
-OBJECTS_TOLERANCE = 0.06   # s: a recorder may catch a frame's objects just before its odometry: one tick older is fine
+CHUNK = 64                 # model steps the world model filters in one pass
+MONTAGE = 6                # steps of highest model mismatch kept for the montage
 
 
-class Analysis:
+class Analysis(RecordedDrive):
     """The world model over one drive: feed it decoded messages in recording order, then `finish`."""
+    purpose, label = 'the analysis', 'analyze'
 
     def __init__(self, checkpoint, adapters=(), role: str = 'ego_vehicle',
                  threshold_c: float = FinetuneConfig.threshold_c, window: int = FinetuneConfig.window):
         self.base, meta = load_checkpoint(checkpoint)
+        super().__init__(meta['contract'], role)
         self.current, _ = load_checkpoint(checkpoint)
         self.base.eval()
         self.current.eval()
@@ -55,26 +54,15 @@ class Analysis:
             self.current.set_module(adapter.meta.target, slot.prepare(adapter.blob, adapter.sha256,
                                                                       adapter.meta.version)[0])
         self.adapted, self.threshold_c = bool(adapters), threshold_c
-        self.inputs, self.pipeline = InputState(), StepPipeline(meta['contract'])
         self.actions = meta['contract'].action_table()
-        self.control = (0.0, 0.0, 1.0)
         self.latents = {'current': None, 'base': None}
-        self.prev_action = torch.zeros(self.base.action_dim)
         self.recent = collections.deque(maxlen=window)
-        self.rows, self.frames, self.events = [], [], collections.defaultdict(list)
+        self.rows, self.chunk, self.montage, self.events = [], [], [], collections.defaultdict(list)
         self.pending_event = ''
-        ns = f'/carla/{role}'
-        self.odometry = f'{ns}/odometry'
-        self.handlers = {'/carla/map': self.inputs.on_map, f'{ns}/waypoints': self.inputs.on_route,
-                         self.odometry: self.inputs.on_odometry, f'{ns}/objects': self.inputs.on_objects,
-                         f'{ns}/collision': self._on_collision, f'{ns}/vehicle_status': self.inputs.on_vehicle_status,
-                         f'{ns}/vehicle_control_cmd': self._on_control}
-        # streams that only matter at a model step: left serialized until one comes (at 20 Hz frames and
-        # 10 Hz steps, half the decoding — the costly part of reading — is never done)
-        self.lazy = {f'{ns}/objects', f'{ns}/vehicle_status', f'{ns}/vehicle_control_cmd'}
+        self.handlers[f'/carla/{role}/collision'] = self._on_collision
 
     def wants(self, topic: str) -> bool:
-        return topic in self.handlers or topic in EVENT_TOPICS
+        return super().wants(topic) or topic in EVENT_TOPICS
 
     def message(self, topic: str, msg) -> None:
         if topic in EVENT_TOPICS:
@@ -84,63 +72,62 @@ class Analysis:
             return
         self.handlers[topic](msg)
 
-    def frame_due(self) -> bool:
-        """After an odometry message: whether its frame is a model step (then decode what was left lazy)."""
-        stamp = self.inputs.ego_stamp
-        return stamp is not None and self.inputs.route is not None and self.pipeline.due(stamp, self.inputs.route)
-
-    def try_step(self) -> None:
-        frame = self.inputs.frame(wall_now=0.0, tolerance=OBJECTS_TOLERANCE)
-        if frame is None or self.inputs.problem(wall_now=0.0, timeout=float('inf')) is not None:
-            return
-        step = self.pipeline.step(frame, self.inputs.scene(), self.control)
-        if step is not None:
-            self._model_step(step)
-
     def _on_collision(self, msg) -> None:
         self.inputs.on_collision(msg)
         self.events['collision'].append(stamp_seconds(msg.header.stamp))
         self.pending_event = 'collision'
 
-    def _on_control(self, msg) -> None:
-        self.control = (msg.throttle, msg.steer, msg.brake)
-
-    def _filter(self, agent, key, obs, is_first, seed):
-        wm = agent.world_model
-        prev = wm.initial(1) if is_first or self.latents[key] is None else self.latents[key]
-        post, prior = wm.rssm.obs_step(prev, self.prev_action[None], wm.embed(torch.as_tensor(obs['bev'])[None],
-                                       torch.as_tensor(obs['ego'], dtype=torch.float32)[None]),
-                                       torch.tensor([is_first]), torch.Generator().manual_seed(seed))
-        self.latents[key] = post
-        return post, prior
+    def on_step(self, step) -> None:
+        """Steps wait in a chunk: the world model filters a chunk in one pass (its conv encoder batched)."""
+        action = np.zeros(self.base.action_dim, np.float32) if step.is_first else self.current.encode_action(
+            self.actions.index(dict(zip(('throttle', 'steer', 'brake'), step.control)))).numpy()
+        self.chunk.append((step, action, self.pending_event, metrics.ttc(step.scene)))
+        self.pending_event = ''
+        if len(self.chunk) == CHUNK:
+            self.flush()
 
     @torch.inference_mode()
-    def _model_step(self, step) -> None:
-        if step.is_first:
-            self.prev_action = torch.zeros(self.base.action_dim)
-        seed = len(self.rows)
-        post, prior = self._filter(self.current, 'current', step.obs, step.is_first, seed)
-        eps_model = mismatch.prior_posterior_tv(prior['logits'].exp(), post['logits'].exp()).item()
-        feat = self.current.world_model.feat(post)
-        eps_policy = 0.0   # without adapters the current policy is the pretrained one
-        if self.adapted:
-            base_post, _ = self._filter(self.base, 'base', step.obs, step.is_first, seed)
-            base_probs = self.base.actor_critic.actor(self.base.world_model.feat(base_post)).exp()
-            eps_policy = mismatch.tv(self.current.actor_critic.actor(feat).exp(), base_probs).mean().item()
-        self.recent.append((eps_model, eps_policy))
-        window_model, window_policy = np.mean(self.recent, axis=0)
+    def flush(self) -> None:
+        if not self.chunk:
+            return
+        steps, actions, events, ttcs = zip(*self.chunk)
+        self.chunk = []
+        batch = {'bev': torch.as_tensor(np.stack([s.obs['bev'] for s in steps]))[None],
+                 'ego': torch.as_tensor(np.stack([s.obs['ego'] for s in steps]))[None],
+                 'action': torch.as_tensor(np.stack(actions))[None],
+                 'is_first': torch.tensor([[s.is_first for s in steps]])}
+        posts, priors = self._filter(self.current, 'current', batch)
         wm = self.current.world_model
-        self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model,
-                          'eps_policy': eps_policy, 'window_eps_model': window_model,
-                          'window_eps_policy': window_policy,
-                          'decision': mismatch.decide(window_model, window_policy, self.threshold_c),
-                          'predicted_reward': TwoHot(wm.reward_head(feat), wm.bins).mean().item(),
-                          'reward': step.reward, 'ttc': metrics.ttc(step.scene), 'speed': step.scene.ego.speed,
-                          'collision': int(step.scene.collision), 'event': self.pending_event})
-        self.pending_event = ''
-        self.frames.append((eps_model, step.stamp, step.obs['bev'], wm.feat(prior)))
-        self.prev_action = self.current.encode_action(self.actions.index(
-            dict(zip(('throttle', 'steer', 'brake'), self.control))))
+        eps_model = mismatch.tv(priors['logits'].exp(), posts['logits'].exp()).mean(-1)[0]   # (T,) mean over factors
+        feat = wm.feat(posts)
+        eps_policy = torch.zeros(len(steps))   # without adapters the current policy is the pretrained one
+        if self.adapted:
+            base_posts, _ = self._filter(self.base, 'base', batch)
+            base_probs = self.base.actor_critic.actor(self.base.world_model.feat(base_posts)).exp()
+            eps_policy = mismatch.tv(self.current.actor_critic.actor(feat).exp(), base_probs)[0]
+        predicted = TwoHot(wm.reward_head(feat), wm.bins).mean()[0]
+        prior_feat = wm.feat(priors)[0]
+        for t, (step, event, ttc) in enumerate(zip(steps, events, ttcs)):
+            self.recent.append((eps_model[t].item(), eps_policy[t].item()))
+            window_model, window_policy = np.mean(self.recent, axis=0)
+            self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model[t].item(),
+                              'eps_policy': eps_policy[t].item(), 'window_eps_model': window_model,
+                              'window_eps_policy': window_policy,
+                              'decision': mismatch.decide(window_model, window_policy, self.threshold_c),
+                              'predicted_reward': predicted[t].item(), 'reward': step.reward, 'ttc': ttc,
+                              'speed': step.scene.ego.speed, 'collision': int(step.scene.collision), 'event': event})
+            # the montage keeps the steps of highest model mismatch only (long recordings stay small in memory)
+            entry = (eps_model[t].item(), len(self.rows), step.stamp, step.obs['bev'], prior_feat[t:t + 1])
+            (heapq.heappush if len(self.montage) < MONTAGE else heapq.heappushpop)(self.montage, entry)
+
+    def _filter(self, agent, key, batch):
+        """Posteriors and priors (1, T, ...) of a chunk, going on from the latent state the last chunk left;
+        the sampling noise depends only on where the chunk starts in the drive (reproducible)."""
+        wm = agent.world_model
+        posts, priors = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'], self.latents[key],
+                                   generator=torch.Generator().manual_seed(len(self.rows)))
+        self.latents[key] = {k: v[:, -1] for k, v in posts.items()}
+        return posts, priors
 
 
 def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(), role: str = 'ego_vehicle',
@@ -151,106 +138,14 @@ def analyze(bag: str | Path, checkpoint: str | Path, out: str | Path, adapters=(
     analysis = Analysis(checkpoint, adapters, role, threshold_c, window)
     notes: list[str] = []
     seen: collections.Counter = collections.Counter()
-    source = _open_bag(bag, notes)
-    if source is None:
-        return _finish(out, analysis, notes, seen, 0.0, started)
-    topics, bag_seconds, messages = source
-    for topic in NEEDED:
-        if topic.replace('ego_vehicle', role) not in topics:
-            notes.append(f'{topic} is not in the bag: no Scene can be built without it')
-    classes, skipped = {}, {}
-    for topic, msgtype in topics.items():
-        if not analysis.wants(topic):
-            skipped[topic] = 'not used by the analysis'
-            continue
-        try:
-            classes[topic] = message_class(msgtype)
-        except (ImportError, AttributeError, ValueError):
-            skipped[topic] = f'type {msgtype} is not installed'
-    notes += [f'skipped {topic}: {why}' for topic, why in sorted(skipped.items())]
-
-    def decode(topic, data):
-        try:
-            return deserialize_message(data, classes[topic])
-        except Exception as exc:   # one corrupt message does not end the analysis
-            seen[f'{topic} (undecodable)'] += 1
-            if seen[f'{topic} (undecodable)'] == 1:
-                notes.append(f'{topic}: a message could not be decoded ({exc}); such messages skipped')
-            return None
-
-    pending: dict[str, bytes] = {}
-    try:
-        for topic, data in messages:
-            if topic not in classes:
-                continue
-            seen[topic] += 1
-            if topic in analysis.lazy:
-                pending[topic] = data
-                continue
-            msg = decode(topic, data)
-            if msg is None:
-                continue
-            analysis.message(topic, msg)
-            if topic == analysis.odometry and analysis.frame_due():
-                for lazy_topic in sorted(pending):   # the bridge sends objects and status before odometry
-                    decoded = decode(lazy_topic, pending.pop(lazy_topic))
-                    if decoded is not None:
-                        analysis.message(lazy_topic, decoded)
-                analysis.try_step()
-    except Exception as exc:   # a truncated or damaged file: keep what was read
-        notes.append(f'the bag ends early or is damaged ({type(exc).__name__}: {exc}); analysed what came before')
+    read = read_drive(bag, analysis, notes, seen)
+    bag_seconds = 0.0 if read is None else read[0]
     return _finish(out, analysis, notes, seen, bag_seconds, started)
 
 
-def _open_bag(bag, notes):
-    """(topic -> type, seconds, iterator of (topic, serialized bytes)) through rosbags; for an MCAP whose end
-    is missing (a recording cut short) by streaming its records from the start; None if neither works."""
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except Exception as exc:   # rosbags raises several unrelated types for unreadable bags
-        path = Path(bag)
-        mcaps = sorted(path.glob('*.mcap')) if path.is_dir() else [path] if path.suffix == '.mcap' else []
-        if not mcaps:
-            notes.append(f'the bag could not be opened: {exc}')
-            return None
-        notes.append(f'the bag could not be opened as a whole ({exc}); read {mcaps[0].name} record by record')
-        return _stream_mcap(mcaps[0], notes)
-
-    def messages():
-        with contextlib.closing(reader):
-            for conn, _, data in reader.messages():
-                yield conn.topic, bytes(data)
-    seconds = reader.duration / 1e9 if reader.message_count else 0.0
-    return {c.topic: c.msgtype for c in reader.connections}, seconds, messages()
-
-
-def _stream_mcap(path: Path, notes):
-    from mcap.records import Channel, Message, Schema
-    from mcap.stream_reader import StreamReader
-
-    schemas, channels, records = {}, {}, []
-    try:
-        with open(path, 'rb') as f:
-            for record in StreamReader(f, skip_magic=False).records:
-                if isinstance(record, Schema):
-                    schemas[record.id] = record.name
-                elif isinstance(record, Channel):
-                    channels[record.id] = (record.topic, schemas.get(record.schema_id, ''))
-                elif isinstance(record, Message) and record.channel_id in channels:
-                    records.append((record.log_time, channels[record.channel_id][0], bytes(record.data)))
-    except Exception as exc:   # the damage: everything before it is kept
-        notes.append(f'{path.name} breaks off after {len(records)} messages ({type(exc).__name__}: {exc})')
-    if not records:
-        return None
-    records.sort(key=lambda r: r[0])
-    topics = {topic: msgtype for topic, msgtype in channels.values()}
-    seconds = (records[-1][0] - records[0][0]) / 1e9
-    return topics, seconds, ((topic, data) for _, topic, data in records)
-
-
 def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -> dict:
-    rows, frames, events, agent = analysis.rows, analysis.frames, analysis.events, analysis.current
+    analysis.flush()
+    rows, events, agent = analysis.rows, analysis.events, analysis.current
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -282,10 +177,10 @@ def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -
         fig.savefig(out / 'timeline.png', dpi=100)
         plt.close(fig)
 
-        top = sorted(frames, key=lambda f: -f[0])[:6]
+        top = sorted(analysis.montage, reverse=True)
         fig, axes = plt.subplots(2, len(top), figsize=(2.2 * len(top), 4.6), squeeze=False)
         with torch.inference_mode():
-            for i, (eps, stamp, real, prior_feat) in enumerate(top):
+            for i, (eps, _, stamp, real, prior_feat) in enumerate(top):
                 predicted = (agent.world_model.bev_decoder(prior_feat)[0].clamp(0, 1) * 255).to(torch.uint8).numpy()
                 axes[0][i].imshow(to_rgb(real))
                 axes[0][i].set_title(f't={stamp:.1f} s\nε_P={eps:.2f}', fontsize=8)

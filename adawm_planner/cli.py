@@ -5,7 +5,8 @@ import sys
 from adawm_planner import __version__
 from adawm_planner.core.config import STRATEGIES, FinetuneConfig
 from adawm_planner.core.knobs import knobs
-from adawm_planner.experiments.cli_args import Parser, Refused, add_knob_arguments, check_checkpoint, refuse
+from adawm_planner.experiments.cli_args import (Parser, Refused, add_knob_arguments, check_checkpoint, check_task,
+                                                refuse)
 from adawm_planner.experiments import finetune_cli, pretrain_cli, sim_cli
 
 
@@ -47,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                       if f.name not in ('threshold_c', 'window')])
     analyze.set_defaults(func=_analyze)
 
+    dataset = commands.add_parser('dataset', help='turn recorded drives into training sequences (no DDS)')
+    dataset.add_argument('bags', nargs='+', metavar='BAG', help='rosbag2 folder(s) or .mcap file(s)')
+    dataset.add_argument('--out', required=True, help='new dataset folder')
+    source = dataset.add_mutually_exclusive_group()
+    source.add_argument('--checkpoint', default='', help='take the contract (step period, actions, BEV) from this '
+                        'checkpoint, the model the data is for (default: the shipped one)')
+    source.add_argument('--task', default=None, help='take the contract from this embedded task instead '
+                        '(for a model pretrained from scratch on the data)')
+    dataset.add_argument('--role', default='ego_vehicle', help='role name of the recorded vehicle')
+    dataset.add_argument('--shard-steps', type=int, default=1024, help='steps per shard file')
+    dataset.set_defaults(func=_dataset)
+
     demo = commands.add_parser('demo', help='run the embedded stack with adaptation on a shift pair and report')
     demo.add_argument('--duration', type=float, default=240.0, metavar='S', help='seconds to run (default 240)')
     demo.add_argument('--pair', default=None, help='shift pair from config/tasks.yaml (default: default_pair)')
@@ -80,6 +93,47 @@ def _analyze(args) -> int:
         print(f'  note: {note}')
     print(f'written: {out}/summary.md, steps.csv, timeline.png, montage.png')
     return 0 if summary['steps'] else 1
+
+
+def _dataset(args) -> int:
+    from pathlib import Path
+
+    from adawm_planner.core.checkpoint import read_contract, read_meta
+    from adawm_planner.dataset import build_dataset
+    from adawm_planner.nodes.convert import default_checkpoint
+    try:
+        missing = [bag for bag in args.bags if not Path(bag).exists()]
+        if missing:
+            raise Refused(f'no recording at {", ".join(missing)}')
+        if Path(args.out).exists():
+            raise Refused(f'{args.out} exists; choose a new folder')
+        if args.shard_steps < 1:
+            raise Refused('--shard-steps must be at least 1')
+        if args.task:
+            from adawm_planner.sim import make_env
+            task = check_task(args.task)
+            contract, source = make_env(task).unwrapped.contract(), {'task': task}
+        else:
+            checkpoint = check_checkpoint(args.checkpoint or default_checkpoint())
+            meta = read_meta(checkpoint)
+            contract, source, task = read_contract(meta), {'checkpoint': checkpoint}, meta.get('task')
+    except Refused as exc:
+        return refuse('dataset', str(exc))
+    manifest = build_dataset(args.bags, args.out, contract, source, task, args.role, args.shard_steps)
+    mapping, conversion = manifest['action_mapping'], manifest['conversion']
+    print(f'{manifest["steps"]} steps in {manifest["segments"]} segments from {len(args.bags)} bag(s), contract from '
+          f'{source}; {conversion["recorded_seconds"]} s recorded in {conversion["wall_seconds"]} s')
+    if mapping['pedal_residual']:
+        print(f'action mapping error: |pedal| mean {mapping["pedal_residual"]["mean"]:.3f} '
+              f'(max {mapping["pedal_residual"]["max"]:.3f}), |steer| mean {mapping["steer_residual"]["mean"]:.3f} '
+              f'(max {mapping["steer_residual"]["max"]:.3f})')
+    for entry in manifest['sources']:
+        for note in entry['notes']:
+            print(f'  {entry["bag"]}: {note}')
+        for span in entry['skipped_spans']:
+            print(f'  {entry["bag"]}: skipped {span["from"]:.2f}-{span["to"]:.2f} s: {span["why"]}')
+    print(f'written: {args.out}/dataset.json and {len(manifest["shards"])} shard(s)')
+    return 0 if manifest['steps'] else 1
 
 
 def _demo(args) -> int:

@@ -200,7 +200,10 @@ def _run_children(parent: ET.Element, context: Context, nodes: list[NodeSpec]) -
         handler = _HANDLERS.get(element.tag)
         if handler is None:
             raise LaunchError(f'<{element.tag}> is not supported by `adawm launch` (supported: {", ".join(_HANDLERS)})')
-        handler(element, context, nodes)
+        try:
+            handler(element, context, nodes)
+        except KeyError as exc:
+            raise LaunchError(f'<{element.tag}> lacks its attribute {exc}') from None
 
 
 def _arg(element, context, nodes):
@@ -252,7 +255,11 @@ def _node(element, context, nodes):
             spec.param_files.append(sub(child.attrib['from']))
         elif child.tag == 'param':
             value = sub(child.attrib['value'])
-            yaml.safe_load(value)   # a value ros2 launch could not parse should fail here, not in the node
+            try:   # a value ros2 launch could not parse should fail here, not in the node
+                yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise LaunchError(f'<param name="{child.attrib.get("name")}"> value {value!r} is not YAML: '
+                                  f'{str(exc).splitlines()[0]}') from None
             spec.params.append((child.attrib['name'], value))
         elif child.tag == 'remap':
             spec.remaps.append((sub(child.attrib['from']), sub(child.attrib['to'])))

@@ -1,9 +1,9 @@
-"""Soak: the embedded stack with adaptation on for N simulated minutes. Reports each node's memory growth
-(RSS at the end vs after the first simulated minute), missed frames, safe stops, adapters applied / rolled
-back / rejected, and episodes.
+"""Soak: the embedded stack with adaptation on for N simulated minutes. Reports each node's memory (RSS
+sampled every simulated minute: the curve, and the growth after the first minute), missed frames, safe
+stops, adapters applied / rolled back / rejected, and episodes.
 
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=59 \
-        .venv/bin/python bench/bench_soak.py [--minutes 20] [--speed 1.0] [--checkpoint DIR]
+        .venv/bin/python bench/bench_soak.py [--minutes 20] [--speed 1.0] [--checkpoint DIR] [--csv FILE]
 
 `--speed` runs the simulator faster than real time (the planner must keep up: watch missed frames).
 Loopback only; bounded by the simulated minutes (and a wall-clock limit of 3× that at the given speed).
@@ -44,6 +44,7 @@ def main():
     parser.add_argument('--minutes', type=float, default=20.0)
     parser.add_argument('--speed', type=float, default=1.0)
     parser.add_argument('--checkpoint', default='')
+    parser.add_argument('--csv', default='', help='also write the RSS curve (simulated minute, node, MiB) here')
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
@@ -68,7 +69,7 @@ def main():
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
         stops, last_message = 0, 'planning'
-        first_rss, started = None, time.monotonic()
+        first_rss, started, curve = None, time.monotonic(), []   # curve: (simulated minute, {node: MiB})
         try:
             while stack.poll() is None and time.monotonic() - started < 3 * sim_seconds / args.speed + 120:
                 executor.spin_once(timeout_sec=0.1)
@@ -77,8 +78,9 @@ def main():
                     stops += 1
                 last_message = message
                 sim_now = monitor.frame_stamps[-1] if monitor.frame_stamps else 0.0
-                if first_rss is None and sim_now >= 60:
-                    first_rss = {n: rss_mib(p) for n, p in node_pids().items()}
+                if sim_now >= 60 * (len(curve) + 1):
+                    curve.append((len(curve) + 1, {n: rss_mib(p) for n, p in node_pids().items()}))
+                    first_rss = first_rss or curve[0][1]
                 if sim_now >= sim_seconds:
                     break
             last_rss = {n: rss_mib(p) for n, p in node_pids().items()}
@@ -88,6 +90,13 @@ def main():
             os.killpg(stack.pid, signal.SIGTERM)
             stack.wait(timeout=60)
             rclpy.try_shutdown()
+    names = ('sim_bridge_node', 'planner_node', 'adaptation_node')
+    print('RSS (MiB) per simulated minute: minute | ' + ' | '.join(names))
+    for minute, rss in curve:
+        print(f'  {minute:3d} | ' + ' | '.join(f'{rss.get(n, float("nan")):.0f}' for n in names), flush=True)
+    if args.csv:
+        Path(args.csv).write_text('minute,node,rss_mib\n' + ''.join(
+            f'{minute},{n},{rss.get(n, float("nan")):.1f}\n' for minute, rss in curve for n in names))
     statuses = collections.Counter(summary['adapters'])
     planner = summary['planner']
     print(f'soak: {monitor.frame_stamps[-1] if monitor.frame_stamps else 0:.0f} s simulated in {wall:.0f} s wall '

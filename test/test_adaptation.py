@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from adawm_planner.core import lora
-from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
+from adawm_planner.core.adaptation import Finetuner
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.replay import Replay
@@ -43,7 +44,8 @@ def changed(before, module):
 def test_each_strategy_runs_and_trains_only_its_side(strategy):
     agent, replay = toy_agent_and_data()
     wm_before, ac_before = snapshot(agent.world_model), snapshot(agent.actor_critic)
-    tuner = Finetuner(agent, FinetuneConfig(strategy=strategy, threshold_c=2.0, window=16))
+    known_side = 'model' if strategy == 'oracle' else 'unknown'
+    tuner = Finetuner(agent, FinetuneConfig(strategy=strategy, threshold_c=2.0, window=16, known_side=known_side))
     decisions = []
     for _ in range(4):
         out = tuner.step(replay.sample(4, 8), replay.sample(1, 16))
@@ -56,7 +58,7 @@ def test_each_strategy_runs_and_trains_only_its_side(strategy):
         assert not wm_changed and not ac_changed
     lora_wm = lora.adapter_tensors(agent.world_model, 'model')
     lora_ac = lora.adapter_tensors(agent.actor_critic, 'policy')
-    assert bool(lora_wm) == (strategy in ('adawm', 'model', 'alternate'))
+    assert bool(lora_wm) == (strategy in ('adawm', 'model', 'alternate', 'oracle'))
     assert bool(lora_ac) == (strategy in ('adawm', 'policy', 'alternate'))
     if strategy == 'alternate':
         assert decisions == ['model', 'policy', 'model', 'policy']
@@ -120,3 +122,38 @@ def test_exported_adapter_applies_through_an_adapter_slot():
         assert parsed.meta.target_modules == tuple(tuner.lora_targets[target])
         expected = lora.adapter_tensors(agent.world_model if target == 'model' else agent.actor_critic, target)
         assert all(torch.equal(lora.adapter_tensors(module, target)[k], v) for k, v in expected.items())
+
+
+def test_oracle_updates_the_known_side():
+    agent, replay = toy_agent_and_data(seed=4)
+    with pytest.raises(ValueError):
+        FinetuneConfig(strategy='oracle')                        # an oracle has to be told the answer
+    expected = {'model': ['model'] * 3, 'policy': ['policy'] * 3, 'both': ['model', 'policy', 'model']}
+    for side, decisions in expected.items():
+        tuner = Finetuner(agent if side == 'model' else toy_agent_and_data(seed=4)[0],
+                          FinetuneConfig(strategy='oracle', known_side=side, window=16))
+        assert [tuner.step(replay.sample(4, 8), replay.sample(1, 16))['decision'] for _ in range(3)] == decisions
+
+
+def test_calibrated_mismatch_with_a_reference():
+    """With a reference, ε_P and ε_π are the calibrated estimates (in [0, 1]; the uncalibrated TVs are kept),
+    and ε_π is not pinned to 0 before the first update."""
+    from adawm_planner.experiments import mismatch_reference
+    from adawm_planner.core import mismatch
+    agent, replay = toy_agent_and_data(seed=5, steps=400)
+    # a reference from the toy task itself, through the same scoring code the shipped reference uses
+    episodes = [{'bev': replay.bev[i:i + 40], 'ego': replay.ego[i:i + 40], 'action': replay.action[i:i + 40],
+                 'reward': replay.reward[i:i + 40], 'is_first': np.arange(40) == 0} for i in range(0, 400, 40)]
+    halves = {'cdf': {'model': [], 'reward': []}, 'null': {'model': [], 'reward': []}}
+    for i, episode in enumerate(episodes):
+        for signal, values in mismatch_reference.episode_scores(agent, episode, 3).items():
+            halves['cdf' if i % 2 == 0 else 'null'][signal].append(values)
+    join = lambda d: {k: np.concatenate(v) for k, v in d.items()}
+    reference = mismatch.Reference(3, join(halves['cdf']), join(halves['null']))
+    tuner = Finetuner(agent, FinetuneConfig(strategy='adawm', threshold_c=1.0, window=16), reference=reference)
+    out = tuner.measure(replay.sample(1, 16))
+    assert 0.0 <= out['eps_model'] <= 1.0 and 0.0 <= out['eps_policy'] <= 1.0
+    assert out['tv_policy'] == pytest.approx(0.0, abs=1e-6) and 0 < out['tv_prior_posterior'] <= 1
+    worse = replay.sample(1, 16)
+    worse['reward'] = worse['reward'] - 100.0                 # far less reward than the reference: ε_π saturates
+    assert tuner.measure(worse)['eps_policy'] > 0.9

@@ -119,3 +119,22 @@ def test_not_a_bag(tiny_checkpoint, tmp_path):
     (tmp_path / 'empty').mkdir()
     summary = analyze(tmp_path / 'empty', tiny_checkpoint, tmp_path / 'out')
     assert summary['steps'] == 0 and 'could not be opened' in summary['notes'][0]
+
+
+def test_analyze_a_drive_on_a_carla_style_junction(tiny_checkpoint, tmp_path):
+    """A CARLA-style OpenDRIVE junction (roads with lines and arcs inside a <junction>), parsed by the carla
+    client, with the ego driving one of its turns among other cars."""
+    from carla_junction import junction_xodr, record
+
+    from adawm_planner.core.opendrive import lanes_from_opendrive
+    xodr = junction_xodr()
+    lanes = lanes_from_opendrive(xodr)
+    assert len(lanes) == 20   # 4 arms × 2 lanes + 12 connecting lanes
+    turn = max(lanes, key=lambda lane: len(lane.center))
+    bag = record(tmp_path / 'junction', xodr, turn.center, seconds=6.0,
+                 agents=[(lane.center, 6.0) for lane in lanes if lane is not turn][:5])
+    summary = analyze(bag, tiny_checkpoint, tmp_path / 'out')
+    assert summary['steps'] == 60 and not summary['notes'], summary
+    with open(tmp_path / 'out/steps.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert all(0.0 <= float(r['eps_model']) <= 1.0 for r in rows) and float(rows[-1]['speed']) == pytest.approx(5.0)

@@ -57,3 +57,102 @@ def test_decision_rule_follows_the_inequality(eps_p, eps_pi, c, expected):
 def test_decision_rule_refuses_non_positive_c():
     with pytest.raises(ValueError):
         mismatch.decide(0.1, 0.1, 0.0)
+
+
+# ---- calibrated estimators ---------------------------------------------------------------------------------
+import numpy as np   # noqa: E402
+
+
+def test_ks_excess_known_values_and_one_sidedness():
+    ref = np.arange(100, dtype=float)                     # uniform on 0..99
+    assert mismatch.ks_excess(ref.copy(), ref) == pytest.approx(0.0, abs=0.011)
+    assert mismatch.ks_excess(ref + 1000, ref) == pytest.approx(1.0)           # every score above the reference
+    assert mismatch.ks_excess(ref - 1000, ref) == 0.0                          # lower scores are no shift
+    assert mismatch.ks_excess(ref + 50, ref) == pytest.approx(0.5, abs=0.011)  # half the mass moved above
+    assert mismatch.ks_excess(np.array([np.nan, np.nan]), ref) == 0.0
+
+
+def synthetic_reference(rng, n=4000):
+    return mismatch.Reference(3, {'model': rng.normal(size=n), 'reward': rng.normal(size=n)},
+                              {'model': rng.normal(size=n), 'reward': rng.normal(size=n)}, {'task': 'synthetic'})
+
+
+def test_reference_reads_zero_on_its_own_distribution_and_rises_with_shift(tmp_path):
+    rng = np.random.default_rng(0)
+    reference = synthetic_reference(rng)
+    same = [reference.estimate('model', rng.normal(size=256)) for _ in range(200)]
+    assert np.mean(np.array(same) > 0) <= 0.1 and np.median(same) == 0.0      # ≤ 5% + sampling slack above 0
+    shifted = [reference.estimate('model', rng.normal(0.5, size=256)) for _ in range(20)]
+    far = [reference.estimate('model', rng.normal(3.0, size=256)) for _ in range(20)]
+    assert 0.05 < np.mean(shifted) < np.mean(far) <= 1.0 and min(far) > 0.8
+    nans = np.concatenate([rng.normal(3.0, size=256), np.full(20, np.nan)])
+    assert reference.estimate('model', nans) > 0.8                              # undefined steps are ignored
+    reference.save(tmp_path / 'ref.safetensors')
+    loaded = mismatch.Reference.load(tmp_path / 'ref.safetensors')
+    assert loaded.horizon == 3 and loaded.meta == {'task': 'synthetic'}
+    window = rng.normal(1.0, size=64)
+    assert loaded.estimate('reward', window) == pytest.approx(reference.estimate('reward', window), abs=1e-6)
+
+
+def test_reference_refuses_other_files(tmp_path):
+    from safetensors.torch import save_file
+    save_file({'x': torch.zeros(2)}, str(tmp_path / 'other.safetensors'), metadata={'format': 'nope'})
+    with pytest.raises(ValueError):
+        mismatch.Reference.load(tmp_path / 'other.safetensors')
+
+
+def tiny_world_model_and_sequence(length=24):
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.core.world_model import WorldModel
+    torch.manual_seed(0)
+    wm = WorldModel(load_preset('tiny'), (64, 64, 5), 9, 15)
+    bev = torch.randint(0, 255, (2, length, 64, 64, 5), dtype=torch.uint8)
+    ego = torch.randn(2, length, 9)
+    action = torch.nn.functional.one_hot(torch.randint(0, 15, (2, length)), 15).float()
+    is_first = torch.zeros(2, length, dtype=torch.bool)
+    is_first[:, 0] = True
+    is_first[1, 10] = True                                  # a second episode starts in sequence 1
+    return wm, bev, ego, action, is_first
+
+
+@torch.no_grad()
+def test_open_loop_kl_one_step_is_the_filters_kl_and_undefined_across_starts():
+    wm, bev, ego, action, is_first = tiny_world_model_and_sequence()
+    posts, priors = wm.observe(bev, ego, action, is_first, generator=torch.Generator().manual_seed(0))
+    one = mismatch.open_loop_kl(wm, posts, action, is_first, 1, torch.Generator().manual_seed(1))
+    filtered = (posts['logits'].exp() * (posts['logits'] - priors['logits'])).sum((-2, -1))
+    defined = torch.isfinite(one)
+    assert not defined[:, 0].any() and not defined[1, 10] and defined[1, 11] and defined[0, 10]
+    assert torch.allclose(one[defined], filtered[defined], atol=1e-4)
+    five = mismatch.open_loop_kl(wm, posts, action, is_first, 5, torch.Generator().manual_seed(1))
+    assert torch.isfinite(five).sum() == (24 - 5) + (10 - 5) + (14 - 5)
+    assert (five[torch.isfinite(five)] >= 0).all()
+
+
+def test_reward_scores_negate_and_skip_starts():
+    reward = torch.tensor([[0.0, 1.0, 2.0, 0.0, -3.0]])
+    is_first = torch.tensor([[True, False, False, True, False]])
+    scores = mismatch.reward_scores(reward, is_first)
+    assert np.isnan(scores[[0, 3]]).all() and scores[[1, 2, 4]].tolist() == [-1.0, -2.0, 3.0]
+
+
+def test_reference_written_beside_a_checkpoint_loads_and_is_checked(tiny_checkpoint, tmp_path):
+    """The shipped-reference path end to end on the real simulator: episodes of the checkpoint's agent on its
+    own task, scored, split, saved beside the weights with their sha256 in model.json; a changed file is refused."""
+    import json
+    import shutil
+    from adawm_planner.core.checkpoint import CheckpointError
+    from adawm_planner.experiments import mismatch_reference
+    directory = tmp_path / 'ckpt'
+    shutil.copytree(tiny_checkpoint, directory)
+    with pytest.raises(CheckpointError):
+        mismatch.load_reference(directory)
+    path = mismatch_reference.write(directory, episodes=4, horizon=2)
+    entry = json.loads((directory / 'model.json').read_text())['mismatch_reference']
+    assert entry['file'] == path.name and entry['horizon'] == 2 and entry['episodes'] == 4
+    reference = mismatch.load_reference(directory)
+    assert reference.horizon == 2 and set(reference.cdf) == {'model', 'reward'}
+    assert len(reference.cdf['model']) > 0 and np.isfinite(reference.cdf['reward']).all()
+    path.write_bytes(path.read_bytes() + b' ')
+    with pytest.raises(CheckpointError):
+        mismatch.load_reference(directory)

@@ -75,7 +75,7 @@ def test_plan_info_has_imagined_trajectories(toy_agent):
     p = toy_agent.preset
     assert info['actions'].shape == (p.plan_candidates, p.plan_horizon, 15)
     assert info['rewards'].shape == (p.plan_candidates, p.plan_horizon)
-    assert info['ego'].shape == (p.plan_candidates, p.plan_horizon, 2)
+    assert info['ego'].shape == (p.plan_horizon, 2)  # decoded for the chosen candidate only
     assert info['scores'].shape == (p.plan_candidates,)
     assert action == int(info['actions'][info['best'], 0].argmax())
     assert 0 <= action < 15 and state['latent']['deter'].shape == (1, p.deter)

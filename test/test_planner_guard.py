@@ -1,6 +1,7 @@
 """The planner under bad input, over real DDS: a safe stop within one frame with the reason on
 /diagnostics, and recovery by itself when inputs are sane again. The node is never killed by input."""
 import contextlib
+import functools
 import math
 import os
 import subprocess
@@ -93,6 +94,17 @@ def planner_beside_bridge(checkpoint, *params):
     assert 'Traceback' not in out, out[-3000:]
 
 
+def answer(executor, bridge, stamp, timeout=10.0):
+    """The planner's command answering the frame at `stamp` (spinning until it comes)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.01)
+        hits = [c for c in bridge.commands if abs(stamp_of(c) - stamp) < 1e-6]
+        if hits:
+            return hits[-1]
+    raise AssertionError(f'no command answered the frame at {stamp:.2f}')
+
+
 def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
     with planner_beside_bridge(tiny_checkpoint, 'input_timeout:=0.5') as (node, bridge, executor):
 
@@ -101,14 +113,7 @@ def test_safe_stop_on_bad_input_and_recovery(tiny_checkpoint):
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.01)
 
-        def answer_to(stamp, timeout=10.0):
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.01)
-                hits = [c for c in bridge.commands if abs(stamp_of(c) - stamp) < 1e-6]
-                if hits:
-                    return hits[-1]
-            raise AssertionError(f'no command answered the frame at {stamp:.2f}')
+        answer_to = functools.partial(answer, executor, bridge)
 
         # healthy frames: every frame answered (wait until the planner is up)
         deadline = time.monotonic() + 60
@@ -176,14 +181,7 @@ def test_an_interleaved_nan_flood_stops_for_the_fault_and_the_hold(tiny_checkpoi
         executor.add_node(flooder_node)
         flood = flooder_node.create_publisher(Odometry, '/carla/ego_vehicle/odometry', qos.STREAM)
 
-        def answer_to(stamp, timeout=10.0):
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.01)
-                hits = [c for c in bridge.commands if abs(stamp_of(c) - stamp) < 1e-6]
-                if hits:
-                    return hits[-1]
-            raise AssertionError(f'no command answered the frame at {stamp:.2f}')
+        answer_to = functools.partial(answer, executor, bridge)
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not bridge.commands:

@@ -27,7 +27,9 @@ def stop(proc, sig=signal.SIGINT):
 
 def planner(checkpoint, log):
     return run(['-m', 'adawm_planner.nodes.planner_node', '--ros-args', '-p', f'checkpoint:={checkpoint}',
-                '-p', 'mode:=plan', '-p', 'candidates:=8', '-p', 'horizon:=4'], log)
+                '-p', 'mode:=plan', '-p', 'candidates:=8', '-p', 'horizon:=4',
+                # wall-clock staleness: a replay at a quarter of the recorded pace stretches every pause 4x
+                '-p', 'input_timeout:=4.0'], log)
 
 
 def stamp_of(msg):
@@ -45,16 +47,37 @@ def test_replay_gives_the_live_commands(tiny_checkpoint, tmp_path):
 
     from adawm_planner.nodes import qos
 
+    from diagnostic_msgs.msg import DiagnosticArray
+
     log = open(tmp_path / 'nodes.log', 'w')
     bag = tmp_path / 'live'
-    recorder = run(['-m', 'adawm_planner.cli', 'record', str(bag), '--topics', *BRIDGE_TOPICS, COMMANDS], log)
-    time.sleep(3)
-    live_planner = planner(tiny_checkpoint, log)
-    bridge = run(['-m', 'adawm_planner.nodes.sim_bridge_node', '--ros-args', '-p', 'wait_for_command:=true',
-                  '-p', 'seed:=4'], log)
-    time.sleep(15)
-    for proc in (bridge, live_planner, recorder):
-        stop(proc)
+    context = Context()
+    rclpy.init(context=context)
+    try:   # every wait below is for an event, with a margin that holds on a loaded machine
+        watcher = rclpy.create_node('replay_test_watcher', context=context)
+        watch = SingleThreadedExecutor(context=context)
+        watch.add_node(watcher)
+        routes, planning = [], []
+        watcher.create_subscription(Path, '/carla/ego_vehicle/waypoints', routes.append, qos.LATCHED_IN)
+        watcher.create_subscription(DiagnosticArray, '/diagnostics', planning.append, qos.EVENTS_IN)
+
+        def wait_for(predicate, seconds, what):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not predicate():
+                watch.spin_once(timeout_sec=0.05)
+            assert predicate(), f'{what} within {seconds} s; log:' + (tmp_path / 'nodes.log').read_text()[-2000:]
+
+        recorder = run(['-m', 'adawm_planner.cli', 'record', str(bag), '--topics', *BRIDGE_TOPICS, COMMANDS], log)
+        wait_for(lambda: 'adawm_recorder' in watcher.get_node_names(), 60, 'the recorder up')
+        live_planner = planner(tiny_checkpoint, log)
+        wait_for(lambda: planning, 120, 'the live planner spinning (its first diagnostics)')
+        bridge = run(['-m', 'adawm_planner.nodes.sim_bridge_node', '--ros-args', '-p', 'wait_for_command:=true',
+                      '-p', 'seed:=4'], log)
+        wait_for(lambda: len(routes) >= 5, 240, 'four episode boundaries in the live run')
+        for proc in (bridge, live_planner, recorder):
+            stop(proc)
+    finally:
+        rclpy.try_shutdown(context=context)
 
     live, route_stamps, frames = {}, [], []
     with Reader(bag) as reader:
@@ -78,8 +101,14 @@ def test_replay_gives_the_live_commands(tiny_checkpoint, tmp_path):
                                  qos.SENSOR_IN)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
+        from diagnostic_msgs.msg import DiagnosticArray
+        up = []
+        node.create_subscription(DiagnosticArray, '/diagnostics', up.append, qos.EVENTS_IN)
         fresh_planner = planner(tiny_checkpoint, log)
-        time.sleep(12)   # the planner is up and subscribed before the first recorded message goes out
+        end = time.monotonic() + 120   # the planner is spinning before the first recorded message goes out
+        while time.monotonic() < end and not up:
+            executor.spin_once(timeout_sec=0.05)
+        assert up, 'the replay planner never came up'
         # the live run went as fast as the planner answered; a quarter of that leaves the replay planner room
         player = run(['-m', 'adawm_planner.cli', 'replay', str(bag), '--rate', '0.25', '--topics', *BRIDGE_TOPICS], log)
         while player.poll() is None:

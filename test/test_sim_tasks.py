@@ -138,7 +138,15 @@ def test_shift_pairs_differ():
         a.reset(), b.reset()
         sa, sb = a.scene(), b.scene()
         assert (len(sa.agents) != len(sb.agents) or sa.route.shape != sb.route.shape
-                or not np.allclose(sa.route, sb.route) or a.task['drivers'] != b.task['drivers']), name
+                or not np.allclose(sa.route, sb.route) or a.task['drivers'] != b.task['drivers']
+                or a.task['vehicle'] != b.task['vehicle'] or a.task['destination'] != b.task['destination']), name
+        assert pair.get('known_side') in (None, 'model', 'policy', 'both'), name
+        if pair.get('known_side') == 'model':    # only the ego's dynamics differ
+            assert (a.task['vehicle'] != b.task['vehicle'] and a.task['traffic'] == b.task['traffic']
+                    and np.allclose(sa.route, sb.route))
+        if pair.get('known_side') == 'policy':   # same vehicle and map, another goal
+            assert (a.task['vehicle'] == b.task['vehicle'] and a.task['geometry'] == b.task['geometry']
+                    and a.task['destination'] != b.task['destination'])
     dense, moderate = make_env(pairs['density']['finetune'], seed=0), make_env(pairs['density']['pretrain'], seed=0)
     dense.reset(), moderate.reset()
     assert len(dense.scene().agents) > len(moderate.scene().agents)
@@ -150,10 +158,61 @@ def test_sim_cli_render_and_shift_check(tmp_path, capsys):
     assert main(['sim', 'render', 'right_turn-sparse', '--out', str(tmp_path / 'f.gif'), '--steps', '4']) == 0
     assert (tmp_path / 'f.png').stat().st_size > 1000 and (tmp_path / 'f.gif').stat().st_size > 1000
     assert main(['sim', 'shift-check', '--episodes', '1', '--pairs', 'behaviour']) == 0
-    assert '| behaviour | right_turn-moderate -> right_turn-moderate-aggressive |' in capsys.readouterr().out
+    pair = shift_pairs()['behaviour']
+    assert f"| behaviour | {pair['pretrain']} -> {pair['finetune']} |" in capsys.readouterr().out
 
 
 def test_scripted_driver_completes_the_pretrain_task():
     from adawm_planner.sim.scripted import run_episode
     info = run_episode(make_env(default_task()), seed=0)
     assert info['success'] and info['route_completion'] > 0.9
+
+
+def test_default_vehicle_is_the_unscaled_control_mapping():
+    """Gains of 1 and no lag are bit-identical to the mapping without a vehicle (the pre-vehicle behaviour)."""
+    from adawm_planner.sim import tasks_config
+    default = tasks_config()['vehicle']
+    assert default == {'steer_gain': 1.0, 'throttle_gain': 1.0, 'brake_gain': 1.0, 'lag_steps': 0}
+    assert make_env(default_task(), seed=0).task['vehicle'] == default
+    for throttle, steer, brake in np.random.default_rng(0).uniform(-0.2, 1.2, (200, 3)):
+        assert control_to_sim(throttle, steer - 0.5, brake, default) == control_to_sim(throttle, steer - 0.5, brake)
+
+
+def response(vehicle: dict, controls) -> list:
+    """Ego (speed, yaw) after each control on the sparse right turn, with the given vehicle fields."""
+    from adawm_planner.sim import tasks_config
+    env = make_env('right_turn-sparse', seed=0, vehicle={**tasks_config()['vehicle'], **vehicle})
+    env.reset()
+    states = []
+    for control in controls:
+        env.step_control(*control)
+        states.append((env.scene().ego.speed, env.scene().ego.yaw))
+    return states
+
+
+def test_shifted_vehicles_respond_differently():
+    steer = [(0.0, 0.5, 0.0)] * 10
+    normal, slow = response({}, steer), response({'steer_gain': 0.5}, steer)
+    start_yaw = np.pi / 2
+    turned, turned_slow = start_yaw - normal[-1][1], start_yaw - slow[-1][1]
+    assert turned > 0.3 and 0.35 * turned < turned_slow < 0.65 * turned       # about half the yaw change
+    throttle = [(1.0, 0.0, 0.0)] * 8
+    normal, lagged = response({}, throttle), response({'lag_steps': 3}, throttle)
+    start_speed = make_env('right_turn-sparse').task['start_speed']
+    assert [s for s, _ in lagged[:3]] == pytest.approx([start_speed] * 3) and normal[0][0] > start_speed
+    assert [s for s, _ in lagged[3:]] == pytest.approx([s for s, _ in normal[:5]])   # same response, 3 steps later
+    brake = [(0.0, 0.0, 1.0)] * 5
+    normal, weak = response({}, brake), response({'brake_gain': 0.5}, brake)
+    assert normal[0][0] < weak[0][0] < response({}, [(0.0, 0.0, 0.0)])[0][0]
+
+
+def test_a_list_of_exits_draws_one_per_episode_and_keeps_the_traffic():
+    env, single = make_env('right_or_straight-sparse', seed=0), make_env('right_turn-sparse', seed=0)
+    exits = set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        single.reset(seed=seed)
+        exits.add(env.sim.destination)
+        assert env.route[-1].tolist() != single.route[-1].tolist() or env.sim.destination == 'o3'
+        assert np.array_equal(env.scene().agents.x, single.scene().agents.x)   # drawn after the traffic
+    assert exits == {'o3', 'o2'}

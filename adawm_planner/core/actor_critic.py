@@ -22,7 +22,10 @@ class Actor(nn.Module):
 
     def forward(self, feat):
         """Distribution parameters: log-probabilities (discrete) or (mean, std) (continuous)."""
-        out = self.mlp(feat)
+        return self.params(self.mlp(feat))
+
+    def params(self, out):
+        """Distribution parameters from the MLP's output."""
         if self.discrete:
             return unimix_logits(out, self.unimix)
         mean, std = out.chunk(2, -1)
@@ -90,15 +93,20 @@ class ActorCritic(nn.Module):
             feat = traj['feat']
             cont = torch.cat([start_cont[:, None], traj['cont']], 1)
             weight = torch.cumprod(cont, 1)[:, :-1]  # weight of imagined state t: it is still alive
-            returns = self.lambda_returns(traj['reward'], traj['cont'], self.value(feat))
+        # One critic pass over all H+1 states: its detached values give the returns and the baseline,
+        # its logits of states 0..H-1 the critic loss.
+        critic_logits = self.critic(feat)
+        with torch.no_grad():
+            value = TwoHot(critic_logits.detach(), self.bins).mean()
+            returns = self.lambda_returns(traj['reward'], traj['cont'], value)
             self._update_return_range(returns)
             scale = torch.clamp(self.return_hi - self.return_lo, min=1.0)
-            advantage = (returns - self.value(feat[:, :-1])) / scale
+            advantage = (returns - value[:, :-1]) / scale
             slow_target = self.value(feat[:, :-1], slow=True)
 
         logp, entropy = self.actor.log_prob_entropy(feat[:, :-1], traj['action'])
         actor_loss = (weight * -(logp * advantage + p.entropy * entropy)).mean()
-        critic_dist = TwoHot(self.critic(feat[:, :-1]), self.bins)
+        critic_dist = TwoHot(critic_logits[:, :-1], self.bins)
         critic_loss = (weight * -(critic_dist.log_prob(returns) + critic_dist.log_prob(slow_target))).mean()
         metrics = {'actor_loss': actor_loss.item(), 'critic_loss': critic_loss.item(),
                    'entropy': entropy.mean().item(), 'imag_return': returns.mean().item(),

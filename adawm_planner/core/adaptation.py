@@ -1,4 +1,4 @@
-"""Alignment-driven finetuning (AdaWM) and its baselines: one loop, one budget, six strategies.
+"""Alignment-driven finetuning (AdaWM) and its baselines: one loop, one budget, seven strategies.
 
 Each finetuning step measures the model mismatch ε_P and the policy mismatch ε_π on the latest window of
 new-task data (core/mismatch.py) and updates one side:
@@ -9,6 +9,8 @@ new-task data (core/mismatch.py) and updates one side:
   alternate  world model and actor-critic in turn                        (LoRA on both)
   full       every weight of both, each step (DreamerV3-standard finetuning; no LoRA)
   none       nothing; the pretrained agent keeps driving                 (mismatch still measured)
+  oracle     the side known to be wrong on a known-answer pair (config.known_side: model, policy, or
+             both = in turn); the upper reference for any decision rule    (LoRA on the side(s) it trains)
 
 All strategies see the same environment steps and the same number of finetuning steps. LoRA adapters sit
 on the nn.Linear layers of the RSSM (GRU gates, prior, posterior, their input/output layers) and the ego
@@ -18,12 +20,14 @@ policy; the frozen pretrained base is never modified.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from adawm_planner.core import lora, mismatch
-from adawm_planner.core.config import STRATEGIES, FinetuneConfig  # noqa: F401  (STRATEGIES: re-exported)
+from adawm_planner.core.config import FinetuneConfig
+from adawm_planner.core.memory import retain_freed_memory
 
 MODEL_LORA_PREFIXES = ('rssm.', 'ego_encoder.')
 POLICY_LORA_PREFIXES = ('actor.', 'critic.', 'slow_critic.')
@@ -36,10 +40,14 @@ def linear_names(module: nn.Module, prefixes: tuple[str, ...]) -> list[str]:
 class Finetuner:
     """Holds the agent being finetuned, a frozen copy of the pretrained agent, the adapters and optimisers."""
 
-    def __init__(self, agent, config: FinetuneConfig, pretrain_summary: dict | None = None):
+    def __init__(self, agent, config: FinetuneConfig, pretrain_summary: dict | None = None,
+                 reference: mismatch.Reference | None = None):
+        """`reference`: the checkpoint's mismatch reference (mismatch.load_reference); with it ε_P and ε_π
+        are the calibrated estimates the rule is meant to use, without it the uncalibrated TVs."""
         if not agent.discrete:
             raise ValueError('adaptation needs the discrete action set: ε_π is an exact TV over actions')
-        self.agent, self.config, self.summary = agent, config, pretrain_summary
+        retain_freed_memory()  # a step's large tensors reuse faulted-in pages
+        self.agent, self.config, self.summary, self.reference = agent, config, pretrain_summary, reference
         self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
         self.steps = 0
         wm, ac = agent.world_model, agent.actor_critic
@@ -55,9 +63,10 @@ class Finetuner:
             model_lr, policy_lr = agent.preset.model_lr, agent.preset.actor_lr
         else:
             agent.requires_grad_(False)
-            if s in ('adawm', 'model', 'alternate'):
+            side = config.known_side if s == 'oracle' else None
+            if s in ('adawm', 'model', 'alternate') or side in ('model', 'both'):
                 lora.attach(wm, 'model', config.rank, config.alpha, self.lora_targets['model'])
-            if s in ('adawm', 'policy', 'alternate'):
+            if s in ('adawm', 'policy', 'alternate') or side in ('policy', 'both'):
                 lora.attach(ac, 'policy', config.rank, config.alpha, self.lora_targets['policy'])
             trainable = lambda m: [p for p in m.parameters() if p.requires_grad]
             model_params, actor_params, critic_params = (trainable(wm), trainable(ac.actor),
@@ -66,6 +75,19 @@ class Finetuner:
         self.model_opt = torch.optim.Adam(model_params, model_lr) if model_params else None
         self.policy_opt = (torch.optim.Adam(actor_params + critic_params, policy_lr)
                            if actor_params or critic_params else None)
+
+    @classmethod
+    def from_checkpoint(cls, agent, config: FinetuneConfig, checkpoint_dir) -> 'Finetuner':
+        """A Finetuner with what the checkpoint ships for it, each where present: the pretraining replay
+        summary (visitation TV) and the mismatch reference (the calibrated ε_P and ε_π the rule uses)."""
+        from adawm_planner.core.checkpoint import CheckpointError, load_replay_summary
+
+        def optional(load):
+            try:
+                return load(checkpoint_dir)
+            except CheckpointError:
+                return None
+        return cls(agent, config, optional(load_replay_summary), optional(mismatch.load_reference))
 
     # ---- mismatch -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -84,6 +106,14 @@ class Finetuner:
         eps_policy, eps_policy_max = mismatch.policy_tv(current, reference.flatten(0, 1))
         result = {'eps_model': eps_model.item(), 'eps_policy': eps_policy.item(),
                   'eps_policy_max': eps_policy_max.item()}
+        if self.reference is not None:
+            # the calibrated pair drives the rule; the uncalibrated TVs stay in the trace for comparison
+            result['tv_prior_posterior'], result['tv_policy'] = result['eps_model'], result['eps_policy']
+            surprise = mismatch.model_scores(self.agent.world_model, posts, window['action'], window['is_first'],
+                                             self.reference.horizon, generator=noise())
+            result['eps_model'] = self.reference.estimate('model', surprise)
+            result['eps_policy'] = self.reference.estimate('reward', mismatch.reward_scores(window['reward'],
+                                                                                            window['is_first']))
         if self.summary is not None:
             codes = ref_posts['logits'].argmax(-1).flatten(0, 1)
             actions = window['action'].argmax(-1).flatten()
@@ -97,8 +127,10 @@ class Finetuner:
         s = self.config.strategy
         if s == 'adawm':
             return mismatch.decide(measured['eps_model'], measured['eps_policy'], self.config.threshold_c)
-        if s == 'alternate':
+        if s == 'alternate' or (s == 'oracle' and self.config.known_side == 'both'):
             return (mismatch.UPDATE_MODEL, mismatch.UPDATE_POLICY)[self.steps % 2]
+        if s == 'oracle':
+            return self.config.known_side
         return {'model': mismatch.UPDATE_MODEL, 'policy': mismatch.UPDATE_POLICY, 'full': 'both',
                 'none': None}[s]
 
@@ -146,6 +178,17 @@ class Finetuner:
                                 target_modules=tuple(self.lora_targets[target]),
                                 base_checksum=self.base_checksum[target])
         return lora.export(module, meta)
+
+    def save_adapters(self, directory) -> dict:
+        """Every side that carries LoRA layers, exported (version 1) to DIRECTORY/<side>_adapter.safetensors
+        with its JSON sidecar; returns side -> {path, sha256, bytes}."""
+        saved = {}
+        for target in lora.TARGETS:
+            if any('.lora_' in name for name, _ in self.agent.module(target).named_parameters()):
+                adapter = self.export_adapter(target, version=1)
+                path = lora.save(adapter, Path(directory) / f'{target}_adapter')
+                saved[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
+        return saved
 
     def trainable_report(self) -> dict:
         """Trainable parameters per side, and as a fraction of that side's base parameters."""

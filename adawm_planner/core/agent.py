@@ -55,10 +55,11 @@ class Agent(nn.Module):
         return action.numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def act(self, obs, state=None, mode='plan', candidates=None, horizon=None):
+    def act(self, obs, state=None, mode='plan', candidates=None, horizon=None, deadline=None, step_estimate=None):
         """One control step. `state` is None at the start of an episode, else what the last call returned.
 
-        mode: 'plan' (imagination planner; K = `candidates`, H = `horizon`, the preset's where None),
+        mode: 'plan' (imagination planner; K = `candidates`, H = `horizon`, the preset's where None; with a
+        `deadline` (time.perf_counter()) it plans what fits, see planner.plan),
         'actor' (actor's most likely action, the fallback) or 'sample' (a sample from the actor, for
         exploration while collecting experience).
         Returns (env action, new state, plan_info); plan_info is empty unless mode == 'plan'."""
@@ -70,7 +71,8 @@ class Agent(nn.Module):
         if mode == 'plan':
             p = self.preset
             action, info = plan(self.world_model, self.actor_critic, latent, candidates or p.plan_candidates,
-                                horizon or p.plan_horizon, p.plan_prior_weight, self.generator)
+                                horizon or p.plan_horizon, p.plan_prior_weight, self.generator, deadline,
+                                step_estimate)
         elif mode == 'actor':
             action = self.actor_critic.actor.mode(feat)[0]
         elif mode == 'sample':

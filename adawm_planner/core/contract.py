@@ -4,6 +4,7 @@ BEV raster's geometry and the ego vector's features. Saved in model.json under "
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from adawm_planner.core.actions import MAX_STEER_ANGLE, PEDAL_ACCELERATION, WHEELBASE, ActionTable
 from adawm_planner.core.bev import BevSpec
@@ -37,18 +38,26 @@ class Contract:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict) -> 'Contract':
-        """Raises ValueError (with the reason) for a contract that is incomplete or unknown."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
+    def from_dict(cls, values) -> 'Contract':
+        """Raises ValueError (with the reason) for a contract that is incomplete, unknown or not numbers."""
+        if not isinstance(values, dict):
+            raise ValueError(f'contract must be a mapping, got {type(values).__name__}')
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f'unknown contract fields {sorted(unknown)}')
+        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
         try:
             values = dict(values, accelerations=tuple(values['accelerations']), steers=tuple(values['steers']))
             if 'bev' in values:
                 values['bev'] = BevSpec(**values['bev'])
             if 'ego_features' in values:
-                values['ego_features'] = tuple(values['ego_features'])
+                values['ego_features'] = tuple(str(f) for f in values['ego_features'])
+            numbers = [*values['accelerations'], *values['steers'], *(values[k] for k in (
+                'step_period', 'v_des', 'pedal_acceleration', 'max_steer_angle', 'wheelbase') if k in values)]
+            bev = values.get('bev', BevSpec())
+            if not (values['accelerations'] and values['steers'] and all(map(number, numbers))
+                    and all(map(number, dataclasses.astuple(bev))) and min(dataclasses.astuple(bev)) > 0):
+                raise ValueError('its numbers are missing, not finite or not positive where they must be')
             return cls(**values)
         except (KeyError, TypeError) as exc:
             raise ValueError(f'contract is incomplete or malformed: {exc!r}') from None

@@ -26,7 +26,12 @@ Estimators (all total-variation distances, so all in [0, 1]; 0 for identical, 1 
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 UPDATE_MODEL = 'model'
 UPDATE_POLICY = 'policy'
@@ -66,3 +71,139 @@ def decide(model_mismatch: float, policy_mismatch: float, threshold_c: float) ->
     if threshold_c <= 0:
         raise ValueError(f'C must be positive, got {threshold_c}')
     return UPDATE_MODEL if model_mismatch > threshold_c * policy_mismatch else UPDATE_POLICY
+
+
+# ---- calibrated shift estimators ------------------------------------------------------------------------
+# Per-step scores, compared as distributions against the same scores of the frozen pretrained agent on its
+# own pretraining task (a reference shipped beside the checkpoint); see docs/adaptation.md for the math.
+
+def open_loop_kl(world_model, posts: dict, actions: torch.Tensor, is_first: torch.Tensor, horizon: int,
+                 generator=None) -> torch.Tensor:
+    """Per-step k-step open-loop surprise: KL(q(z_t | h_t, o_t) ‖ p_k(z_t)), summed over latent factors, where
+    p_k is the prior after rolling the model `horizon` steps from the posterior at t − k with the actions
+    actually taken. posts: the filter's posteriors (B, T, ...); actions (B, T, A) (step t holds a_{t−1});
+    is_first (B, T). Returns (B, T), NaN where t − k is before the start of t's episode or sequence."""
+    batch, length = is_first.shape
+    steps = torch.arange(length).expand(batch, length)
+    start = torch.cummax(torch.where(is_first, steps, torch.zeros_like(steps)), 1).values
+    valid = steps - horizon >= start
+    b, t = valid.nonzero(as_tuple=True)
+    scores = torch.full((batch, length), float('nan'))
+    if len(t) == 0:
+        return scores
+    state = {k: v[b, t - horizon] for k, v in posts.items() if k in ('deter', 'stoch', 'logits')}
+    for back in range(horizon - 1, -1, -1):
+        state = world_model.rssm.img_step(state, actions[b, t - back], generator)
+    post_logits = posts['logits'][b, t]
+    scores[b, t] = (post_logits.exp() * (post_logits - state['logits'])).sum((-2, -1))
+    return scores
+
+
+def ks_excess(window: np.ndarray, reference_sorted: np.ndarray) -> float:
+    """One-sided Kolmogorov-Smirnov distance sup_x F_ref(x) − F_window(x) ≥ 0 (right-continuous empirical
+    CDFs, so ties count correctly): how far the window's scores sit above the reference's. A lower bound
+    on the TV distance between the two score distributions."""
+    window = np.sort(window[np.isfinite(window)])
+    if len(window) == 0:
+        return 0.0
+    # F_ref − F_window only rises at reference points, so the supremum is attained at one of them
+    points = np.unique(reference_sorted)
+    f_ref = np.searchsorted(reference_sorted, points, side='right') / len(reference_sorted)
+    f_win = np.searchsorted(window, points, side='right') / len(window)
+    return float(max(0.0, (f_ref - f_win).max()))
+
+
+def windows_of(stream: np.ndarray, length: int, stride: int) -> list[np.ndarray]:
+    return [stream[i:i + length] for i in range(0, len(stream) - length + 1, stride)]
+
+
+class Reference:
+    """Score distributions of the frozen pretrained agent on held-out pretraining-task episodes.
+
+    Two halves of the reference episodes: `cdf` (sorted scores the window is compared against) and `null`
+    (scores in time order, cut into windows to learn how large the KS distance of a same-task window gets
+    by chance). For each signal — 'model' (open-loop surprise, model_scores) and 'reward' (negated reward,
+    reward_scores), higher = worse for both — an estimate is the excess of the window's KS distance over
+    the null's 95th percentile for that window length, rescaled to [0, 1]: ≈ 0 on the pretraining task by
+    construction."""
+    QUANTILE = 0.95
+
+    def __init__(self, horizon: int, cdf: dict, null: dict, meta: dict | None = None):
+        self.horizon, self.meta = int(horizon), dict(meta or {})
+        self.cdf = {k: np.sort(np.asarray(v, np.float64)[np.isfinite(v)]) for k, v in cdf.items()}
+        self.null = {k: np.asarray(v, np.float64)[np.isfinite(v)] for k, v in null.items()}
+        self._thresholds = {}
+
+    def threshold(self, signal: str, length: int) -> float:
+        """95th percentile of the KS distance on same-task windows of `length` steps (stride length/8)."""
+        key = (signal, length)
+        if key not in self._thresholds:
+            null = windows_of(self.null[signal], length, max(1, length // 8))
+            if len(null) < 20:
+                raise ValueError(f'reference too short for {length}-step windows ({len(self.null[signal])} null steps)')
+            self._thresholds[key] = float(np.quantile([ks_excess(w, self.cdf[signal]) for w in null], self.QUANTILE))
+        return self._thresholds[key]
+
+    def estimate(self, signal: str, window_scores: np.ndarray) -> float:
+        """Calibrated shift of `signal` in [0, 1] for one window of per-step scores (NaNs ignored)."""
+        finite = np.asarray(window_scores, np.float64)
+        finite = finite[np.isfinite(finite)]
+        q = self.threshold(signal, max(len(finite), 1))
+        if q >= 1.0:   # windows this short reach any KS distance by chance: nothing is detectable
+            return 0.0
+        return float(np.clip((ks_excess(finite, self.cdf[signal]) - q) / (1 - q), 0.0, 1.0))
+
+    def save(self, path) -> None:
+        tensors = {f'{part}.{k}': torch.as_tensor(v, dtype=torch.float32) for part, d in
+                   (('cdf', self.cdf), ('null', self.null)) for k, v in d.items()}
+        save_file(tensors, str(path), metadata={'format': REFERENCE_FORMAT, 'horizon': str(self.horizon),
+                                                  'meta': json.dumps(self.meta)})
+
+    @classmethod
+    def load(cls, path) -> 'Reference':
+        from safetensors import safe_open
+        with safe_open(str(path), 'pt') as f:
+            metadata = f.metadata() or {}
+        if metadata.get('format') != REFERENCE_FORMAT:
+            raise ValueError(f'{path}: format {metadata.get("format")!r}, expected {REFERENCE_FORMAT!r}')
+        tensors = load_file(str(path))
+        parts = {'cdf': {}, 'null': {}}
+        for name, value in tensors.items():
+            part, signal = name.split('.', 1)
+            parts[part][signal] = value.double().numpy()
+        return cls(int(metadata['horizon']), parts['cdf'], parts['null'], json.loads(metadata.get('meta', '{}')))
+
+
+REFERENCE_FORMAT = 'adawm-mismatch-reference/1'
+REFERENCE_FILE = 'mismatch_reference.safetensors'
+
+
+def load_reference(checkpoint_dir) -> Reference:
+    """A checkpoint's mismatch reference, checked against the sha256 in its model.json (`mismatch_reference`;
+    written by `python -m adawm_planner.experiments.mismatch_reference`). CheckpointError if absent or changed."""
+    from adawm_planner.core.checkpoint import CheckpointError, read_meta, sha256_file
+    checkpoint_dir = Path(checkpoint_dir)
+    entry = read_meta(checkpoint_dir).get('mismatch_reference')
+    if entry is None:
+        raise CheckpointError(f'{checkpoint_dir} has no mismatch reference '
+                              '(python -m adawm_planner.experiments.mismatch_reference)')
+    path = checkpoint_dir / entry['file']
+    if not path.is_file() or sha256_file(path) != entry['sha256']:
+        raise CheckpointError(f'{path}: missing, or its sha256 does not match model.json')
+    return Reference.load(path)
+
+
+@torch.no_grad()
+def model_scores(world_model, posts: dict, action: torch.Tensor, is_first: torch.Tensor, horizon: int,
+                 generator=None) -> np.ndarray:
+    """ε_P's per-step score of filtered sequences (posts from world_model.observe, (B, T, ...)): the
+    `horizon`-step open-loop surprise, flattened to (B·T,); NaN where undefined."""
+    return open_loop_kl(world_model, posts, action, is_first, horizon, generator).flatten().numpy()
+
+
+def reward_scores(reward: torch.Tensor, is_first: torch.Tensor) -> np.ndarray:
+    """ε_π's per-step score: the negated reward received (higher = worse), flattened; NaN at episode and
+    sequence starts, which carry no reward."""
+    scores = -reward.double().clone()
+    scores[is_first] = float('nan')
+    return scores.flatten().numpy()

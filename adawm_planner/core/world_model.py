@@ -51,21 +51,30 @@ class RSSM(nn.Module):
 
     def img_step(self, state, action, generator=None):
         """Prior step: (state_{t-1}, a_{t-1}) -> prior state_t."""
-        x = torch.cat([state['stoch'].flatten(-2), action], -1)
-        x = F.silu(self.img_in_norm(self.img_in(x)))
-        reset, cand, update = self.gru_norm(self.gru(torch.cat([x, state['deter']], -1))).chunk(3, -1)
+        deter = self.recurrent(self.img_in(torch.cat([state['stoch'].flatten(-2), action], -1)), state['deter'])
+        logits = self.prior_logits(deter)
+        return {'deter': deter, 'stoch': sample_onehot(logits, generator), 'logits': logits}
+
+    def recurrent(self, x, deter):
+        """GRU step: `x` is img_in's output for (stoch_{t-1}, a_{t-1}), `deter` is deter_{t-1}."""
+        x = F.silu(self.img_in_norm(x))
+        reset, cand, update = self.gru_norm(self.gru(torch.cat([x, deter], -1))).chunk(3, -1)
         reset = torch.sigmoid(reset)
         cand = torch.tanh(reset * cand)
         update = torch.sigmoid(update - 1)  # biased towards keeping the old state
-        deter = update * cand + (1 - update) * state['deter']
-        logits = self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
-        return {'deter': deter, 'stoch': sample_onehot(logits, generator), 'logits': logits}
+        return update * cand + (1 - update) * deter
+
+    def prior_logits(self, deter):
+        return self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
 
     def obs_step(self, prev_state, prev_action, embed, is_first, generator=None):
-        """Posterior step; resets state and action where `is_first` is set. Returns (post, prior)."""
-        keep = (~is_first).float()[:, None]
-        prev_state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in prev_state.items()}
-        prior = self.img_step(prev_state, prev_action * keep, generator)
+        """Posterior step; resets state and action where `is_first` is set (None: no row starts an
+        episode, nothing to reset). Returns (post, prior)."""
+        if is_first is not None:
+            keep = (~is_first).float()[:, None]
+            prev_state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in prev_state.items()}
+            prev_action = prev_action * keep
+        prior = self.img_step(prev_state, prev_action, generator)
         x = F.silu(self.obs_out_norm(self.obs_out(torch.cat([prior['deter'], embed], -1))))
         logits = self._logits(self.post(x))
         post = {'deter': prior['deter'], 'stoch': sample_onehot(logits, generator), 'logits': logits}
@@ -113,8 +122,10 @@ class WorldModel(nn.Module):
         batch, length = is_first.shape
         state = self.initial(batch, embed.device) if state is None else state
         posts, priors = [], []
+        resets = is_first.any(0).tolist()  # steps where some sequence starts an episode
         for t in range(length):
-            state, prior = self.rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t], generator)
+            first = is_first[:, t] if resets[t] else None
+            state, prior = self.rssm.obs_step(state, action[:, t], embed[:, t], first, generator)
             posts.append(state)
             priors.append(prior)
         stack = lambda states: {k: torch.stack([s[k] for s in states], 1) for k in states[0]}
@@ -161,8 +172,8 @@ class WorldModel(nn.Module):
         p = self.preset
         posts, priors = self.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
         feat = self.feat(posts)
-        bev_target = batch['bev'].float() / 255.0
-        bev_loss = (self.bev_decoder(feat) - bev_target).square().sum((-3, -2, -1))
+        bev_target = batch['bev'].to(torch.float32, copy=True).div_(255.0)
+        bev_loss = F.mse_loss(self.bev_decoder(feat), bev_target, reduction='none').sum((-3, -2, -1))
         ego_loss = (self.ego_decoder(feat) - symlog(batch['ego'])).square().sum(-1)
         reward_loss = -TwoHot(self.reward_head(feat), self.bins).log_prob(batch['reward'])
         cont_target = 1.0 - batch['is_terminal'].float()

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adawm_planner.core.adaptation import STRATEGIES, FinetuneConfig, Finetuner
-from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
-from adawm_planner.core.lora import save as save_adapter
+from adawm_planner.core.adaptation import Finetuner
+from adawm_planner.core.config import STRATEGIES, FinetuneConfig
+from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.pretrain import evaluate
 from adawm_planner.experiments.runlog import RunLog, bev_comparison
@@ -28,7 +28,7 @@ from adawm_planner.sim import make_env as make_task_env
 
 CURVE_FIELDS = ['env_step', 'success', 'collision', 'off_route', 'timeout', 'ttc_min', 'return']
 TRACE_FIELDS = ['finetune_step', 'env_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
-                'decision']
+                'tv_prior_posterior', 'tv_policy', 'decision']
 
 
 def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfig = FinetuneConfig(),
@@ -39,11 +39,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     agent, meta = load_checkpoint(checkpoint_dir, seed=seed)
-    try:
-        summary = load_replay_summary(checkpoint_dir)
-    except CheckpointError:
-        summary = None   # visitation TV is then not reported; ε_P and ε_π do not need it
-    tuner = Finetuner(agent, config, summary)
+    tuner = Finetuner.from_checkpoint(agent, config, checkpoint_dir)
     p = agent.preset
     env = make_env(task, seed=seed)
     replay = Replay(steps + 1, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim, seed)
@@ -97,12 +93,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     trace_file.close()
     log.close()
 
-    adapters = {}
-    for target in ('model', 'policy'):
-        if any('.lora_' in n for n, _ in agent.module(target).named_parameters()):
-            adapter = tuner.export_adapter(target, version=1)
-            path = save_adapter(adapter, out_dir / f'{target}_adapter')
-            adapters[target] = {'path': path.name, 'sha256': adapter.sha256, 'bytes': len(adapter.blob)}
+    adapters = tuner.save_adapters(out_dir)
     result = {'checkpoint': str(checkpoint_dir), 'pretrain_task': meta.get('task'), 'task': task,
               'strategy': strategy, 'seed': seed, 'steps': steps, 'finetune_steps': tuner.steps,
               'decisions': decisions, 'config': dataclasses.asdict(config), 'train_every': train_every,

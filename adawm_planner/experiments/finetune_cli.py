@@ -10,7 +10,9 @@ from adawm_planner.experiments.cli_args import (Refused, add_knob_arguments, add
 def register(commands):
     finetune = commands.add_parser('finetune', help='finetune a pretrained checkpoint on a new task with one strategy')
     finetune.add_argument('--checkpoint', required=True, help='pretrained checkpoint directory')
-    finetune.add_argument('--task', required=True, help='new task (config/tasks.yaml)')
+    finetune.add_argument('--task', default=None, help='new task (config/tasks.yaml); required without --dataset')
+    finetune.add_argument('--dataset', default=None, help='finetune offline on this dataset (`adawm dataset`) '
+                          'instead of driving a task')
     finetune.add_argument('--steps', type=int, default=3000, help='environment steps on the new task')
     finetune.add_argument('--out', default=None, help='run folder (default runs/finetune/TASK/STRATEGY/seedN)')
     finetune.add_argument('--seed', type=int, default=0)
@@ -18,7 +20,10 @@ def register(commands):
     finetune.set_defaults(func=_finetune)
 
     experiment = commands.add_parser('experiment', help='all strategies × seeds on a shift pair; resumable')
-    experiment.add_argument('--pair', required=True, help='shift pair name (config/tasks.yaml)')
+    which = experiment.add_mutually_exclusive_group(required=True)
+    which.add_argument('--pair', help='shift pair name (config/tasks.yaml)')
+    which.add_argument('--from', dest='from_task', metavar='TASK', help='or any pair: the pretraining task ...')
+    experiment.add_argument('--to', dest='to_task', metavar='TASK', help='... and the new task (with --from)')
     experiment.add_argument('--checkpoint', default=None,
                             help='pretrained checkpoint (default: the shipped one for the pair\'s pretrain task)')
     experiment.add_argument('--seeds', type=int, default=3)
@@ -37,8 +42,12 @@ def _common(parser, skip=()):
 
 
 def _finetune(args):
+    if args.dataset is not None:
+        return _finetune_from_dataset(args)
     from adawm_planner.experiments.finetune import finetune
     try:
+        if args.task is None:
+            raise Refused('--task is required (or --dataset)')
         task, checkpoint = check_task(args.task), check_checkpoint(args.checkpoint)
         config = knobs_from_args(FinetuneConfig, args)
     except Refused as exc:
@@ -53,24 +62,52 @@ def _finetune(args):
     return 0
 
 
+def _finetune_from_dataset(args):
+    from adawm_planner.experiments.dataset import DatasetError, finetune_from_dataset, read_manifest
+    try:
+        if args.task is not None:
+            raise Refused('--task and --dataset exclude each other')
+        checkpoint = check_checkpoint(args.checkpoint)
+        config = knobs_from_args(FinetuneConfig, args)
+        read_manifest(args.dataset)
+    except (Refused, DatasetError) as exc:
+        return refuse('finetune', str(exc))
+    out = args.out or f'runs/finetune/dataset-{Path(args.dataset).name}/{config.strategy}/seed{args.seed}'
+    try:
+        result = finetune_from_dataset(checkpoint, args.dataset, out, args.seed, config)
+    except DatasetError as exc:
+        return refuse('finetune', str(exc))
+    print(f'{config.strategy} offline on {args.dataset}: {result["finetune_steps"]} finetuning steps over '
+          f'{result["dataset_steps"]} steps, decisions {result["decisions"]}, adapters {list(result["adapters"])}; '
+          f'files in {out}')
+    return 0
+
+
 def _experiment(args):
     from adawm_planner.experiments.finetune import experiment
     from adawm_planner.experiments.scale import GridError   # Ray itself is imported only with --workers
     from adawm_planner.share import package_share
     try:
-        pair = check_pair(args.pair)
+        if args.pair:
+            pair = check_pair(args.pair)
+        elif args.to_task:
+            pair = {'pretrain': check_task(args.from_task), 'finetune': check_task(args.to_task)}
+        else:
+            raise Refused('--from TASK needs --to TASK')
+        known = pair.get('known_side')   # the oracle runs only where the right side is known
+        strategies = [s for s in args.strategies if s != 'oracle' or known or args.known_side != 'unknown']
         shipped = sorted((package_share() / 'checkpoints').glob(f'{pair["pretrain"]}*/model.json'))
         if not (args.checkpoint or shipped):
             raise Refused(f'no shipped checkpoint for {pair["pretrain"]}; pass --checkpoint')
         checkpoint = check_checkpoint(args.checkpoint or shipped[0].parent)
-        config = knobs_from_args(FinetuneConfig, args)
+        config = knobs_from_args(FinetuneConfig, args, **({'known_side': known} if known else {}))
         workers = check_ray(args, 'workers')
     except Refused as exc:
         return refuse('experiment', str(exc))
-    out = Path(args.out or f'runs/experiments/{args.pair}')
+    out = Path(args.out or f'runs/experiments/{args.pair or pair["pretrain"] + "-to-" + pair["finetune"]}')
     try:
-        experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, args.strategies, args.steps,
-                   config, eval_every=args.eval_every, eval_episodes=args.eval_episodes, workers=workers,
+        experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, strategies, args.steps, config,
+                   eval_every=args.eval_every, eval_episodes=args.eval_episodes, workers=workers,
                    ray_address=args.ray_address)
     except GridError as exc:
         print(f'adawm experiment: {exc}; finished runs are saved in {out}, run again to retry', file=sys.stderr)

@@ -11,12 +11,16 @@ def register(subparsers):
                                 description=pretrain_command.__doc__)
     pre.add_argument('--task', default=None, help='task name (default: default_pretrain_task of config/tasks.yaml)')
     pre.add_argument('--preset', default='small', help='model preset from config/presets.yaml')
-    pre.add_argument('--steps', type=int, required=True, help='environment steps')
+    pre.add_argument('--steps', type=int, default=None, help='environment steps (required without --dataset)')
+    pre.add_argument('--dataset', default=None, help='learn from this dataset (`adawm dataset`) instead of the env')
+    pre.add_argument('--updates', type=int, default=None, help='with --dataset: learner updates (required)')
+    pre.add_argument('--holdout', type=float, default=0.1, help='with --dataset: held-out fraction (the last steps)')
     pre.add_argument('--out', default=None, help='run directory (default runs/pretrain-TASK-PRESET-sSEED)')
     pre.add_argument('--checkpoint', default=None, help='checkpoint directory (default OUT/checkpoint)')
     pre.add_argument('--seed', type=int, default=0)
     pre.add_argument('--train-ratio', type=float, default=None, help="replayed steps per env step (preset's if unset)")
-    pre.add_argument('--eval-every', type=int, default=5000, help='env steps between evaluations + checkpoints')
+    pre.add_argument('--eval-every', type=int, default=5000,
+                     help='env steps (with --dataset: updates) between evaluations + checkpoints')
     pre.add_argument('--eval-episodes', type=int, default=10)
     pre.add_argument('--eval-mode', choices=['actor', 'plan', 'sample'], default='actor')
     pre.add_argument('--time-limit', type=float, default=None, help='stop (evaluate, save) after this many minutes')
@@ -48,8 +52,12 @@ def pretrain_command(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dataset is not None:
+        return _pretrain_from_dataset(args)
     overrides = {} if args.train_ratio is None else {'train_ratio': args.train_ratio}
     try:
+        if args.steps is None:
+            raise Refused('--steps is required (or --dataset with --updates)')
         task = check_task(args.task or default_task())
         preset = load_preset(args.preset, **overrides)
         collectors = check_ray(args, 'collectors')
@@ -63,6 +71,41 @@ def pretrain_command(args):
                           args.checkpoint, collectors, args.ray_address)
     print(f'checkpoint: {args.checkpoint or out + "/checkpoint"}')
     print(_table(metrics))
+    return 0
+
+
+def _pretrain_from_dataset(args):
+    from pathlib import Path
+
+    from adawm_planner.core.checkpoint import CheckpointError
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.experiments.dataset import DatasetError, pretrain_from_dataset, read_manifest
+    try:
+        env_only = (('--task', args.task), ('--steps', args.steps), ('--time-limit', args.time_limit),
+                    ('--train-ratio', args.train_ratio), ('--continuous', args.continuous))
+        ignored = [flag for flag, given in env_only if given]
+        if ignored:
+            raise Refused(f'not used with --dataset (the data sets task and contract): {", ".join(ignored)}')
+        if args.updates is None or args.updates < 1:
+            raise Refused('--dataset needs --updates N (learner updates, N ≥ 1)')
+        if not 0 < args.holdout < 1:
+            raise Refused('--holdout must be between 0 and 1')
+        read_manifest(args.dataset)
+        preset = load_preset(args.preset)
+    except KeyError as exc:
+        return refuse('pretrain', exc.args[0])
+    except (Refused, DatasetError) as exc:
+        return refuse('pretrain', str(exc))
+    out = args.out or f'runs/pretrain-dataset-{Path(args.dataset).name}-{args.preset}-s{args.seed}'
+    try:
+        _, heldout, untrained = pretrain_from_dataset(args.dataset, preset, args.updates, out, args.seed,
+                                                      args.holdout, args.eval_every, not args.no_progress,
+                                                      args.checkpoint)
+    except (DatasetError, CheckpointError) as exc:   # CheckpointError: resuming a run of another preset
+        return refuse('pretrain', str(exc))
+    print(f'checkpoint: {args.checkpoint or out + "/checkpoint"}')
+    print('held-out        untrained    trained')
+    print('\n'.join(f'  {k:<22}{untrained[k]:10.3f} {heldout[k]:10.3f}' for k in heldout))
     return 0
 
 

@@ -29,7 +29,7 @@ from rclpy.node import Node
 
 from adawm_planner.core import lora
 from adawm_planner.core.adaptation import Finetuner
-from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint, load_replay_summary
+from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
 from adawm_planner.core.config import CommandConfig, FinetuneConfig, LifecycleConfig
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
@@ -84,11 +84,10 @@ class AdaptationNode(Node):
             os.nice(19)
         try:
             self.agent, self.meta = load_checkpoint(self.checkpoint_dir)
-            summary = load_replay_summary(self.checkpoint_dir)
         except CheckpointError as exc:
             raise SystemExit(f'adaptation_node: cannot load checkpoint: {exc}') from None
         contract = self.meta['contract']
-        self.tuner = Finetuner(self.agent, self.config, summary)
+        self.tuner = Finetuner.from_checkpoint(self.agent, self.config, self.checkpoint_dir)
         spec = self.meta['spec']
         self.replay = Replay(capacity, spec['bev_shape'], spec['ego_dim'], spec['action_dim'])
         self.replay_lock = threading.Lock()   # the executor adds, the worker samples

@@ -57,7 +57,11 @@ def typestore_with(type_names: set[str]):
     missing_packages = {name.split('/')[0] for name in type_names if name not in store.fielddefs}
     for package in sorted(missing_packages):
         types = {}
-        for msg_file in sorted((find_package_share(package) / 'msg').glob('*.msg')):
+        try:
+            share = find_package_share(package)
+        except LookupError:
+            continue   # not installed here: its types stay unknown to the store (callers check fielddefs)
+        for msg_file in sorted((share / 'msg').glob('*.msg')):
             types.update(get_types_from_msg(msg_file.read_text(), f'{package}/msg/{msg_file.stem}'))
         store.register(types)
     return store
@@ -192,7 +196,9 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                     if conn.id in publishers:
                         publishers[conn.id].publish(bytes(data))
                         if conn.id in latched:   # a route or map: delivered before the frames that follow
+                            waited = time.monotonic()
                             publishers[conn.id].wait_for_all_acked(rclpy.duration.Duration(seconds=0.5))
+                            start_wall += time.monotonic() - waited   # the schedule waits too: no burst after
                 if not loop:
                     break
             # the last messages are still in flight when the loop ends: exiting now would drop them

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import rclpy.subscription
 
 from builtin_interfaces.msg import Time
 from derived_object_msgs.msg import Object, ObjectArray
@@ -24,11 +25,7 @@ from adawm_planner.core.opendrive import lanes_from_opendrive
 from adawm_planner.core.scene import Agents, Ego, Scene
 from adawm_planner.share import package_share
 
-try:
-    from rclpy.subscription import MessageInfo  # noqa: F401  (rclpy ≥ Iron: callbacks may take message info)
-    WITH_MESSAGE_INFO = True
-except ImportError:
-    WITH_MESSAGE_INFO = False
+WITH_MESSAGE_INFO = hasattr(rclpy.subscription, 'MessageInfo')   # rclpy ≥ Iron: callbacks may take message info
 
 MAX_OBJECTS = 256          # more than any real scene holds near the ego; a larger array is cut, nearest kept
 MAX_ABS_COORDINATE = 1e6   # m; beyond this a position is garbage, not a place
@@ -89,10 +86,10 @@ def output_type(kind: str):
     return getattr(importlib.import_module(f'{package}.msg'), name)
 
 
-def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp):
+def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp, stop: bool = False):
     """A control (throttle / steer / brake) as the output kind's message. For Autoware and Ackermann the
     action goes through the checkpoint's vehicle model (ActionTable.kinematics): target speed after one model
-    step, acceleration, front-tire angle (+ = left)."""
+    step, acceleration, front-tire angle (+ = left); a safe stop (`stop`) asks for speed 0 at full braking."""
     if kind == 'carla':
         from carla_msgs.msg import CarlaEgoVehicleControl
         msg = CarlaEgoVehicleControl(throttle=float(command['throttle']), steer=float(command['steer']),
@@ -100,6 +97,8 @@ def command_msg(kind: str, command: dict, speed: float, table, dt: float, stamp)
         msg.header.stamp = stamp
         return msg
     acceleration, target_speed, tire_angle = table.kinematics(command, speed, dt)
+    if stop:
+        target_speed = 0.0
     msg = output_type(kind)()
     if kind == 'autoware':
         msg.stamp = msg.lateral.stamp = msg.longitudinal.stamp = stamp

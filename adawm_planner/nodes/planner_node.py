@@ -36,6 +36,7 @@ from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
 from adawm_planner.core.config import CommandConfig, PlannerConfig
+from adawm_planner.core.guard import FaultHold, PlanBudget
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert, params, qos, spin
@@ -112,8 +113,8 @@ class PlannerNode(Node):
         self.actions = self.contract.action_table()
         self.driver_state, self.command = None, dict(SAFE_STOP)
         self.safe_stop_reason = 'waiting for inputs'
-        self.last_fault, self.clean_since = '', None   # hysteresis: stop until clean for fault_hold s
-        self.fault_report = ''                         # the last fault, kept for /diagnostics after recovery
+        self.hold, self.budget = FaultHold(self.settings.fault_hold), PlanBudget(self.config.budget_ms / 1000)
+        self.fault_report = ''   # the last input fault, kept for /diagnostics after recovery
         self.latencies = collections.deque(maxlen=2000)
         self.frames = self.decisions = self.missed = 0
         self.last_frame_stamp, self.frame_period = None, None
@@ -144,6 +145,13 @@ class PlannerNode(Node):
 
     # ---- parameters: check all in on_set, apply after ------------------------------------------------
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        try:
+            return self._check_parameters(parameters)
+        except Exception as exc:   # an answer for every call: a checking fault never takes the node down
+            self.get_logger().error(f'checking parameters failed: {exc!r}')
+            return SetParametersResult(successful=False, reason=f'could not check the parameters: {exc!r}')
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
         reason = params.invalid(self.knob_fields, parameters)
         if reason or not self.ready:   # while declaring: start values are checked, and read once declared
             return SetParametersResult(successful=not reason, reason=reason or '')
@@ -161,8 +169,9 @@ class PlannerNode(Node):
             except lora.AdapterError as exc:
                 reason = f'{target} adapter rejected: {exc}'
                 self.get_logger().warning(reason)
-                version = given.get(prefix + 'version', 0)
-                self._status(target, version if isinstance(version, int) else 0, AdapterStatus.STATE_REJECTED, reason)
+                version = given.get(prefix + 'version', 0)   # (what a status message can carry: uint32)
+                self._status(target, version if isinstance(version, int) and 0 <= version < 2 ** 32 else 0,
+                             AdapterStatus.STATE_REJECTED, reason)
                 return SetParametersResult(successful=False, reason=reason)
         # everything in the call passed: nothing is applied before this point, so a refused call leaves no trace
         self.staged = ({n: v for n, v in given.items() if n in self.knob_fields}, prepared)
@@ -179,6 +188,7 @@ class PlannerNode(Node):
             ours = lambda cls: {k: v for k, v in values.items() if k in {f.name for f in knobs(cls)}}
             self.config = dataclasses.replace(self.config, **ours(PlannerConfig))
             self.settings = dataclasses.replace(self.settings, **ours(NodeConfig))
+            self.hold.hold, self.budget.budget_s = self.settings.fault_hold, self.config.budget_ms / 1000
         if prepared:
             with self.pending_lock:
                 self.pending.update(prepared)
@@ -201,7 +211,7 @@ class PlannerNode(Node):
     # ---- frames ---------------------------------------------------------------------------------------
     def _on_input(self, store, msg) -> None:
         store(msg)
-        started = time.monotonic()
+        started, frame_started = time.monotonic(), time.perf_counter()
         stamp = self.inputs.frame(started)
         if stamp is None:
             return
@@ -217,7 +227,7 @@ class PlannerNode(Node):
                 control = (self.command['throttle'], self.command['steer'], self.command['brake'])
                 step = self.pipeline.step(stamp, self.inputs.scene(), control)
                 if step is not None:
-                    self._decide(step)
+                    self._decide(step, frame_started)
                 self._publish_control(self.command, stamp)
         except Exception as exc:   # a fault never kills the node: stop safely and say why
             self.get_logger().error(f'planning failed: {exc!r}')
@@ -225,24 +235,13 @@ class PlannerNode(Node):
         self._count_frame(stamp, time.monotonic() - started)
 
     def _fault_or_hold(self, stamp: float, wall_now: float) -> str | None:
-        """Why this frame must not be planned on: a fault now, or a fault less than `fault_hold` s of
-        simulation time of clean frames ago (an input stream interleaving good and bad messages never drives)."""
-        fault = self.inputs.take_fault()
-        reason = self.inputs.problem(wall_now, self.settings.input_timeout)
-        if fault is not None and reason is None:
-            name = convert.publisher_name(self, fault[1])
-            reason = fault[0] + (f' (from {name})' if name else '')
-            self.fault_report = reason
-        if reason is not None:
-            self.last_fault, self.clean_since = reason, None
-            return reason
-        if self.last_fault:
-            self.clean_since = stamp if self.clean_since is None else self.clean_since
-            if stamp - self.clean_since < self.settings.fault_hold - 1e-6:
-                return (f'holding: inputs clean for {stamp - self.clean_since:.2f} of {self.settings.fault_hold} s '
-                        f'after: {self.last_fault}')
-            self.last_fault = ''
-        return None
+        """Why this frame must not be planned on: a fault now (named with its publisher), or the hold after one."""
+        fault = self.inputs.problem(wall_now, self.settings.input_timeout)
+        taken = self.inputs.take_fault()
+        if taken is not None and fault is None:
+            name = convert.publisher_name(self, taken[1])
+            fault = self.fault_report = taken[0] + (f' (from {name})' if name else '')
+        return self.hold.check(stamp, fault)
 
     def _count_frame(self, stamp: float, latency: float) -> None:
         if self.last_frame_stamp is not None and stamp > self.last_frame_stamp:
@@ -256,22 +255,26 @@ class PlannerNode(Node):
     def _watchdog(self) -> None:
         reason = self.inputs.problem(time.monotonic(), self.settings.input_timeout)
         if reason is not None:
-            self.last_fault, self.clean_since = reason, None
+            self.hold.fault(reason)
             self._safe_stop(reason)
 
     def _lookahead(self) -> tuple[int, int]:
         p = self.agent.preset
         return self.config.candidates or p.plan_candidates, self.config.horizon or p.plan_horizon
 
-    def _act(self, obs, state):
-        return self.agent.act(obs, state, self.config.mode, *self._lookahead())
+    def _act(self, obs, state, frame_started=None):
+        action, state, info = self.agent.act(obs, state, self.config.mode, *self._lookahead(),
+                                             self.budget.deadline(frame_started), self.budget.step_estimate)
+        if info:
+            self.budget.record(info)
+        return action, state, info
 
-    def _decide(self, step) -> None:
+    def _decide(self, step, frame_started: float) -> None:
         if step.is_first:
             # the sampling noise of an episode depends on nothing but its start time: reproducible on replay
             self.driver_state = None
             self.agent.generator.manual_seed(round(step.stamp / self.contract.step_period))
-        action, self.driver_state, info = self._act(step.obs, self.driver_state)
+        action, self.driver_state, info = self._act(step.obs, self.driver_state, frame_started)
         self.command = self.actions.control(action)
         self.decisions += 1
         if info:
@@ -280,7 +283,8 @@ class PlannerNode(Node):
             self._publish_decoded_bev()
 
     def _safe_stop(self, reason: str, frame_stamp: float | None = None) -> None:
-        if reason != self.safe_stop_reason:
+        kind = lambda text: text.split(' (')[0].split(':')[0]   # 'inputs are stale (1.2 s ...)' -> its kind
+        if kind(reason) != kind(self.safe_stop_reason):   # once per kind, not at every tick while it lasts
             self.get_logger().warning(f'safe stop: {reason}')
         self.safe_stop_reason = reason
         self.driver_state, self.command = None, dict(SAFE_STOP)
@@ -293,7 +297,7 @@ class PlannerNode(Node):
                  else self.get_clock().now().to_msg())
         speed = self.inputs.ego['speed'] if self.inputs.ego else 0.0
         self.control_pub.publish(convert.command_msg(self.output, command, speed, self.actions,
-                                                     self.contract.step_period, stamp))
+                                                     self.contract.step_period, stamp, bool(self.safe_stop_reason)))
 
     def _publish_plan(self, scene, info) -> None:
         if self.marker_pub.get_subscription_count():
@@ -317,7 +321,8 @@ class PlannerNode(Node):
                   'input_age_s': f'{self.inputs.age(time.monotonic()):.3f}',
                   'model_adapter_version': str(self.slots['model'].version),
                   'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
-                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report}
+                  'candidates': str(k), 'horizon': str(h), 'last_input_fault': self.fault_report,
+                  **self.budget.report()}
         message = f'safe stop: {self.safe_stop_reason}' if self.safe_stop_reason else 'planning'
         crowded = convert.crowded_inputs(self, self.role)
         if crowded:   # a second source on an input topic: a misconfigured graph, or someone injecting

@@ -16,12 +16,20 @@ from adawm_planner.sim import scene_source
 from adawm_planner.sim.scenarios import SCENARIOS, driver_class
 
 
-def control_to_sim(throttle: float, steer: float, brake: float) -> tuple[float, float]:
+def control_to_sim(throttle: float, steer: float, brake: float, vehicle: dict | None = None) -> tuple[float, float]:
     """CARLA control (throttle 0..1, steer −1..1 with + = right, brake 0..1) -> highway-env's
     (acceleration m/s², steering angle rad). highway-env's y-down frame has CARLA's handedness, so
-    + steering turns right there too. The one place any action enters the simulator."""
+    + steering turns right there too. The one place any action enters the simulator.
+
+    `vehicle` (tasks.yaml `vehicle:`) scales the response: steer_gain (wheel angle per unit steer, a
+    steering-ratio change), throttle_gain and brake_gain (engine and brake power). Gains of 1 (the
+    default) give exactly the unscaled values."""
     throttle, brake = float(np.clip(throttle, 0, 1)), float(np.clip(brake, 0, 1))
-    return PEDAL_ACCELERATION * (throttle - brake), float(np.clip(steer, -1, 1)) * MAX_STEER_ANGLE
+    steering = float(np.clip(steer, -1, 1)) * MAX_STEER_ANGLE
+    if vehicle is None:
+        return PEDAL_ACCELERATION * (throttle - brake), steering
+    return (PEDAL_ACCELERATION * (throttle * vehicle['throttle_gain'] - brake * vehicle['brake_gain']),
+            steering * vehicle['steer_gain'])
 
 
 class DrivingEnv(gym.Env):
@@ -74,6 +82,8 @@ class DrivingEnv(gym.Env):
             self.lanes = scene_source.lanes_of(self.sim.road.network)
         self.route = self.sim.route_points() * scene_source.FLIP
         self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)
+        # controls commanded but not yet applied: the actuation lag (vehicle.lag_steps) starts coasting
+        self.pending = [(0.0, 0.0, 0.0)] * self.task['vehicle']['lag_steps']
         self.pipeline.restart()
         step = self.pipeline.step(0.0, self.scene(), self.control)
         self.progress = step.progress
@@ -88,8 +98,10 @@ class DrivingEnv(gym.Env):
     def step_control(self, throttle: float, steer: float, brake: float):
         """Step with a CARLA-style control (what the ROS bridge feeds in)."""
         self.control = (float(np.clip(throttle, 0, 1)), float(np.clip(steer, -1, 1)), float(np.clip(brake, 0, 1)))
+        self.pending.append(self.control)
+        applied = self.pending.pop(0)
         speed_before = self.sim.vehicle.speed
-        self.sim.advance(*control_to_sim(*self.control))
+        self.sim.advance(*control_to_sim(*applied, self.task['vehicle']))
         self.sim.step_traffic()
         self.acceleration = (self.sim.vehicle.speed - speed_before) / self.dt
         self.steps += 1
@@ -143,5 +155,6 @@ def resolve(tasks_config: dict, name: str) -> dict:
     if traffic not in spec['traffic'] or drivers not in tasks_config['drivers']:
         raise KeyError(f'unknown traffic {traffic!r} or drivers {drivers!r} for {base}')
     spec['traffic'] = spec['traffic'][traffic]
+    spec['vehicle'] = {**tasks_config['vehicle'], **spec.get('vehicle', {})}
     spec['drivers_name'], spec['drivers'] = drivers, tasks_config['drivers'][drivers]
     return spec

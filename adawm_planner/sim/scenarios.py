@@ -231,6 +231,9 @@ class Intersection(ScenarioMixin, IntersectionEnv):
             self.road.step(1 / self.config['simulation_frequency'])
         self.vehicle = self._place_ego(('o0', 'ir0', 0), t['start'], t['start_speed'])
         self._clear_around(15.0)
+        # a list of exits: one drawn per episode, after the traffic, so the traffic of a seed is unchanged
+        exits = t['destination']
+        self.destination = exits if isinstance(exits, str) else str(self.np_random.choice(exits))
 
     def step_traffic(self):
         self._clear_vehicles()
@@ -238,7 +241,7 @@ class Intersection(ScenarioMixin, IntersectionEnv):
 
     def route_points(self):
         net = self.road.network
-        destination = self.task['destination']
+        destination = self.destination
         exit_node = 'il' + destination[1:]
         return route_through(net, [('o0', 'ir0', 0), ('ir0', exit_node, 0), (exit_node, destination, 0)],
                              self.task['start'], self.task['exit_length'])

@@ -1,0 +1,67 @@
+"""`adawm analyze` speed: model steps per wall second and real-time factor over two recorded drives — one on
+the embedded simulator's own map, one on a CARLA-style OpenDRIVE junction (four arms, sixteen roads with lines
+and arcs) — and the command's process start.
+
+    .venv/bin/python bench/bench_analyze.py [--seconds 120] [--checkpoint DIR]
+
+Both drives are written as `adawm record` writes them (rosbag2 + MCAP, 20 Hz frames): odometry, objects,
+vehicle status, the command, the map and the route. Prints one row per drive.
+"""
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
+
+
+def drives(tmp, seconds):
+    from carla_junction import junction_xodr, record
+
+    from adawm_planner.core.opendrive import lanes_from_opendrive, to_opendrive
+    from adawm_planner.sim import default_task, make_env
+
+    env = make_env(default_task(), seed=0)
+    env.reset(seed=0)
+    scene = env.unwrapped.scene()
+    embedded = [(lane.center, 4.0) for lane in scene.lanes[:6]]
+    yield 'embedded map (right_turn)', record(tmp / 'embedded', to_opendrive(scene.lanes), scene.route, seconds,
+                                              agents=embedded)
+    xodr = junction_xodr(arm=80.0)
+    lanes = lanes_from_opendrive(xodr)
+    longest = max(lanes, key=lambda lane: len(lane.center))
+    others = [(lane.center, 6.0) for lane in lanes if lane is not longest][:8]
+    yield (f'CARLA-style junction ({len(lanes)} lanes, {sum(len(l.center) for l in lanes)} waypoints)',
+           record(tmp / 'junction', xodr, longest.center, seconds, agents=others))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seconds', type=float, default=120.0, help='recorded seconds per drive')
+    parser.add_argument('--checkpoint', default='', help='default: the shipped one')
+    args = parser.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    from adawm_planner.analyze import analyze
+    from adawm_planner.nodes.convert import default_checkpoint
+    checkpoint = args.checkpoint or default_checkpoint()
+    print(f'checkpoint {checkpoint}; {args.seconds:.0f} s per drive, 20 Hz frames, a model step every 0.1 s')
+    print('| drive | model steps | wall s | ms per step | real time × |')
+    print('|---|---|---|---|---|')
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, bag in drives(tmp, args.seconds):
+            summary = analyze(bag, checkpoint, tmp / f'out-{bag.name}')
+            wall = summary['wall_seconds']
+            print(f'| {name} | {summary["steps"]} | {wall:.2f} | {1000 * wall / max(summary["steps"], 1):.2f} | '
+                  f'{summary["real_time_factor"]} |', flush=True)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, '-m', 'adawm_planner.cli', 'analyze', '--help'], check=True,
+                       capture_output=True)
+        print(f'process start (`adawm analyze --help`): {time.perf_counter() - started:.2f} s')
+
+
+if __name__ == '__main__':
+    main()

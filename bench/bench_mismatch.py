@@ -1,0 +1,149 @@
+"""Shift detection: does the mismatch estimator tell new-task data from pretraining-task data?
+
+    .venv/bin/python bench/bench_mismatch.py [--checkpoint checkpoints/right_turn-moderate-small] [--steps 4000]
+
+For every shift pair (config/tasks.yaml) and for the pretraining task under other seeds (`same_task`), the
+frozen pretrained agent drives `--steps` steps (actor mode); so does it on held-out pretraining-task
+episodes. Both streams are cut into windows of 64 and 256 steps (stride a quarter window), and each
+estimator's window statistic is compared between them: AUROC (new-task windows scoring above held-out
+ones), and the false-positive rate — the fraction of held-out windows on which the estimator reports a
+shift at its operating threshold. Estimators:
+
+  open_loop_kl_ks   ε_P in use: calibrated one-sided KS of the k-step open-loop surprise against the
+                    checkpoint's mismatch reference; reports a shift when ε_P > 0
+  reward_ks         ε_π in use: the same calibration of the negated reward received
+  one_step_kl_ks    the one-step (filter) surprise, same calibration: k = 1 for comparison
+  prior_posterior_tv  the previous ε_P (mean per-factor TV); its rule fires the model side whenever
+                    ε_P > C·ε_π, and ε_π = 0 for the frozen agent, so every window is a "shift"
+
+Writes docs/results/detection.csv (pair, estimator, window, auroc, fpr, in_use) and prints a table.
+Seeds: held-out 30000+, same-task 40000+, new tasks 50000+ (none used by training, evaluation or the
+reference, which uses 20000+).
+"""
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adawm_planner.experiments import mismatch_reference
+from adawm_planner.core import mismatch
+from adawm_planner.core.checkpoint import load_checkpoint
+from adawm_planner.share import package_share
+from adawm_planner.sim import shift_pairs
+
+HELD_OUT_SEED, SAME_TASK_SEED, NEW_TASK_SEED = 30_000, 40_000, 50_000
+WINDOWS = (64, 256)
+POLICY_ESTIMATOR = 'reward_ks'
+FIELDS = ['pair', 'estimator', 'window', 'auroc', 'fpr', 'in_use']
+
+
+def auroc(negatives, positives) -> float:
+    """P(positive window scores above a negative one), ties counted half."""
+    neg, pos = np.asarray(negatives)[None], np.asarray(positives)[:, None]
+    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
+
+
+@torch.no_grad()
+def streams(agent, task, steps, seed, horizon):
+    """Per-step scores of `steps` steps of the frozen agent on `task`, concatenated over episodes."""
+    out = {'model': [], 'reward': [], 'one_step': [], 'tv': []}
+    for i, episode in enumerate(mismatch_reference.collect(agent, task, 10_000, seed, max_steps=steps)):
+        batch = {k: torch.as_tensor(v)[None] for k, v in episode.items()}
+        generator = torch.Generator().manual_seed(seed + i)
+        posts, priors = agent.world_model.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'],
+                                                  generator=generator)
+        model = mismatch.model_scores(agent.world_model, posts, batch['action'], batch['is_first'], horizon, generator)
+        one = mismatch.open_loop_kl(agent.world_model, posts, batch['action'], batch['is_first'], 1, generator)
+        tv = mismatch.tv(priors['logits'].exp(), posts['logits'].exp()).mean(-1)
+        for key, value in (('model', model), ('reward', mismatch.reward_scores(batch['reward'], batch['is_first'])),
+                           ('one_step', one.flatten().numpy()), ('tv', tv.flatten().numpy())):
+            out[key].append(value)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def window_stats(stream, reference, one_step_reference, length):
+    """Per window: (statistic for AUROC, reports a shift?) of every estimator."""
+    stats = {}
+    for name, key, ref, signal in (('open_loop_kl_ks', 'model', reference, 'model'),
+                                   ('reward_ks', 'reward', reference, 'reward'),
+                                   ('one_step_kl_ks', 'one_step', one_step_reference, 'model')):
+        rows = []
+        for window in mismatch.windows_of(stream[key], length, length // 4):
+            finite = window[np.isfinite(window)]
+            rows.append((mismatch.ks_excess(finite, ref.cdf[signal]), ref.estimate(signal, finite)))
+        stats[name] = rows
+    stats['prior_posterior_tv'] = [(float(np.mean(w)), 1.0)   # the old rule: ε_P > C·0 on every window
+                                   for w in mismatch.windows_of(stream['tv'], length, length // 4)]
+    return stats
+
+
+def decisions(stats) -> dict:
+    """Means of the calibrated ε_P, ε_π over windows and the share of windows on which the rule would
+    update the model, for C = 1 and C = 5."""
+    eps_model = np.array([e for _, e in stats['open_loop_kl_ks']])
+    eps_policy = np.array([e for _, e in stats[POLICY_ESTIMATOR]])
+    return {'eps_model': eps_model.mean(), 'eps_policy': eps_policy.mean(),
+            **{f'model_share_c{c}': np.mean(eps_model > c * eps_policy) for c in (1, 5)}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--checkpoint', default=str(package_share() / 'checkpoints' / 'right_turn-moderate-small'))
+    parser.add_argument('--steps', type=int, default=4000, help='steps of data per task')
+    parser.add_argument('--out', default=str(package_share() / 'docs' / 'results' / 'detection.csv'))
+    parser.add_argument('--threads', type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    agent, meta = load_checkpoint(args.checkpoint)
+    reference = mismatch.load_reference(args.checkpoint)
+    pretrain = meta['task']
+    # the k = 1 comparison needs its own reference: same episodes and halves as the shipped one
+    one_step_reference = mismatch_reference.build(agent, pretrain, reference.meta['episodes'], horizon=1,
+                                                  seed=reference.meta['seed'])
+    held = streams(agent, pretrain, args.steps, HELD_OUT_SEED, reference.horizon)
+    tasks = {'same_task': (pretrain, SAME_TASK_SEED)}
+    tasks.update({name: (pair['finetune'], NEW_TASK_SEED) for name, pair in shift_pairs().items()
+                  if pair['pretrain'] == pretrain})
+    rows, rule = [], {}
+    for pair, (task, seed) in tasks.items():
+        new = streams(agent, task, args.steps, seed, reference.horizon)
+        for length in WINDOWS:
+            negatives = window_stats(held, reference, one_step_reference, length)
+            positives = window_stats(new, reference, one_step_reference, length)
+            if length == max(WINDOWS):
+                rule[pair] = decisions(positives)
+            for estimator in negatives:
+                rows.append({'pair': pair, 'estimator': estimator, 'window': length,
+                             'auroc': round(auroc([s for s, _ in negatives[estimator]],
+                                                  [s for s, _ in positives[estimator]]), 3),
+                             'fpr': round(float(np.mean([e > 0 for _, e in negatives[estimator]])), 3),
+                             'in_use': estimator in ('open_loop_kl_ks', POLICY_ESTIMATOR)})
+        print(f'{pair} ({task}) done, {time.time() - started:.0f} s', flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, 'w', newline='') as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    estimators = list(dict.fromkeys(r['estimator'] for r in rows))
+    print(f'\nAUROC (window 64 / 256); FPR at 256 — {args.steps} steps per task, k = {reference.horizon}')
+    print('| pair | ' + ' | '.join(estimators) + ' |\n|---|' + '---|' * len(estimators))
+    for pair in tasks:
+        cell = lambda e: '{} / {} (FPR {})'.format(*[next(r[k] for r in rows if r['pair'] == pair and
+                                                         r['estimator'] == e and r['window'] == w)
+                                                    for w, k in ((64, 'auroc'), (256, 'auroc'), (256, 'fpr'))])
+        print(f'| {pair} | ' + ' | '.join(cell(e) for e in estimators) + ' |')
+    print(f'\nThe rule on the frozen agent\'s windows of {max(WINDOWS)} steps: mean ε_P, ε_π and the share of '
+          'windows on which it updates the model')
+    print('| pair | ε_P | ε_π | model share, C = 1 | model share, C = 5 |\n|---|---|---|---|---|')
+    for pair, d in rule.items():
+        print(f'| {pair} | {d["eps_model"]:.2f} | {d["eps_policy"]:.2f} | {d["model_share_c1"]:.2f} | '
+              f'{d["model_share_c5"]:.2f} |')
+    print(f'wall {time.time() - started:.0f} s')
+
+
+if __name__ == '__main__':
+    main()

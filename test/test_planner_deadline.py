@@ -1,0 +1,129 @@
+"""The anytime planner (core/planner.py): deadlines and the one-hot fast path, with the tiny preset.
+No timing is asserted: deadlines lie in the past or far ahead, or the planner reads a fake clock."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from adawm_planner.core import lora
+from adawm_planner.core.adaptation import MODEL_LORA_PREFIXES, POLICY_LORA_PREFIXES, linear_names
+from adawm_planner.core.agent import Agent
+from adawm_planner.core import planner
+from adawm_planner.core.planner import OneHotLinear, plan
+from adawm_planner.core.presets import load_preset
+from toy_env import single_thread  # noqa: F401 (fixture)
+
+BEV, EGO, ACTIONS = (64, 64, 5), 7, 15
+
+
+def make_agent(discrete=True):
+    torch.manual_seed(0)
+    agent = Agent(load_preset('tiny'), BEV, EGO, ACTIONS if discrete else 2, discrete=discrete, seed=0)
+    g = torch.Generator().manual_seed(1)
+    obs = {'bev': torch.randint(0, 256, BEV, generator=g, dtype=torch.uint8).numpy(),
+           'ego': torch.randn(EGO, generator=g).numpy()}
+    latent = agent.world_model.obs_step(None, torch.zeros(agent.action_dim), obs, True,
+                                        torch.Generator().manual_seed(2))
+    return agent, latent
+
+
+def run(agent, latent, seed=3, **kwargs):
+    generator = torch.Generator().manual_seed(seed)
+    action, info = plan(agent.world_model, agent.actor_critic, latent, 12, 5, 0.1, generator, **kwargs)
+    return action, info, generator
+
+
+class FakeClock:
+    """time.perf_counter for the planner: advances 1 s per reading, so a deadline cuts at a known step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize('discrete', [True, False])
+def test_a_plan_cut_by_the_deadline_is_the_shorter_horizons_plan(discrete, monkeypatch):
+    agent, latent = make_agent(discrete)
+    # Readings: start 1; per step a check, a start and an end (each step "takes" 1 s). Before step 2 the
+    # check reads 8, and 8 + 2 × 1 s > 9.5: the plan stops after 2 of 5 steps.
+    monkeypatch.setattr(planner.time, 'perf_counter', FakeClock())
+    cut_action, cut, _ = run(agent, latent, deadline=9.5)
+    monkeypatch.undo()
+    assert cut['horizon'] == 2 and cut['evaluated'] == 12 and not cut['fallback']
+    generator = torch.Generator().manual_seed(3)
+    action, short = plan(agent.world_model, agent.actor_critic, latent, 12, 2, 0.1, generator)
+    for key in ('actions', 'rewards', 'conts', 'terminal_values', 'scores', 'ego'):
+        torch.testing.assert_close(cut[key], short[key])
+    assert cut['best'] == short['best']
+    torch.testing.assert_close(cut_action, action)
+
+
+@pytest.mark.parametrize('discrete', [True, False])
+def test_a_deadline_far_ahead_gives_the_full_plan(discrete):
+    agent, latent = make_agent(discrete)
+    action, whole, g1 = run(agent, latent)
+    timed_action, timed, g2 = run(agent, latent, deadline=time.perf_counter() + 3600)
+    assert whole['horizon'] == timed['horizon'] == 5 and timed['evaluated'] == 12
+    for key in ('actions', 'rewards', 'conts', 'terminal_values', 'scores'):
+        torch.testing.assert_close(timed[key], whole[key])
+    torch.testing.assert_close(timed_action, action)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))  # same noise drawn
+
+
+@pytest.mark.parametrize('discrete', [True, False])
+def test_a_deadline_already_past_answers_with_the_actors_mode(discrete):
+    agent, latent = make_agent(discrete)
+    action, info, generator = run(agent, latent, deadline=time.perf_counter() - 1.0)
+    assert info['fallback'] and info['evaluated'] == 0 and info['horizon'] == 0 and info['step_seconds'] is None
+    with torch.inference_mode():
+        mode = agent.actor_critic.actor.mode(agent.world_model.feat(latent))[0]
+    torch.testing.assert_close(action, mode)
+    assert info['actions'].shape == (1, 1, agent.action_dim) and info['best'] == 0
+    # the generator advanced as a full plan's would: the next decision's noise does not depend on the cut
+    _, _, full = run(agent, latent)
+    assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=full))
+
+
+def test_an_expected_step_time_beyond_the_budget_stops_before_it():
+    agent, latent = make_agent()
+    _, info, _ = run(agent, latent, deadline=time.perf_counter() + 600, step_estimate=3600.0)
+    assert info['fallback'] and info['evaluated'] == 0
+
+
+def test_candidate_zero_is_the_actors_mode_and_the_plan_reports_what_it_scored():
+    agent, latent = make_agent()
+    action, info, _ = run(agent, latent)
+    with torch.inference_mode():
+        mode = agent.actor_critic.actor.mode(agent.world_model.feat(latent))[0]
+    torch.testing.assert_close(info['actions'][0, 0], mode)
+    assert info['evaluated'] == 12 and info['horizon'] == 5 and not info['fallback']
+    assert info['scores'].shape == (12,) and info['ego'].shape == (5, EGO)
+    assert info['seconds'] > 0 and info['step_seconds'] > 0
+    torch.testing.assert_close(action, info['actions'][info['best'], 0])
+
+
+def test_one_hot_linear_equals_the_layer_on_the_dense_input():
+    layer = torch.nn.Linear(6 + 3 * 4 + 2, 5)
+    columns = torch.tensor([[0, 5, 9], [3, 4, 11]])   # one 1 in each group of 4 columns
+    dense, after = torch.randn(2, 6), torch.randn(2, 2)
+    x = torch.zeros(2, 20)
+    x[:, :6] = dense
+    x[:, 6:18].scatter_(1, columns, 1.0)
+    x[:, 18:] = after
+    with torch.no_grad():
+        torch.testing.assert_close(OneHotLinear(layer, 6, 4)(columns, dense, after), layer(x))
+
+
+def test_lora_wrapped_layers_take_the_dense_path_and_plan_the_same():
+    agent, latent = make_agent()
+    _, before, _ = run(agent, latent)
+    # peft initialises B = 0: the adapted layers compute what the base does, through the dense path
+    lora.attach(agent.world_model, 'model', 4, 8.0, linear_names(agent.world_model, MODEL_LORA_PREFIXES))
+    lora.attach(agent.actor_critic, 'policy', 4, 8.0, linear_names(agent.actor_critic, POLICY_LORA_PREFIXES))
+    _, after, _ = run(agent, latent)
+    np.testing.assert_allclose(after['scores'].numpy(), before['scores'].numpy(), rtol=1e-5, atol=1e-6)
+    assert after['best'] == before['best']
