@@ -153,7 +153,7 @@ class Collector:
         self.env = make_env(task, seed=seed, continuous=continuous)
         self.env.action_space.seed(seed)
         self.agent = Agent.for_env(preset, self.env, seed)
-        self.obs, self.rows = None, []
+        self.obs = None   # the first call resets the env
         self.seed = seed
 
     def collect(self, steps, weights, explore_randomly):
