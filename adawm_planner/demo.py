@@ -121,8 +121,8 @@ def write_report(summary: dict, monitor, out_dir: Path, text: str) -> None:
             axes[0].axvline(s.header.stamp.sec + s.header.stamp.nanosec * 1e-9, color='green' if s.state == 0 else 'red',
                             alpha=0.4, linewidth=1)
         axes[0].legend(loc='upper right')
-    axes[0].set_ylabel('TV distance')
-    axes[0].set_title('mismatch over the run (vertical lines: adapters applied green / rejected red)')
+    axes[0].set_ylabel('mismatch estimate')
+    axes[0].set_title('mismatch over the run (vertical lines: adapters applied green / rejected or rolled back red)')
     colors = {0: 'tab:green', 1: 'tab:red', 2: 'tab:orange', 3: 'tab:gray', 4: 'black'}
     for e in monitor.episodes:
         end = e.header.stamp.sec + e.header.stamp.nanosec * 1e-9
