@@ -33,3 +33,12 @@ def test_the_budget_feeds_back_what_the_planner_measured():
     assert budget.report() == {'budget_ms': '35', 'plan_fallbacks': '1', 'afforded_horizon_p50': '8',
                                'afforded_horizon_min': '0'}
     assert PlanBudget(0.0).deadline(10.0) is None               # 0: no deadline
+
+
+def test_the_frame_log_counts_frames_that_came_and_went_unanswered():
+    from adawm_planner.core.guard import FrameLog
+    log = FrameLog()
+    for stamp in (0.05, 0.10, 0.15, 0.30, 0.35):   # 0.20 and 0.25 never answered
+        log.record(stamp, 0.004)
+    report = log.report()
+    assert (report['frames'], report['missed_frames'], report['tick_latency_p50_ms']) == ('5', '2', '4.00')

@@ -73,3 +73,15 @@ class CommandConfig:
 
     def __post_init__(self):
         check(self)
+
+
+@dataclasses.dataclass
+class PlannerNodeConfig:
+    rate: float = knob(20.0, 'watchdog checks per second (wall clock); start-only', positive=True)
+    input_timeout: float = knob(0.5, 's (wall) without a new frame before the inputs count as stale', positive=True)
+    image_every: int = knob(4, 'publish the decoded BEV every N decisions; 0 = never', low=0)
+    fault_hold: float = knob(0.5, 's of simulation time the inputs must stay clean after a fault (not finite, '
+                             'stale, time running back) before planning resumes', low=0.0)
+
+    def __post_init__(self):
+        check(self)

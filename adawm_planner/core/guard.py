@@ -4,6 +4,9 @@ FaultHold: hysteresis for untrustworthy inputs. After a fault (a non-finite or a
 time running backwards) the planner stays stopped until frames have been clean for `hold` seconds of
 simulation time, so an input stream that interleaves good and bad messages never drives.
 
+FrameLog: what a planner did with the frames it got: latency per frame and the frames that came and went
+unanswered (gaps in the frames' stamps), for /diagnostics.
+
 PlanBudget: the anytime planner's bookkeeping. A decision gets `budget_s` of wall time from its frame's
 arrival; the step time the planner measured is fed back as the next decision's estimate (lowered after a
 fallback, so one load spike does not stop planning for good), and what the decisions could afford is kept
@@ -63,3 +66,24 @@ class PlanBudget:
         return {'budget_ms': f'{1000 * self.budget_s:g}', 'plan_fallbacks': str(self.fallbacks),
                 'afforded_horizon_p50': f'{np.percentile(afforded, 50):.0f}' if afforded else '',
                 'afforded_horizon_min': str(min(afforded)) if afforded else ''}
+
+
+class FrameLog:
+    def __init__(self):
+        self.latencies = collections.deque(maxlen=2000)   # s, the last frames'
+        self.frames = self.missed = 0
+        self.last_stamp, self.period = None, None          # the frames' period: the smallest gap seen
+
+    def record(self, stamp: float, latency: float) -> None:
+        if self.last_stamp is not None and stamp > self.last_stamp:
+            gap = stamp - self.last_stamp
+            self.period = gap if self.period is None else min(self.period, gap)
+            self.missed += max(0, round(gap / self.period) - 1)
+        self.last_stamp = stamp
+        self.latencies.append(latency)
+        self.frames += 1
+
+    def report(self) -> dict[str, str]:
+        ms = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        return {'tick_latency_p50_ms': f'{np.percentile(ms, 50):.2f}', 'tick_latency_p99_ms': f'{np.percentile(ms, 99):.2f}',
+                'frames': str(self.frames), 'missed_frames': str(self.missed)}

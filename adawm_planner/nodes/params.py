@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                SetParametersResult)
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
 from adawm_planner.core.knobs import knobs, problem
 
+ADAPTER_PARAMETERS = {   # per target: adapter.<target>.<name>, set together in one atomic call
+    'data': ([], ParameterDescriptor(type=ParameterType.PARAMETER_BYTE_ARRAY,   # rclpy: a list of 1-byte bytes
+                                     description='the adapter\'s safetensors bytes')),
+    'sha256': ('', ParameterDescriptor(description='sha256 of data (hex)')),
+    'version': (0, ParameterDescriptor(description='the adapter\'s version (its metadata must agree)')),
+    'signature': ('', ParameterDescriptor(description='HMAC-SHA256 of data, when the planner has a key')),
+    'path': ('', ParameterDescriptor(description='an adapter file inside adapter_dir, instead of data'))}
 FLOAT_MAX = 1e9   # "no upper bound" in a descriptor (what a person reads in its range)
 INT_MAX = 2 ** 31 - 1
 

@@ -1,22 +1,19 @@
-"""planner_node: carla-ros-bridge topics in, carla_msgs/CarlaEgoVehicleControl out, planned with the world model.
+"""planner_node: carla-ros-bridge topics in, a vehicle command out (CarlaEgoVehicleControl by default, or
+Autoware's Control / an AckermannDriveStamped: `output`), planned with the world model.
 
-The node works frame by frame: when odometry and objects of the same simulation time have arrived, it
-builds the Scene, and core's StepPipeline turns it into the model's steps — one every step period of the
-checkpoint's contract, on a grid anchored at each episode's first frame — where the node filters the latent
-state and plans; on the frames between steps it repeats the last command. A watchdog on the wall clock
-(`rate` Hz) commands a safe stop (throttle 0, brake 1) whenever the inputs cannot be trusted — missing,
-stale, not finite, time running backwards — says why on /diagnostics, and the node resumes by itself.
-
-Parameters follow ros2/demos: declared with descriptors, every value (start values too) checked in the
-on_set callback — a whole set_parameters_atomically call is refused when any part of it is — and applied
-after it has landed (post-set callback; on Humble, at the end of the successful on_set). LoRA adapters
-arrive as parameters (adapter.<model|policy>.data: the safetensors bytes, with .sha256 and .version beside
-them, or .path naming a file inside `adapter_dir`): checked completely and built off to the side in on_set,
-swapped in by the next frame before planning, never mid-plan.
+Frame by frame: when odometry and objects of one simulation time have arrived, core's StepPipeline turns
+the Scene into the model's steps (one per step period of the checkpoint's contract); at a step the node
+filters the latent state and plans within `budget_ms` (the anytime planner), in between it repeats the last
+command. Inputs that cannot be trusted — missing, stale, not finite, time running backwards — command a safe
+stop, held until they have been clean for `fault_hold` s (core/guard.py), with the reason and the offending
+publisher on /diagnostics. Parameters follow ros2/demos: declared with descriptors, every value (start values
+too) checked in on_set, a set_parameters_atomically call refused whole when any part fails, applied after
+(post-set; on Humble, at the end of a successful on_set). LoRA adapters arrive as parameters
+(adapter.<model|policy>.data with .sha256, .version and — unless allow_unsigned_adapters — .signature, or
+.path inside `adapter_dir`): checked and built off to the side in on_set, swapped in before the next plan.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import gc
 import threading
@@ -27,7 +24,7 @@ import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
@@ -35,29 +32,13 @@ from visualization_msgs.msg import MarkerArray
 from adawm_planner.core import lora
 from adawm_planner.core.bev import to_rgb
 from adawm_planner.core.checkpoint import CheckpointError, load_checkpoint
-from adawm_planner.core.config import CommandConfig, PlannerConfig
-from adawm_planner.core.guard import FaultHold, PlanBudget
-from adawm_planner.core.knobs import knob, knobs
+from adawm_planner.core.config import CommandConfig, PlannerConfig, PlannerNodeConfig
+from adawm_planner.core.guard import FaultHold, FrameLog, PlanBudget
+from adawm_planner.core.knobs import knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.nodes import convert, params, qos, spin
 
 SAFE_STOP = dict(throttle=0.0, steer=0.0, brake=1.0)
-ADAPTER_PARAMETERS = {   # per target: adapter.<target>.<name>, set together in one atomic call
-    'data': ([], ParameterDescriptor(type=ParameterType.PARAMETER_BYTE_ARRAY,   # rclpy: a list of 1-byte bytes
-                                     description='the adapter\'s safetensors bytes')),
-    'sha256': ('', ParameterDescriptor(description='sha256 of data (hex)')),
-    'version': (0, ParameterDescriptor(description='the adapter\'s version (its metadata must agree)')),
-    'signature': ('', ParameterDescriptor(description='HMAC-SHA256 of data, when the planner has a key')),
-    'path': ('', ParameterDescriptor(description='an adapter file inside adapter_dir, instead of data'))}
-
-
-@dataclasses.dataclass
-class NodeConfig:
-    rate: float = knob(20.0, 'watchdog checks per second (wall clock); start-only', positive=True)
-    input_timeout: float = knob(0.5, 's (wall) without a new frame before the inputs count as stale', positive=True)
-    image_every: int = knob(4, 'publish the decoded BEV every N decisions; 0 = never', low=0)
-    fault_hold: float = knob(0.5, 's of simulation time the inputs must stay clean after a fault (not finite, '
-                             'stale, time running back) before planning resumes', low=0.0)
 
 
 class PlannerNode(Node):
@@ -91,19 +72,19 @@ class PlannerNode(Node):
         self.agent.eval()
         self.contract = self.meta['contract']
         self.slots = {target: lora.AdapterSlot(self.agent.module(target), target, key) for target in lora.TARGETS}
-        self.knob_fields = {f.name: f for cls in (PlannerConfig, NodeConfig, CommandConfig) for f in knobs(cls)}
+        self.knob_fields = {f.name: f for cls in (PlannerConfig, PlannerNodeConfig, CommandConfig) for f in knobs(cls)}
         try:
             params.declare_knobs(self, PlannerConfig, read_only=False)
             params.declare_knobs(self, CommandConfig, read_only=True)
-            for field in knobs(NodeConfig):
+            for field in knobs(PlannerNodeConfig):
                 d(field.name, field.default, params.descriptor(field, read_only=field.name == 'rate'))
             for target in lora.TARGETS:
-                for name, (default, descriptor) in ADAPTER_PARAMETERS.items():
+                for name, (default, descriptor) in params.ADAPTER_PARAMETERS.items():
                     d(f'adapter.{target}.{name}', default, descriptor)
         except params.START_ERRORS as exc:
             raise params.start_error('planner_node', exc) from None
         self.config = params.knob_values(self, PlannerConfig)
-        self.settings = params.knob_values(self, NodeConfig)
+        self.settings = params.knob_values(self, PlannerNodeConfig)
         self.output = params.knob_values(self, CommandConfig).output
         self.pending: dict[str, tuple] = {}
         self.pending_lock = threading.Lock()
@@ -115,9 +96,7 @@ class PlannerNode(Node):
         self.safe_stop_reason = 'waiting for inputs'
         self.hold, self.budget = FaultHold(self.settings.fault_hold), PlanBudget(self.config.budget_ms / 1000)
         self.fault_report = ''   # the last input fault, kept for /diagnostics after recovery
-        self.latencies = collections.deque(maxlen=2000)
-        self.frames = self.decisions = self.missed = 0
-        self.last_frame_stamp, self.frame_period = None, None
+        self.ticks, self.decisions = FrameLog(), 0
 
         convert.subscribe_inputs(self, self.inputs, self.role, self._on_input)
         _, topic = convert.OUTPUTS[self.output]
@@ -163,7 +142,7 @@ class PlannerNode(Node):
                 continue
             # the bytes (or path) must come in this very call; the rest may stand from an earlier one
             fields = {name: given.get(prefix + name) if name in ('data', 'path')
-                      else given.get(prefix + name, self.get_parameter(prefix + name).value) for name in ADAPTER_PARAMETERS}
+                      else given.get(prefix + name, self.get_parameter(prefix + name).value) for name in params.ADAPTER_PARAMETERS}
             try:
                 prepared[target] = slot.prepare_fields(fields, self.adapter_dir)
             except lora.AdapterError as exc:
@@ -187,7 +166,7 @@ class PlannerNode(Node):
         if values:
             ours = lambda cls: {k: v for k, v in values.items() if k in {f.name for f in knobs(cls)}}
             self.config = dataclasses.replace(self.config, **ours(PlannerConfig))
-            self.settings = dataclasses.replace(self.settings, **ours(NodeConfig))
+            self.settings = dataclasses.replace(self.settings, **ours(PlannerNodeConfig))
             self.hold.hold, self.budget.budget_s = self.settings.fault_hold, self.config.budget_ms / 1000
         if prepared:
             with self.pending_lock:
@@ -232,7 +211,7 @@ class PlannerNode(Node):
         except Exception as exc:   # a fault never kills the node: stop safely and say why
             self.get_logger().error(f'planning failed: {exc!r}')
             self._safe_stop(f'planning failed: {exc!r}', stamp)
-        self._count_frame(stamp, time.monotonic() - started)
+        self.ticks.record(stamp, time.monotonic() - started)
 
     def _fault_or_hold(self, stamp: float, wall_now: float) -> str | None:
         """Why this frame must not be planned on: a fault now (named with its publisher), or the hold after one."""
@@ -242,15 +221,6 @@ class PlannerNode(Node):
             name = convert.publisher_name(self, taken[1])
             fault = self.fault_report = taken[0] + (f' (from {name})' if name else '')
         return self.hold.check(stamp, fault)
-
-    def _count_frame(self, stamp: float, latency: float) -> None:
-        if self.last_frame_stamp is not None and stamp > self.last_frame_stamp:
-            gap = stamp - self.last_frame_stamp
-            self.frame_period = gap if self.frame_period is None else min(self.frame_period, gap)
-            self.missed += max(0, round(gap / self.frame_period) - 1)   # frames that came and went unanswered
-        self.last_frame_stamp = stamp
-        self.latencies.append(latency)
-        self.frames += 1
 
     def _watchdog(self) -> None:
         reason = self.inputs.problem(time.monotonic(), self.settings.input_timeout)
@@ -313,11 +283,8 @@ class PlannerNode(Node):
         self.image_pub.publish(convert.image_msg(to_rgb(bev), self.get_clock().now().nanoseconds, self.role))
 
     def _publish_diagnostics(self) -> None:
-        lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
         k, h = self._lookahead()
-        values = {'tick_latency_p50_ms': f'{np.percentile(lat, 50):.2f}',
-                  'tick_latency_p99_ms': f'{np.percentile(lat, 99):.2f}', 'frames': str(self.frames),
-                  'decisions': str(self.decisions), 'missed_frames': str(self.missed),
+        values = {**self.ticks.report(), 'decisions': str(self.decisions),
                   'input_age_s': f'{self.inputs.age(time.monotonic()):.3f}',
                   'model_adapter_version': str(self.slots['model'].version),
                   'policy_adapter_version': str(self.slots['policy'].version), 'mode': self.config.mode,
