@@ -17,8 +17,8 @@ from adawm_planner.core.adaptation import FinetuneConfig
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.presets import load_preset
 from adawm_planner.experiments.finetune import experiment
-from adawm_planner.experiments.pretrain import pretrain
 from adawm_planner.experiments.scale import GridError, init_ray
+from test_finetune import toy_checkpoint  # noqa: F401 (fixture)
 from test_training import tensorboard_events
 from toy_env import make_toy_env, single_thread  # noqa: F401 (fixture)
 
@@ -36,14 +36,6 @@ def ray_cluster():
         assert {node['NodeManagerAddress'] for node in ray.nodes()} == {'127.0.0.1'}   # loopback only
         yield ray
         ray.shutdown()
-
-
-@pytest.fixture(scope='module')
-def toy_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp('pretrain')
-    pretrain('toy', load_preset('tiny'), steps=200, out_dir=out, eval_every=200, eval_episodes=2,
-             progress=False, make_env=make_toy_env)
-    return out / 'checkpoint'
 
 
 class KillingToyEnv:
