@@ -23,6 +23,7 @@ from adawm_planner.core.config import STRATEGIES, FinetuneConfig
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.pretrain import evaluate
+from adawm_planner.experiments.report import write_report
 from adawm_planner.experiments.runlog import RunLog, bev_comparison
 from adawm_planner.sim import make_env as make_task_env
 
@@ -127,74 +128,5 @@ def experiment(checkpoint_dir, pretrain_task, finetune_task, out_dir, seeds=3, s
             results.append(finetune(checkpoint_dir, finetune_task, steps, run_dir, seed,
                                     dataclasses.replace(config, strategy=strategy), make_env=make_env,
                                     progress=progress, **run_kwargs))
-    write_report(results, out_dir, pretrain_task, finetune_task)
+    write_report(out_dir, pretrain_task, finetune_task)
     return results
-
-
-def write_report(results, out_dir, pretrain_task, finetune_task):
-    """table.md (mean ± std over seeds), table.csv, learning_curves.png, mismatch.png."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    strategies = list(dict.fromkeys(r['strategy'] for r in results))
-    metrics = [('success', 'success rate'), ('collision', 'collision rate'), ('ttc_min', 'min TTC (s)'),
-               ('return', 'return')]
-    rows = []
-    for s in strategies:
-        runs = [r for r in results if r['strategy'] == s]
-        row = {'strategy': s, 'seeds': len(runs)}
-        for key, _ in metrics:
-            values = np.array([r['after'][key] for r in runs])
-            row[f'{key}_mean'], row[f'{key}_std'] = float(values.mean()), float(values.std())
-        row['success_before'] = float(np.mean([r['before']['success'] for r in runs]))
-        row['model_updates'] = int(np.mean([r['decisions']['model'] + r['decisions']['both'] for r in runs]))
-        row['policy_updates'] = int(np.mean([r['decisions']['policy'] + r['decisions']['both'] for r in runs]))
-        rows.append(row)
-    with open(out_dir / 'table.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [f'# {pretrain_task} → {finetune_task}', '',
-             '| strategy | seeds | ' + ' | '.join(label for _, label in metrics) + ' | success before | '
-             'model / policy updates |', '|' + '---|' * (len(metrics) + 4)]
-    for row in rows:
-        cells = ' | '.join(f'{row[f"{k}_mean"]:.2f} ± {row[f"{k}_std"]:.2f}' for k, _ in metrics)
-        lines.append(f'| {row["strategy"]} | {row["seeds"]} | {cells} | {row["success_before"]:.2f} | '
-                     f'{row["model_updates"]} / {row["policy_updates"]} |')
-    (out_dir / 'table.md').write_text('\n'.join(lines) + '\n')
-
-    def read_csv(path):
-        with open(path) as f:
-            return list(csv.DictReader(f))
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for s in strategies:
-        curves = [read_csv(out_dir / s / f'seed{r["seed"]}' / 'curve.csv') for r in results if r['strategy'] == s]
-        length = min(len(c) for c in curves)
-        x = [float(c['env_step']) for c in curves[0][:length]]
-        y = np.array([[float(c['success']) for c in curve[:length]] for curve in curves])
-        ax.plot(x, y.mean(0), label=s)
-        ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.15)
-    ax.set(xlabel='environment steps on the new task', ylabel='success rate',
-           title=f'{pretrain_task} → {finetune_task}')
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / 'learning_curves.png', dpi=100)
-    plt.close(fig)
-
-    shown = [s for s in ('model', 'policy', 'adawm') if s in strategies]
-    if shown:
-        fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), sharey=True, squeeze=False)
-        for ax, s in zip(axes[0], shown):
-            trace = read_csv(out_dir / s / 'seed0' / 'trace.csv')
-            x = [int(t['finetune_step']) for t in trace]
-            ax.plot(x, [float(t['eps_model']) for t in trace], label='ε_P (model)')
-            ax.plot(x, [float(t['eps_policy']) for t in trace], label='ε_π (policy)')
-            ax.set(title=f'{s} finetuning', xlabel='finetuning step')
-        axes[0][0].set_ylabel('TV distance')
-        axes[0][0].legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / 'mismatch.png', dpi=100)
-        plt.close(fig)

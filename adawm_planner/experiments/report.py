@@ -1,0 +1,190 @@
+"""The strategy table of one shift pair, from every finished run in its folder.
+
+Reads `STRATEGY/seedN/result.json` and `curve.csv` (so a grid run in several processes, or with different
+seed counts per strategy, reports everything that has finished) and writes table.md, table.csv,
+learning_curves.png and mismatch.png. Figures per strategy, over its seeds: final success, area under the
+success curve (mean success over the run's evaluation points, trapezoidal in environment steps, so 1.0 =
+succeeding at every point), collision rate and return, each as the mean with a 95 % Student-t interval
+over seeds; and for AdaWM the share of finetuning steps that went to the world model.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+# two-sided 95 % quantiles of Student's t, by degrees of freedom (1..30); beyond 30 the normal's 1.96 is
+# within 4 % of them
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+       2.045, 2.042]
+METRICS = [('success', 'final success'), ('auc', 'success AUC'), ('collision', 'collision rate'),
+           ('return', 'return')]
+
+
+def interval(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t interval over the values (seeds); half-width NaN for one."""
+    values = np.asarray(values, np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float('nan')
+    t = T95[len(values) - 2] if len(values) - 1 <= len(T95) else 1.96
+    return mean, float(t * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def success_auc(curve: list[dict]) -> float:
+    """Mean success over the run: trapezoidal area under success vs environment steps, over the span."""
+    x = np.array([float(c['env_step']) for c in curve])
+    y = np.array([float(c['success']) for c in curve])
+    if len(x) < 2 or x[-1] <= x[0]:
+        return float(y.mean())
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def finished_runs(out_dir) -> list[dict]:
+    """Every finished run under out_dir, each result.json with its curve and its AUC added."""
+    runs = []
+    for done in sorted(Path(out_dir).glob('*/seed*/result.json')):
+        result = json.loads(done.read_text())
+        result['curve'] = read_csv(done.parent / 'curve.csv')
+        result['auc'] = success_auc(result['curve'])
+        result['dir'] = done.parent
+        runs.append(result)
+    return runs
+
+
+def model_share(result) -> float:
+    d = result['decisions']
+    steps = sum(d.values())
+    return (d['model'] + d['both']) / steps if steps else float('nan')
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per strategy (in the order the strategies first appear), its figures over seeds."""
+    rows = []
+    for strategy in dict.fromkeys(r['strategy'] for r in runs):
+        mine = [r for r in runs if r['strategy'] == strategy]
+        row = {'strategy': strategy, 'seeds': len(mine), 'steps': mine[0]['steps'],
+               'success_before': float(np.mean([r['before']['success'] for r in mine]))}
+        for key, _ in METRICS:
+            values = [r['auc'] if key == 'auc' else r['after'][key] for r in mine]
+            row[f'{key}_mean'], row[f'{key}_ci95'] = interval(values)
+        shares = [model_share(r) for r in mine]
+        row['model_share_mean'] = float(np.mean(shares))
+        row['model_share_min'], row['model_share_max'] = float(np.min(shares)), float(np.max(shares))
+        rows.append(row)
+    return rows
+
+
+def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
+    """table.md, table.csv, learning_curves.png, mismatch.png from every finished run; returns the rows."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    runs = finished_runs(out_dir)
+    if not runs:
+        return []
+    rows = summarise(runs)
+    with open(out_dir / 'table.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def cell(row, key):
+        half = row[f'{key}_ci95']
+        digits = 1 if key == 'return' else 2
+        return f'{row[f"{key}_mean"]:.{digits}f}' + ('' if math.isnan(half) else f' ± {half:.{digits}f}')
+    lines = [f'# {pretrain_task} → {finetune_task}', '',
+             f'Mean ± 95 % t-interval half-width over seeds; {rows[0]["steps"]} environment steps per run.', '',
+             '| strategy | seeds | success before | ' + ' | '.join(label for _, label in METRICS) +
+             ' | model-step share |', '|' + '---|' * (len(METRICS) + 4)]
+    for row in rows:
+        share = (f'{row["model_share_mean"]:.2f} ({row["model_share_min"]:.2f}–{row["model_share_max"]:.2f})'
+                 if not math.isnan(row['model_share_mean']) else '—')
+        lines.append(f'| {row["strategy"]} | {row["seeds"]} | {row["success_before"]:.2f} | ' +
+                     ' | '.join(cell(row, k) for k, _ in METRICS) + f' | {share} |')
+    (out_dir / 'table.md').write_text('\n'.join(lines) + '\n')
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        curves = [r['curve'] for r in runs if r['strategy'] == row['strategy']]
+        length = min(len(c) for c in curves)
+        x = [float(c['env_step']) for c in curves[0][:length]]
+        y = np.array([[float(c['success']) for c in curve[:length]] for curve in curves])
+        mean, half = zip(*(interval(column) for column in y.T))
+        mean, half = np.array(mean), np.nan_to_num(np.array(half))
+        ax.plot(x, mean, label=f'{row["strategy"]} ({row["seeds"]})')
+        ax.fill_between(x, mean - half, mean + half, alpha=0.12)
+    ax.set(xlabel='environment steps on the new task', ylabel='success rate (band: 95 % interval)',
+           title=f'{pretrain_task} → {finetune_task}')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / 'learning_curves.png', dpi=100)
+    plt.close(fig)
+
+    shown = [r for s in ('model', 'policy', 'adawm') for r in runs if r['strategy'] == s and r['seed'] == 0]
+    if shown:
+        fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), sharey=True, squeeze=False)
+        for ax, run in zip(axes[0], shown):
+            trace = read_csv(run['dir'] / 'trace.csv')
+            x = [int(t['finetune_step']) for t in trace]
+            ax.plot(x, [float(t['eps_model']) for t in trace], label='ε_P (model)')
+            ax.plot(x, [float(t['eps_policy']) for t in trace], label='ε_π (policy)')
+            ax.set(title=f'{run["strategy"]} finetuning, seed 0', xlabel='finetuning step')
+        axes[0][0].set_ylabel('mismatch estimate')
+        axes[0][0].legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / 'mismatch.png', dpi=100)
+        plt.close(fig)
+    return rows
+
+
+RUN_FIELDS = ['pair', 'task', 'strategy', 'seed', 'threshold_c', 'steps', 'success_before', 'success_after',
+              'success_auc', 'collision_after', 'return_after', 'model_steps', 'policy_steps', 'wall_s']
+
+
+def publish(runs_root, docs_root) -> None:
+    """Each experiment folder under runs_root (one per pair, or per pair and C) reported again, its table and
+    plots copied to docs_root/<folder>/, and every run as a row of docs_root/runs.csv: the committed record
+    of a grid that is still running."""
+    import shutil
+    runs_root, docs_root = Path(runs_root), Path(docs_root)
+    every = []
+    for folder in sorted(p for p in runs_root.iterdir() if p.is_dir()):
+        runs = finished_runs(folder)
+        if not runs:
+            continue
+        write_report(folder, runs[0].get('pretrain_task'), runs[0]['task'])
+        (docs_root / folder.name).mkdir(parents=True, exist_ok=True)
+        for name in ('table.md', 'table.csv', 'learning_curves.png', 'mismatch.png'):
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, docs_root / folder.name / name)
+        for r in runs:
+            d = r['decisions']
+            every.append({'pair': folder.name, 'task': r['task'], 'strategy': r['strategy'], 'seed': r['seed'],
+                          'threshold_c': r['config'].get('threshold_c'), 'steps': r['steps'],
+                          'success_before': r['before']['success'], 'success_after': r['after']['success'],
+                          'success_auc': round(r['auc'], 4), 'collision_after': r['after']['collision'],
+                          'return_after': round(r['after']['return'], 2), 'model_steps': d['model'] + d['both'],
+                          'policy_steps': d['policy'] + d['both'], 'wall_s': r['wall_s']})
+    with open(docs_root / 'runs.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, RUN_FIELDS)
+        writer.writeheader()
+        writer.writerows(every)
+
+
+if __name__ == '__main__':
+    import sys
+    if len(sys.argv) != 3:
+        sys.exit('usage: python -m adawm_planner.experiments.report RUNS_ROOT DOCS_ROOT')
+    publish(sys.argv[1], sys.argv[2])

@@ -1,0 +1,69 @@
+"""The strategy table: intervals, area under the success curve, runs from several grid processes."""
+import csv
+import json
+import math
+
+import pytest
+
+from adawm_planner.experiments.report import interval, publish, success_auc, write_report
+
+
+def test_interval_is_the_student_t_interval():
+    mean, half = interval([0.2, 0.4, 0.6])
+    # std (ddof 1) = 0.2, t(0.975, 2) = 4.303
+    assert mean == pytest.approx(0.4) and half == pytest.approx(4.303 * 0.2 / math.sqrt(3))
+    assert math.isnan(interval([0.5])[1])
+    assert interval([0.3] * 5)[1] == 0.0
+
+
+def test_auc_is_mean_success_over_the_run():
+    curve = [{'env_step': s, 'success': v} for s, v in ((0, 0.0), (1000, 1.0), (3000, 1.0))]
+    assert success_auc(curve) == pytest.approx((0.5 * 1000 + 1.0 * 2000) / 3000)
+
+
+def fake_run(root, strategy, seed, final, decisions):
+    run = root / strategy / f'seed{seed}'
+    run.mkdir(parents=True)
+    with open(run / 'curve.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, ['env_step', 'success'])
+        writer.writeheader()
+        writer.writerows([{'env_step': 0, 'success': 0.5}, {'env_step': 100, 'success': final}])
+    with open(run / 'trace.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, ['finetune_step', 'eps_model', 'eps_policy'])
+        writer.writeheader()
+        writer.writerows([{'finetune_step': i, 'eps_model': 0.5, 'eps_policy': 0.1} for i in range(4)])
+    metrics = lambda s: {'success': s, 'collision': 0.1, 'return': 10.0}
+    (run / 'result.json').write_text(json.dumps({
+        'strategy': strategy, 'seed': seed, 'steps': 100, 'pretrain_task': 'a', 'task': 'b',
+        'config': {'threshold_c': 1.0}, 'wall_s': 1.0, 'before': metrics(0.5), 'after': metrics(final),
+        'decisions': {'model': 0, 'policy': 0, 'both': 0, 'none': 0, **decisions}}))
+
+
+def test_report_reads_every_finished_run(tmp_path):
+    # two grid processes wrote here: adawm with 3 seeds, full with 1; a run without result.json is unfinished
+    for seed, final in enumerate((0.6, 0.8, 1.0)):
+        fake_run(tmp_path, 'adawm', seed, final, {'model': 3, 'policy': 1})
+    fake_run(tmp_path, 'full', 0, 0.2, {'both': 4})
+    (tmp_path / 'policy' / 'seed0').mkdir(parents=True)
+    rows = {r['strategy']: r for r in write_report(tmp_path, 'a', 'b')}
+    assert set(rows) == {'adawm', 'full'} and rows['adawm']['seeds'] == 3
+    assert rows['adawm']['success_mean'] == pytest.approx(0.8)
+    assert rows['adawm']['auc_mean'] == pytest.approx(0.65)
+    assert rows['adawm']['model_share_mean'] == pytest.approx(0.75) and rows['full']['model_share_mean'] == 1.0
+    table = (tmp_path / 'table.md').read_text()
+    assert '| adawm | 3 | 0.50 | 0.80 ± 0.50 |' in table and '| full | 1 | 0.50 | 0.20 |' in table
+    assert (tmp_path / 'learning_curves.png').stat().st_size > 0 and (tmp_path / 'mismatch.png').exists()
+
+
+def test_publish_copies_tables_and_lists_every_run(tmp_path):
+    runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+    fake_run(runs / 'pair_x', 'policy', 0, 0.7, {'policy': 4})
+    fake_run(runs / 'pair_x', 'model', 0, 0.1, {'model': 4})
+    (runs / 'empty_pair').mkdir()
+    publish(runs, docs)
+    assert (docs / 'pair_x' / 'table.md').read_text().startswith('# a → b')
+    assert not (docs / 'empty_pair').exists()
+    with open(docs / 'runs.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['pair'], r['strategy'], r['model_steps']) for r in rows] == [('pair_x', 'model', '4'),
+                                                                              ('pair_x', 'policy', '0')]
