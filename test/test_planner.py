@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from adawm_planner.core.agent import Agent
+from adawm_planner.core.config import PlannerConfig
+from adawm_planner.core.planner import plan
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.pretrain import evaluate
@@ -61,21 +63,67 @@ def test_imagination_reproduces_toy_transition(toy_agent):
     np.testing.assert_allclose(ego.numpy(), np.array(expected, np.float32), atol=0.5)
 
 
-def test_planner_beats_actor_alone(toy_agent):
+@pytest.mark.parametrize('iterations', [1, 3])
+def test_planner_beats_actor_alone(toy_agent, iterations):
+    toy_agent.search = PlannerConfig(iterations=iterations)
     actor = evaluate(toy_agent, 'toy', 20, 'actor', make_env=make_toy_env)
     planner = evaluate(toy_agent, 'toy', 20, 'plan', make_env=make_toy_env)
+    toy_agent.search = PlannerConfig()
     assert planner['success'] >= 0.8
     assert planner['success'] > actor['success'] + 0.2
 
 
-def test_plan_info_has_imagined_trajectories(toy_agent):
+@pytest.mark.parametrize('iterations', [1, 3])
+def test_plan_info_has_imagined_trajectories(toy_agent, iterations):
+    toy_agent.search = search = PlannerConfig(iterations=iterations)
     env = ToyLineEnv()
     obs, _ = env.reset(seed=1)
     action, state, info = toy_agent.act(obs, None, 'plan')
+    toy_agent.search = PlannerConfig()
     p = toy_agent.preset
-    assert info['actions'].shape == (p.plan_candidates, p.plan_horizon, 15)
-    assert info['rewards'].shape == (p.plan_candidates, p.plan_horizon)
+    # one round: the K candidates; a search: the sequences of rounds 2.. (K / particles each)
+    scored = p.plan_candidates if iterations == 1 else (iterations - 1) * (p.plan_candidates // search.particles)
+    assert info['iterations'] == iterations
+    assert info['actions'].shape == (scored, p.plan_horizon, 15)
+    assert info['rewards'].shape == (scored, p.plan_horizon)
     assert info['ego'].shape == (p.plan_horizon, 2)  # decoded for the chosen candidate only
-    assert info['scores'].shape == (p.plan_candidates,)
+    assert info['scores'].shape == (scored,)
     assert action == int(info['actions'][info['best'], 0].argmax())
     assert 0 <= action < 15 and state['latent']['deter'].shape == (1, p.deter)
+
+
+def toy_start(agent, seed=1):
+    obs, _ = ToyLineEnv().reset(seed=seed)
+    with torch.inference_mode():
+        return agent.world_model.obs_step(None, torch.zeros(15), obs, is_first=True,
+                                          generator=torch.Generator().manual_seed(0))
+
+
+def search(agent, latent, **knobs):
+    p = agent.preset
+    return plan(agent.world_model, agent.actor_critic, latent, p.plan_candidates, p.plan_horizon,
+                p.plan_prior_weight, torch.Generator().manual_seed(5), search=PlannerConfig(**knobs))
+
+
+def entropy(distribution):
+    return float(-(distribution * distribution.log()).sum(-1).mean())
+
+
+def test_the_search_never_prefers_a_sequence_it_imagines_worse_than_the_actors_plan(toy_agent):
+    latent = toy_start(toy_agent)
+    action, info = search(toy_agent, latent)
+    with torch.inference_mode():
+        mode = toy_agent.actor_critic.actor.mode(toy_agent.world_model.feat(latent))[0]
+    # sequence 0 of round 2 is the actor's mode sequence, scored under the same prior draws as the rest
+    torch.testing.assert_close(info['actions'][0, 0], mode)
+    assert info['scores'][info['best']] >= info['scores'][0]
+    # the untrained actor's plan stays short of the goal; the search finds one that reaches it
+    assert info['scores'][info['best']] > info['scores'][0] + 0.5
+    torch.testing.assert_close(action, info['actions'][info['best'], 0])
+
+
+def test_the_refitted_distribution_concentrates_with_more_rounds(toy_agent):
+    latent = toy_start(toy_agent)
+    entropies = [entropy(search(toy_agent, latent, iterations=n)[1]['refit']) for n in (2, 4, 8)]
+    assert entropies[0] > entropies[1] > entropies[2]
+    assert entropies[2] < 0.5 * np.log(15)

@@ -9,6 +9,7 @@ import torch
 from adawm_planner.core import lora
 from adawm_planner.core.adaptation import MODEL_LORA_PREFIXES, POLICY_LORA_PREFIXES, linear_names
 from adawm_planner.core.agent import Agent
+from adawm_planner.core.config import PlannerConfig
 from adawm_planner.core import planner
 from adawm_planner.core.planner import OneHotLinear, plan
 from adawm_planner.core.presets import load_preset
@@ -26,6 +27,15 @@ def make_agent(discrete=True):
     latent = agent.world_model.obs_step(None, torch.zeros(agent.action_dim), obs, True,
                                         torch.Generator().manual_seed(2))
     return agent, latent
+
+
+PLAN_KEYS = ('actions', 'rewards', 'conts', 'terminal_values', 'scores', 'ego')
+
+
+def assert_same_plan(a, b):
+    for key in PLAN_KEYS:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert a['best'] == b['best'] and a['iterations'] == b['iterations']
 
 
 def run(agent, latent, seed=3, **kwargs):
@@ -127,3 +137,66 @@ def test_lora_wrapped_layers_take_the_dense_path_and_plan_the_same():
     _, after, _ = run(agent, latent)
     np.testing.assert_allclose(after['scores'].numpy(), before['scores'].numpy(), rtol=1e-5, atol=1e-6)
     assert after['best'] == before['best']
+
+
+@pytest.mark.parametrize('discrete', [True, False])
+def test_one_iteration_is_the_one_round_planner(discrete):
+    agent, latent = make_agent(discrete)
+    action, one_round, g1 = run(agent, latent)
+    same_action, same, g2 = run(agent, latent, search=PlannerConfig(iterations=1))
+    assert_same_plan(same, one_round)
+    torch.testing.assert_close(same_action, action)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+def test_a_continuous_actor_plans_one_round_whatever_the_search():
+    agent, latent = make_agent(discrete=False)
+    _, one_round, _ = run(agent, latent)
+    _, searched, _ = run(agent, latent, search=PlannerConfig(iterations=4))
+    assert_same_plan(searched, one_round)
+
+
+def test_the_search_repeats_for_a_fixed_generator():
+    agent, latent = make_agent()
+    action, first, _ = run(agent, latent, search=PlannerConfig(iterations=4))
+    again_action, again, _ = run(agent, latent, search=PlannerConfig(iterations=4))
+    assert first['iterations'] == 4 and first['actions'].shape == (3 * 12 // PlannerConfig().particles, 5, ACTIONS)
+    assert_same_plan(again, first)
+    torch.testing.assert_close(again['refit'], first['refit'], rtol=0, atol=0)
+    torch.testing.assert_close(again_action, action)
+
+
+def test_a_deadline_between_rounds_answers_with_the_rounds_finished(monkeypatch):
+    agent, latent = make_agent()
+    knobs = PlannerConfig(iterations=3)
+    # Readings: start 1, round 1's 5 steps (check, start, end: 1 s each) end at 16; round 2 starts as its
+    # 5 steps and scoring fit (17 + 6 <= 35) and ends at 32; round 3 would end after 33 + 6 > 35.
+    monkeypatch.setattr(planner.time, 'perf_counter', FakeClock())
+    cut_action, cut, cut_generator = run(agent, latent, deadline=35, search=knobs)
+    monkeypatch.undo()
+    two_action, two_rounds, _ = run(agent, latent, search=PlannerConfig(iterations=2))
+    assert cut['iterations'] == 2 and cut['horizon'] == 5
+    assert_same_plan(cut, two_rounds)
+    torch.testing.assert_close(cut_action, two_action)
+    _, _, full = run(agent, latent, search=knobs)   # the generator advanced as the whole search's would
+    assert torch.equal(torch.rand(3, generator=cut_generator), torch.rand(3, generator=full))
+
+
+def test_a_round_cut_midway_is_dropped(monkeypatch):
+    agent, latent = make_agent()
+    # Round 2 starts (17 + 6 <= 25) but its third step does not fit (24 + 2 > 25): round 1 answers.
+    monkeypatch.setattr(planner.time, 'perf_counter', FakeClock())
+    cut_action, cut, _ = run(agent, latent, deadline=25, search=PlannerConfig(iterations=3))
+    monkeypatch.undo()
+    action, one_round, _ = run(agent, latent)
+    assert cut['iterations'] == 1 and 'refit' not in cut
+    assert_same_plan(cut, one_round)
+    torch.testing.assert_close(cut_action, action)
+
+
+def test_a_deadline_already_past_answers_with_the_actors_mode_whatever_the_search():
+    agent, latent = make_agent()
+    action, info, _ = run(agent, latent, deadline=time.perf_counter() - 1.0, search=PlannerConfig())
+    assert info['fallback'] and info['iterations'] == 0
+    with torch.inference_mode():
+        torch.testing.assert_close(action, agent.actor_critic.actor.mode(agent.world_model.feat(latent))[0])

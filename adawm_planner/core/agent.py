@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from adawm_planner.core.actor_critic import ActorCritic
+from adawm_planner.core.config import PlannerConfig
 from adawm_planner.core.planner import plan
 from adawm_planner.core.world_model import WorldModel
 
@@ -18,6 +19,7 @@ class Agent(nn.Module):
         self.world_model = WorldModel(preset, bev_shape, ego_dim, action_dim)
         self.actor_critic = ActorCritic(preset, self.world_model.feat_dim, action_dim, discrete)
         self.generator = torch.Generator().manual_seed(seed)
+        self.search = PlannerConfig()   # plan mode's search knobs (iterations, elites, particles, refit_mix)
 
     @classmethod
     def for_env(cls, preset, env, seed=0):
@@ -72,7 +74,7 @@ class Agent(nn.Module):
             p = self.preset
             action, info = plan(self.world_model, self.actor_critic, latent, candidates or p.plan_candidates,
                                 horizon or p.plan_horizon, p.plan_prior_weight, self.generator, deadline,
-                                step_estimate)
+                                step_estimate, self.search)
         elif mode == 'actor':
             action = self.actor_critic.actor.mode(feat)[0]
         elif mode == 'sample':

@@ -59,6 +59,16 @@ class PlannerConfig:
     budget_ms: float = knob(35.0, 'ms (wall) a decision may take from its frame\'s arrival: the planner imagines '
                             'as many steps as fit and answers with the actor\'s action if none does; '
                             '0 = no deadline (the full horizon)', low=0.0)
+    # The search (discrete actions; a continuous actor plans one round): round 1 samples K sequences from
+    # the actor, each later round K / particles open-loop sequences from per-step categoricals refitted to
+    # the best sequences so far, every one scored under the same `particles` draws of the prior.
+    iterations: int = knob(3, 'rounds of sample -> score -> refit; 1 = one round of actor samples (no refit)',
+                           low=1, high=32)
+    elites: int = knob(4, 'best sequences the per-step action distributions are refitted to', low=1)
+    particles: int = knob(4, 'prior draws every sequence of rounds 2.. is scored under (the mean counts); '
+                          'K / particles sequences per round', low=1)
+    refit_mix: float = knob(0.1, 'share of the previous distribution kept at each refit (the first one: the '
+                            'actor\'s mean action probabilities); keeps every action possible', low=0.0, high=1.0)
 
     def __post_init__(self):
         check(self)

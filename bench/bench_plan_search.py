@@ -1,0 +1,140 @@
+"""Does planning earn its cost? The shipped checkpoint evaluated with the existing evaluation loop
+(experiments/pretrain.py evaluate: seeds 10000.., the same for every mode) in actor mode, with the
+one-round planner (actor samples only, `iterations` 1) and with the iterative search (PlannerConfig's
+search knobs), on the pretraining task and shifted tasks; and the lookahead's latency, one round vs the
+search, interleaved in one process.
+
+One JSON line per (task, mode) is appended to --out as each finishes, and a (task, mode, knobs) already
+in the file is skipped, so a killed run resumes where it stopped. Print the table of a results file with
+--table.
+
+    OMP_NUM_THREADS=1 chrt --idle 0 .venv/bin/python bench/bench_plan_search.py --episodes 50 \
+        --tasks right_turn-moderate right_turn_tight-moderate --out runs/plan_search.jsonl
+    .venv/bin/python bench/bench_plan_search.py --latency 300
+    .venv/bin/python bench/bench_plan_search.py --table runs/plan_search.jsonl
+"""
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adawm_planner.core.checkpoint import load_checkpoint
+from adawm_planner.core.config import PlannerConfig
+from adawm_planner.core.planner import plan
+from adawm_planner.experiments.pretrain import evaluate
+
+MODES = ('actor', 'plan-1round', 'plan-search')
+SEARCH_KNOBS = ('iterations', 'elites', 'particles', 'refit_mix')
+
+
+def search_config(mode, overrides):
+    """The PlannerConfig a mode plans with: one round for 'plan-1round', the knobs (defaults + overrides)
+    for 'plan-search'."""
+    if mode == 'plan-1round':
+        return PlannerConfig(iterations=1)
+    return PlannerConfig(**overrides)
+
+
+def knob_values(config):
+    """The knobs that change what a mode plans: one round ignores all but `iterations`."""
+    if config.iterations == 1:
+        return {'iterations': 1}
+    return {name: getattr(config, name) for name in SEARCH_KNOBS}
+
+
+def evaluate_modes(args, overrides):
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    for task in args.tasks:
+        for mode in args.modes:
+            search = search_config(mode, overrides) if mode != 'actor' else None
+            key = {'task': task, 'mode': mode, 'episodes': args.episodes,
+                   'search': knob_values(search) if search else None}
+            if any(all(row.get(k) == v for k, v in key.items()) for row in done):
+                continue
+            agent, _ = load_checkpoint(args.checkpoint)   # fresh: every mode starts from the same generator
+            if search:
+                agent.search = search
+            started = time.perf_counter()
+            metrics = evaluate(agent, task, args.episodes, 'actor' if mode == 'actor' else 'plan')
+            row = {**key, **metrics, 'wall_s': round(time.perf_counter() - started, 1)}
+            with out.open('a') as f:
+                f.write(json.dumps(row) + '\n')
+            print(json.dumps(row), flush=True)
+
+
+def latency(args, overrides):
+    """Lookahead latency from one filtered state of the pretraining task, one round vs the search,
+    interleaved call by call (no deadline: the full horizon and every iteration)."""
+    agent, _ = load_checkpoint(args.checkpoint)
+    from adawm_planner.sim import make_env
+    env = make_env('right_turn-moderate', seed=0)
+    obs, _ = env.reset(seed=0)
+    state = None
+    for _ in range(20):   # a state a few steps into an episode
+        action, state, _ = agent.act(obs, state, 'actor')
+        obs, *_ = env.step(action)
+    latent, p = state['latent'], agent.preset
+    configs = {'plan-1round': search_config('plan-1round', overrides),
+               'plan-search': search_config('plan-search', overrides)}
+    times = {mode: [] for mode in configs}
+    for i in range(args.latency + 10):
+        for mode, config in configs.items():
+            started = time.perf_counter()
+            plan(agent.world_model, agent.actor_critic, latent, p.plan_candidates, p.plan_horizon,
+                 p.plan_prior_weight, agent.generator, search=config)
+            if i >= 10:   # warm-up
+                times[mode].append(time.perf_counter() - started)
+    for mode, samples in times.items():
+        ms = np.array(samples) * 1e3
+        print(json.dumps({'latency': mode, 'K': p.plan_candidates, 'H': p.plan_horizon,
+                          'search': knob_values(configs[mode]), 'calls': len(ms),
+                          'p50_ms': round(float(np.percentile(ms, 50)), 2),
+                          'p99_ms': round(float(np.percentile(ms, 99)), 2)}))
+
+
+def table(path):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    print('| task | mode | search (iterations, elites, particles, refit_mix) | episodes | success | collision | off-route '
+          '| timeout | return |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        search = ', '.join(str(v) for v in r['search'].values()) if r['search'] else '—'
+        print(f"| {r['task']} | {r['mode']} | {search} | {r['episodes']} | {r['success']:.2f} | "
+              f"{r['collision']:.2f} | {r['off_route']:.2f} | {r['timeout']:.2f} | {r['return']:.0f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--checkpoint', default='checkpoints/right_turn-moderate-small')
+    parser.add_argument('--tasks', nargs='+', default=['right_turn-moderate'])
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument('--episodes', type=int, default=50)
+    parser.add_argument('--out', default='runs/plan_search.jsonl')
+    parser.add_argument('--latency', type=int, default=0, help='time N lookaheads per mode instead of evaluating')
+    parser.add_argument('--table', help='print the markdown table of a results file and exit')
+    parser.add_argument('--knob', action='append', default=[], metavar='NAME=VALUE',
+                        help=f'a search knob for plan-search ({", ".join(SEARCH_KNOBS)}); default: PlannerConfig\'s')
+    args = parser.parse_args()
+    if args.table:
+        return table(args.table)
+    torch.set_num_threads(1)
+    fields = {f.name: f.type for f in dataclasses.fields(PlannerConfig)}
+    overrides = {}
+    for item in args.knob:
+        name, value = item.split('=', 1)
+        if name not in SEARCH_KNOBS:
+            parser.error(f'--knob {name}: not one of {SEARCH_KNOBS}')
+        overrides[name] = (int if fields[name] in (int, 'int') else float)(value)
+    if args.latency:
+        return latency(args, overrides)
+    evaluate_modes(args, overrides)
+
+
+if __name__ == '__main__':
+    main()
