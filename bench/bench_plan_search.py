@@ -100,8 +100,8 @@ def latency(args, overrides):
 
 def table(path):
     rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
-    print('| task | mode | search (iterations, elites, particles, refit_mix) | episodes | success | collision | off-route '
-          '| timeout | return |')
+    print('| task | mode | search (iterations, elites, particles, refit_mix) | episodes | success | collision '
+          '| off-route | timeout | return |')
     print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         search = ', '.join(str(v) for v in r['search'].values()) if r['search'] else '—'

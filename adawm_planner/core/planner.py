@@ -4,11 +4,17 @@
 
 Candidate 0 follows the actor's mode, so the planner always weighs the actor's own choice.
 
+With `search` knobs (PlannerConfig: iterations > 1, discrete actions) that first round seeds a CEM-style
+search (TD-MPC's loop, with per-step categoricals for discrete actions): later rounds imagine open-loop
+sequences drawn from per-step action distributions refitted to the best sequences so far, all scored under
+the same few prior draws, so that scores compare actions rather than luck; the answer is the best of them.
+
 Anytime over the horizon: all K candidates advance one imagined step at a time (rewards and continue
 probabilities included), and given a deadline the planner stops before a step that would not fit and
 scores with the critic's value at the step reached: the plan a shorter horizon gives. If not even one step
-fits, it answers with the actor's mode. All sampling noise is drawn up front, step by step in the order a
-full rollout draws it, so a cut changes no step before it.
+fits, it answers with the actor's mode; a later round of the search runs only if it fits whole. All
+sampling noise is drawn up front, step by step in the order a full rollout draws it, so a cut changes no
+step before it.
 
 Cheap per decision: the stochastic state is one-hot, so every layer that reads it (the RSSM input layer,
 the first layers of actor, reward, continue and critic heads) gathers and sums weight rows instead of
@@ -76,15 +82,19 @@ class OneHotMLP:
         return x
 
 
+def gumbel(shape, generator):
+    """Gumbel noise from uniforms drawn from `generator`."""
+    return torch.rand(shape, generator=generator).clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
+
+
 def draw_noise(candidates, horizon, action_dim, rssm, discrete, generator):
     """Per step: the actor's noise (uniform for Gumbel-max, or normal), then the prior's uniforms, in the
     order and shapes world_model.imagine with actor.sample draws them. Returns the actor's (H, K, A) and
     the prior's (H, K, S, C) noise, uniforms turned into Gumbel noise."""
     prior_size = candidates * rssm.stoch * rssm.classes
     if discrete:  # one draw gives the same numbers as the per-step draws, in order
-        uniform = torch.rand((horizon, candidates * action_dim + prior_size), generator=generator)
-        gumbel = uniform.clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
-        actor, prior = gumbel.split([candidates * action_dim, prior_size], 1)
+        actor, prior = gumbel((horizon, candidates * action_dim + prior_size), generator).split(
+            [candidates * action_dim, prior_size], 1)
     else:
         actor, prior = [], []
         for _ in range(horizon):
@@ -166,10 +176,6 @@ class Rollout:
         return out
 
 
-def gumbel(shape, generator):
-    return torch.rand(shape, generator=generator).clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
-
-
 def score(traj, gamma, prior_weight):
     """Per candidate: discounted imagined rewards + the critic's value at the last state, each counted while
     the episode is still running, + prior_weight × the actions' mean actor log-likelihood."""
@@ -202,8 +208,9 @@ class Pool:
         """actions (n, h) indices; traj and row_scores of n × particles rows, sequence-major."""
         per_sequence = lambda x: x.reshape(actions.shape[0], particles, *x.shape[1:]).mean(1)
         scores = per_sequence(row_scores)
-        for store, value in ((self.actions, actions), (self.scores, scores), (self.rewards, per_sequence(traj['rewards'])),
-                             (self.conts, per_sequence(traj['conts'])), (self.values, per_sequence(traj['terminal_values']))):
+        for store, value in ((self.actions, actions), (self.scores, scores),
+                             (self.rewards, per_sequence(traj['rewards'])), (self.conts, per_sequence(traj['conts'])),
+                             (self.values, per_sequence(traj['terminal_values']))):
             store.append(value)
         best = int(scores.argmax())
         if self.best_score is None or scores[best] > self.best_score:
