@@ -99,14 +99,20 @@ def latency(args, overrides):
 
 
 def table(path):
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
-    print('| task | mode | search (iterations, elites, particles, refit_mix) | episodes | success | collision '
-          '| off-route | timeout | return |')
-    print('|---|---|---|---|---|---|---|---|---|')
-    for r in rows:
-        search = ', '.join(str(v) for v in r['search'].values()) if r['search'] else '—'
-        print(f"| {r['task']} | {r['mode']} | {search} | {r['episodes']} | {r['success']:.2f} | "
-              f"{r['collision']:.2f} | {r['off_route']:.2f} | {r['timeout']:.2f} | {r['return']:.0f} |")
+    """Success (collision / off-route / timeout) per task and mode, the newest row of each."""
+    rows = {(r['task'], r['mode']): r for r in map(json.loads, Path(path).read_text().splitlines())}
+    tasks = list(dict.fromkeys(task for task, _ in rows))
+    print('| task | ' + ' | '.join(MODES) + ' |')
+    print('|---|' + '---|' * len(MODES))
+    for task in tasks:
+        cells = []
+        for mode in MODES:
+            r = rows.get((task, mode))
+            cells.append(f"**{r['success']:.2f}** ({r['collision']:.2f} / {r['off_route']:.2f} / {r['timeout']:.2f}), "
+                         f"{r['episodes']} ep., {r['wall_s'] / 60:.0f} min" if r else 'not run')
+        print(f'| {task} | ' + ' | '.join(cells) + ' |')
+    searches = {json.dumps(r['search']) for r in rows.values() if r['mode'] == 'plan-search'}
+    print(f'\nplan-search knobs: {", ".join(sorted(searches))}')
 
 
 def main():
