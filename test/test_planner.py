@@ -101,8 +101,9 @@ def toy_start(agent, seed=1):
 
 def search(agent, latent, **knobs):
     p = agent.preset
+    knobs = PlannerConfig(**{'iterations': 3, **knobs})
     return plan(agent.world_model, agent.actor_critic, latent, p.plan_candidates, p.plan_horizon,
-                p.plan_prior_weight, torch.Generator().manual_seed(5), search=PlannerConfig(**knobs))
+                p.plan_prior_weight, torch.Generator().manual_seed(5), search=knobs)
 
 
 def entropy(distribution):

@@ -196,7 +196,8 @@ def test_a_round_cut_midway_is_dropped(monkeypatch):
 
 def test_a_deadline_already_past_answers_with_the_actors_mode_whatever_the_search():
     agent, latent = make_agent()
-    action, info, _ = run(agent, latent, deadline=time.perf_counter() - 1.0, search=PlannerConfig())
+    action, info, _ = run(agent, latent, deadline=time.perf_counter() - 1.0,
+                          search=PlannerConfig(iterations=3))
     assert info['fallback'] and info['iterations'] == 0
     with torch.inference_mode():
         torch.testing.assert_close(action, agent.actor_critic.actor.mode(agent.world_model.feat(latent))[0])

@@ -62,7 +62,9 @@ class PlannerConfig:
     # The search (discrete actions; a continuous actor plans one round): round 1 samples K sequences from
     # the actor, each later round K / particles open-loop sequences from per-step categoricals refitted to
     # the best sequences so far, every one scored under the same `particles` draws of the prior.
-    iterations: int = knob(3, 'rounds of sample -> score -> refit; 1 = one round of actor samples (no refit)',
+    # 1: three rounds cost 2.7x the lookahead time and did not score measurably better in 50-episode
+    # evaluations (docs/world_model.md "Does planning earn its cost?")
+    iterations: int = knob(1, 'rounds of sample -> score -> refit; 1 = one round of actor samples (no refit)',
                            low=1, high=32)
     elites: int = knob(4, 'best sequences the per-step action distributions are refitted to', low=1)
     particles: int = knob(4, 'prior draws every sequence of rounds 2.. is scored under (the mean counts); '
