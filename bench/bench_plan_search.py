@@ -12,6 +12,7 @@ in the file is skipped, so a killed run resumes where it stopped. Print the tabl
         --tasks right_turn-moderate right_turn_tight-moderate --out runs/plan_search.jsonl
     .venv/bin/python bench/bench_plan_search.py --latency 300
     .venv/bin/python bench/bench_plan_search.py --table runs/plan_search.jsonl
+    .venv/bin/python bench/bench_plan_search.py --foresight --episodes 20 --tasks right_turn_tight-moderate
 """
 import argparse
 import dataclasses
@@ -98,6 +99,45 @@ def latency(args, overrides):
                           'p99_ms': round(float(np.percentile(ms, 99)), 2)}))
 
 
+def foresight(args):
+    """Does the model see a collision coming? Actor-mode episodes (evaluation seeds) on each task; at every
+    step a one-round plan (K, H of the preset) from the filtered state, without acting on it: the imagined
+    probability that the episode is still running H steps on (the product of the continue heads) for the
+    actor's own plan (candidate 0) and for the best-scored candidate, and the score margin best - actor.
+    Averaged over the last 10 steps before a collision and over the steps of successful episodes."""
+    from adawm_planner.core.planner import plan
+    from adawm_planner.experiments.pretrain import EVAL_SEED
+    from adawm_planner.sim import make_env
+    for task in args.tasks:
+        agent, _ = load_checkpoint(args.checkpoint)
+        p = agent.preset
+        env = make_env(task, seed=EVAL_SEED)
+        groups = {'collision, last 10 steps': [], 'success, all steps': []}
+        for episode in range(args.episodes):
+            obs, _ = env.reset(seed=EVAL_SEED + episode)
+            state, steps, done = None, [], False
+            while not done:
+                action, state, _ = agent.act(obs, state, 'actor')
+                _, info = plan(agent.world_model, agent.actor_critic, state['latent'], p.plan_candidates,
+                               p.plan_horizon, p.plan_prior_weight, agent.generator)
+                alive = info['conts'].prod(1)
+                steps.append((float(alive[0]), float(alive[info['best']]),
+                              float(info['scores'][info['best']] - info['scores'][0])))
+                obs, _, terminated, truncated, env_info = env.step(action)
+                done = terminated or truncated
+            if env_info['collision']:
+                groups['collision, last 10 steps'] += steps[-10:]
+            elif env_info['success']:
+                groups['success, all steps'] += steps
+        for group, rows in groups.items():
+            if rows:
+                mean = np.array(rows).mean(0)
+                print(json.dumps({'foresight': task, 'episodes': args.episodes, 'steps': group, 'n': len(rows),
+                                  'alive_H_actor_plan': round(float(mean[0]), 3),
+                                  'alive_H_best_plan': round(float(mean[1]), 3),
+                                  'score_margin_best_minus_actor': round(float(mean[2]), 2)}), flush=True)
+
+
 def table(path):
     """Success (collision / off-route / timeout) per task and mode, the newest row of each."""
     rows = {(r['task'], r['mode']): r for r in map(json.loads, Path(path).read_text().splitlines())}
@@ -124,6 +164,8 @@ def main():
     parser.add_argument('--out', default='runs/plan_search.jsonl')
     parser.add_argument('--latency', type=int, default=0, help='time N lookaheads per mode instead of evaluating')
     parser.add_argument('--table', help='print the markdown table of a results file and exit')
+    parser.add_argument('--foresight', action='store_true',
+                        help='actor-mode episodes of --tasks: does the planner imagine the collisions coming?')
     parser.add_argument('--knob', action='append', default=['iterations=3'], metavar='NAME=VALUE',
                         help=f'a search knob for plan-search ({", ".join(SEARCH_KNOBS)}): iterations 3 (the '
                         'setting measured in docs/world_model.md), the others PlannerConfig\'s defaults')
@@ -140,6 +182,8 @@ def main():
         overrides[name] = (int if fields[name] in (int, 'int') else float)(value)
     if args.latency:
         return latency(args, overrides)
+    if args.foresight:
+        return foresight(args)
     evaluate_modes(args, overrides)
 
 
