@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='simulated seconds per window of the trend (default 60)')
     demo.add_argument('--compare', action='store_true', help='then run the same seeds with adaptation off for the '
                       'same simulated time, and print both and the difference')
+    demo.add_argument('--lockstep', action='store_true', help='the simulation steps only when the planner has '
+                      'answered and the adaptation node has caught up (slower than real time; the outcome does not '
+                      'depend on CPU speed)')
     demo.set_defaults(func=_demo)
     return parser
 
@@ -149,7 +152,7 @@ def _demo(args) -> int:
     launch_file = package_share() / 'launch/adawm.launch.xml'
     out = Path(args.out or f'runs/demo/{time.strftime("%Y%m%d-%H%M%S")}')
     return demo.run(args.duration, args.pair, out, args.strategy, launch_file, args.record, args.checkpoint,
-                    args.window, args.compare)
+                    args.window, args.compare, args.lockstep)
 
 
 def _bag():

@@ -21,7 +21,8 @@ BASELINE_WALL_FACTOR = 3   # the baseline may take this many times the demo's wa
 
 
 def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launch_file: Path,
-        record: bool = False, checkpoint: str = '', window_s: float = 60.0, compare: bool = False) -> int:
+        record: bool = False, checkpoint: str = '', window_s: float = 60.0, compare: bool = False,
+        lockstep: bool = False) -> int:
     from adawm_planner.core.lora import default_key_file
     from adawm_planner.experiments.cli_args import refuse
     from adawm_planner.sim import default_pair, shift_pairs
@@ -30,12 +31,14 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
     pair = pair or default_pair()
     if pair not in pairs:
         return refuse('demo', f'unknown shift pair {pair!r}; known: {", ".join(pairs)}')
+    if window_s <= 0:
+        return refuse('demo', f'--window must be positive, got {window_s:g}')
     task = pairs[pair]['finetune']
     seed = 0
     print(f'adawm demo: shift pair {pair} ({pairs[pair]["pretrain"]} -> {task}), strategy {strategy}, '
-          f'{duration_s:.0f} s; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only; '
+          f'{duration_s:.0f} s{" in lockstep" if lockstep else ""}; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only; '
           f'adapters signed with the key in {default_key_file()}')
-    command = live.launch_command(launch_file, task, strategy, seed, checkpoint)
+    command = live.launch_command(launch_file, task, strategy, seed, checkpoint, lockstep)
     adapted = live.run_stack(command, out_dir, strategy, seed, wall_seconds=duration_s, record=record)
     summary = dict(adapted.summary, pair=pair, task=task, strategy=strategy, duration_s=adapted.wall_s,
                    sim_s=round(adapted.sim_end, 1), stack_exit_code=adapted.stack_exit_code)
@@ -47,7 +50,7 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
         print(f'adawm demo --compare: the same seeds with adaptation off, for the same {adapted.sim_end:.0f} s '
               f'of simulated time')
         wall = BASELINE_WALL_FACTOR * duration_s + 60
-        baseline = live.run_stack(live.launch_command(launch_file, task, live.OFF, seed, checkpoint),
+        baseline = live.run_stack(live.launch_command(launch_file, task, live.OFF, seed, checkpoint, lockstep),
                                   out_dir / 'baseline', live.OFF, seed, sim_seconds=adapted.sim_end, wall_seconds=wall)
         base_rows = live.windows(baseline.episodes, baseline.reports, baseline.statuses, window_s, adapted.sim_end)
         summary['baseline'] = dict(baseline.summary, sim_s=round(baseline.sim_end, 1), duration_s=baseline.wall_s,
@@ -56,6 +59,10 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
         if baseline.sim_end < adapted.sim_end - 1.0:
             comparison += (f'\n  NOTE: the baseline reached only {baseline.sim_end:.0f} of {adapted.sim_end:.0f} s of '
                            f'simulated time within {wall:.0f} s')
+        if not lockstep:
+            comparison += ('\n  NOTE: at real-time pace the planner\'s deadline and the machine\'s load shape every '
+                           'decision, adapted or not, so the two runs differ even before the first adapter; for a '
+                           'comparison CPU speed cannot change, use --lockstep (or bench/bench_live.py)')
         print(comparison)
         text += '\n\n' + comparison
     (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')

@@ -90,3 +90,9 @@ def test_bench_summary_means_over_seeds():
                                        ('adawm', 1, 1, 0.7)]]
     assert bench.mean_by_window(rows, 'off', 'success_rate') == pytest.approx({0: 0.4, 1: 0.4})
     assert bench.mean_by_window(rows, 'adawm', 'success_rate') == pytest.approx({0: 0.3, 1: 0.8})
+
+
+def test_demo_refuses_a_window_that_is_not_positive(capsys):
+    from adawm_planner import cli
+    assert cli.main(['demo', '--window', '0', '--out', 'never-written']) == 2
+    assert capsys.readouterr().err.strip() == 'adawm demo: --window must be positive, got 0'
