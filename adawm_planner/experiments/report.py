@@ -57,6 +57,8 @@ def finished_runs(out_dir) -> list[dict]:
         result['curve'] = read_csv(done.parent / 'curve.csv')
         result['auc'] = success_auc(result['curve'])
         result['dir'] = done.parent
+        plan = done.parent / 'after_plan.json'   # experiments/final_eval.py
+        result['success_plan'] = json.loads(plan.read_text())['success'] if plan.exists() else None
         runs.append(result)
     return runs
 
@@ -77,6 +79,9 @@ def summarise(runs: list[dict]) -> list[dict]:
         for key, _ in METRICS:
             values = [r['auc'] if key == 'auc' else r['after'][key] for r in mine]
             row[f'{key}_mean'], row[f'{key}_ci95'] = interval(values)
+        plan = [r['success_plan'] for r in mine if r['success_plan'] is not None]
+        row['success_plan_seeds'] = len(plan)
+        row['success_plan_mean'], row['success_plan_ci95'] = interval(plan) if plan else (float('nan'),) * 2
         shares = [model_share(r) for r in mine]
         row['model_share_mean'] = float(np.mean(shares))
         row['model_share_min'], row['model_share_max'] = float(np.min(shares)), float(np.max(shares))
@@ -107,12 +112,13 @@ def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
     lines = [f'# {pretrain_task} → {finetune_task}', '',
              f'Mean ± 95 % t-interval half-width over seeds; {rows[0]["steps"]} environment steps per run.', '',
              '| strategy | seeds | success before | ' + ' | '.join(label for _, label in METRICS) +
-             ' | model-step share |', '|' + '---|' * (len(METRICS) + 4)]
+             ' | model-step share | final success, plan mode (seeds) |', '|' + '---|' * (len(METRICS) + 5)]
     for row in rows:
         share = (f'{row["model_share_mean"]:.2f} ({row["model_share_min"]:.2f}–{row["model_share_max"]:.2f})'
                  if not math.isnan(row['model_share_mean']) else '—')
+        plan = f'{cell(row, "success_plan")} ({row["success_plan_seeds"]})' if row['success_plan_seeds'] else '—'
         lines.append(f'| {row["strategy"]} | {row["seeds"]} | {row["success_before"]:.2f} | ' +
-                     ' | '.join(cell(row, k) for k, _ in METRICS) + f' | {share} |')
+                     ' | '.join(cell(row, k) for k, _ in METRICS) + f' | {share} | {plan} |')
     (out_dir / 'table.md').write_text('\n'.join(lines) + '\n')
 
     fig, ax = plt.subplots(figsize=(7, 4))
