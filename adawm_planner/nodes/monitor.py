@@ -33,9 +33,9 @@ class StackMonitor(Node):
         self.diagnostics: dict[str, str] = {}
         ns = f'/carla/{role}'
         self.create_subscription(Odometry, f'{ns}/odometry',
-                                 lambda m: self.frame_stamps.append(stamp_seconds(m.header.stamp)), qos.SENSOR_IN)
+                                 lambda m: self.frame_stamps.append(stamp_seconds(m.header.stamp)), qos.COUNT_IN)
         self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd',
-                                 lambda m: self.command_stamps.append(stamp_seconds(m.header.stamp)), qos.SENSOR_IN)
+                                 lambda m: self.command_stamps.append(stamp_seconds(m.header.stamp)), qos.COUNT_IN)
         self.create_subscription(EpisodeOutcome, '/adawm/episode', self.episodes.append, qos.EVENTS_IN)
         self.create_subscription(MismatchReport, '/adawm/mismatch', self.reports.append, qos.EVENTS_IN)
         self.create_subscription(AdapterStatus, '/adawm/adapter_status', self.statuses.append, qos.EVENTS_IN)

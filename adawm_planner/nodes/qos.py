@@ -13,9 +13,14 @@ STREAM = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=Relia
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
-# subscriptions of the planner and adaptation nodes
-SENSOR_IN = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+# subscriptions of the planner and adaptation nodes. Depth: a second of 20 Hz frames, so a node starved of
+# CPU for a moment still gets every frame and answers it (late) instead of losing it from its queue
+SENSOR_IN = QoSProfile(depth=20, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                        durability=DurabilityPolicy.VOLATILE)
+# a listener that counts every frame and command (the monitor): minutes of them, so it never loses one to
+# its own starvation and miscounts the stack's
+COUNT_IN = QoSProfile(depth=2000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
 LATCHED_IN = LATCHED
 EVENTS_IN = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.VOLATILE)
