@@ -12,6 +12,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
 from std_msgs.msg import String
 
+from adawm_planner.core.adaptation import Finetuner
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.config import FinetuneConfig
 from adawm_planner.core.opendrive import to_opendrive
@@ -172,6 +173,28 @@ def test_finetune_offline_on_a_dataset(drives, contract, tiny_checkpoint, tmp_pa
     trace = (tmp_path / 'ft/trace.csv').read_text().splitlines()
     assert len(trace) == result['finetune_steps'] + 1 and trace[0].startswith('finetune_step,dataset_step')
     assert finetune_from_dataset(tiny_checkpoint, tmp_path / 'ds', tmp_path / 'ft', config=config) == result
+
+    # stopped after its 11th step (state saved at the 8th), the run resumes there and ends as long as one
+    # that was never stopped, its trace counting every step once
+    calls, step = [0], Finetuner.step
+
+    def stopping_step(self, *args):
+        calls[0] += 1
+        if calls[0] == 11:
+            raise KeyboardInterrupt
+        return step(self, *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Finetuner, 'step', stopping_step)
+        with pytest.raises(KeyboardInterrupt):
+            finetune_from_dataset(tiny_checkpoint, tmp_path / 'ds', tmp_path / 'again', config=config,
+                                  progress=False, save_every=4)
+    assert json.loads((tmp_path / 'again/finetune_state.json').read_text())['finetune_step'] == 8
+    resumed = finetune_from_dataset(tiny_checkpoint, tmp_path / 'ds', tmp_path / 'again', config=config,
+                                    progress=False, save_every=4)
+    assert resumed['resumed_at_step'] > 0 and resumed['finetune_steps'] == result['finetune_steps']
+    assert sum(resumed['decisions'].values()) == result['finetune_steps']
+    steps = [int(line.split(',')[0]) for line in (tmp_path / 'again/trace.csv').read_text().splitlines()[1:]]
+    assert steps == list(range(1, result['finetune_steps'] + 1))
 
 
 def test_a_dataset_of_another_contract_is_refused(drives, tiny_checkpoint, tmp_path):

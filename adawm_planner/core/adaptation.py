@@ -176,6 +176,37 @@ class Finetuner:
         torch.nn.utils.clip_grad_norm_(params, self.agent.preset.grad_clip)
         optimizer.step()
 
+    # ---- resuming -----------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """What a resumed run needs, as flat tensors (safetensors): the agent's weights with their adapters
+        (the whole agent: under `full` every weight moves, and it is only a few MB), the optimisers' moments,
+        the sampling generator and the step count."""
+        tensors = {f'agent/{k}': v.detach().contiguous() for k, v in self.agent.state_dict().items()}
+        for name, opt in (('model_opt', self.model_opt), ('policy_opt', self.policy_opt)):
+            if opt is not None:
+                for index, state in opt.state_dict()['state'].items():
+                    for key, value in state.items():
+                        tensors[f'{name}/{index}/{key}'] = torch.as_tensor(value).contiguous()
+        tensors['generator'] = self.agent.generator.get_state()
+        tensors['steps'] = torch.tensor(self.steps)
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of state_tensors, onto a Finetuner built with the same checkpoint and config."""
+        self.agent.load_state_dict({k[len('agent/'):]: v for k, v in tensors.items() if k.startswith('agent/')})
+        for name, opt in (('model_opt', self.model_opt), ('policy_opt', self.policy_opt)):
+            if opt is None:
+                continue
+            state: dict = {}
+            for key, value in tensors.items():
+                owner, _, rest = key.partition('/')
+                if owner == name:
+                    index, field = rest.split('/')
+                    state.setdefault(int(index), {})[field] = value
+            opt.load_state_dict({'state': state, 'param_groups': opt.state_dict()['param_groups']})
+        self.agent.generator.set_state(tensors['generator'])
+        self.steps = int(tensors['steps'])
+
     # ---- adapters -----------------------------------------------------------------------------------
     def export_adapter(self, target: str, version: int) -> lora.Adapter:
         module = self.agent.module(target)

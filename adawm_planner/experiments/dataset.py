@@ -249,9 +249,12 @@ def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0,
 
 
 def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, config: FinetuneConfig = FinetuneConfig(),
-                          progress: bool = True) -> dict:
+                          progress: bool = True, save_every: int = 25) -> dict:
     """Offline AdaWM on a dataset (see the module's docstring); returns the run's result (result.json).
-    A folder that already holds result.json is a finished run and is returned as it is."""
+    A folder that already holds result.json is a finished run and is returned as it is. Every `save_every`
+    finetuning steps the Finetuner's state (weights with adapters, optimisers, generator) goes to
+    out_dir/finetune_state.safetensors with the dataset position in finetune_state.json: run again with the
+    same out_dir to resume there (the trace keeps its rows up to that step)."""
     out_dir = Path(out_dir)
     if (out_dir / 'result.json').is_file():
         return json.loads((out_dir / 'result.json').read_text())
@@ -266,14 +269,31 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
     p = agent.preset
     data = to_replay(arrays, agent.action_dim)
     replay = Replay(len(data), data.bev.shape[1:], agent.world_model.ego_dim, agent.action_dim, seed)
-    started, decisions = time.time(), {'model': 0, 'policy': 0, 'both': 0, 'none': 0}
+    started, decisions, position = time.time(), {'model': 0, 'policy': 0, 'both': 0, 'none': 0}, 0
+    state_file, state_meta, trace_path = (out_dir / 'finetune_state.safetensors', out_dir / 'finetune_state.json',
+                                          out_dir / 'trace.csv')
+    rows = []
+    if state_meta.is_file() and state_file.is_file() and trace_path.is_file():   # resume
+        saved = json.loads(state_meta.read_text())
+        tuner.load_state_tensors(load_file(str(state_file)))
+        position, decisions = saved['dataset_step'], saved['decisions']
+        with open(trace_path) as f:
+            rows = [r for r in csv.DictReader(f) if int(r['finetune_step']) <= tuner.steps]
+        replay.rng = np.random.default_rng([seed, tuner.steps])
     log = RunLog(out_dir)
-    with open(out_dir / 'trace.csv', 'w', newline='') as trace_file:
+
+    def add(i):
+        replay.add({'bev': data.bev[i], 'ego': data.ego[i]}, data.action[i], data.reward[i], data.is_first[i],
+                   data.is_terminal[i])
+    for i in range(position):   # the replay as it stood at the saved step; its training is in the state
+        add(i)
+    with open(trace_path, 'w', newline='') as trace_file:
         trace = csv.DictWriter(trace_file, TRACE_FIELDS)
         trace.writeheader()
-        for i in tqdm(range(len(data)), disable=not progress, unit='step', desc=f'{config.strategy} on {dataset}'):
-            replay.add({'bev': data.bev[i], 'ego': data.ego[i]}, data.action[i], data.reward[i], data.is_first[i],
-                       data.is_terminal[i])
+        trace.writerows(rows)
+        for i in tqdm(range(position, len(data)), initial=position, total=len(data), disable=not progress,
+                      unit='step', desc=f'{config.strategy} on {dataset}'):
+            add(i)
             if (i + 1) % config.train_every == 0 and len(replay) >= max(config.window, p.seq_len):
                 out = tuner.step(replay.sample(p.batch, p.seq_len), replay.newest(config.window))
                 decisions[out['decision']] += 1
@@ -281,11 +301,17 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
                                 **{k: out.get(k, '') for k in TRACE_FIELDS[2:]}})
                 log.scalars(i + 1, {k: out[k] for k in TRACE_FIELDS[2:] if isinstance(out.get(k), float)},
                             'mismatch/')
+                if tuner.steps % save_every == 0:
+                    trace_file.flush()
+                    save_file(tuner.state_tensors(), str(state_file))
+                    state_meta.write_text(json.dumps({'dataset_step': i + 1, 'finetune_step': tuner.steps,
+                                                      'decisions': decisions}) + '\n')
     log.close()
     adapters = tuner.save_adapters(out_dir)
     result = {'checkpoint': str(checkpoint_dir), 'pretrain_task': meta.get('task'), 'dataset': str(dataset),
               'dataset_steps': len(data), 'strategy': config.strategy, 'seed': seed,
               'finetune_steps': tuner.steps, 'decisions': decisions, 'config': dataclasses.asdict(config),
-              'trainable': tuner.trainable_report(), 'adapters': adapters, 'wall_s': round(time.time() - started, 1)}
+              'trainable': tuner.trainable_report(), 'adapters': adapters, 'resumed_at_step': position,
+              'wall_s': round(time.time() - started, 1)}
     (out_dir / 'result.json').write_text(json.dumps(result, indent=2) + '\n')
     return result
