@@ -7,7 +7,8 @@ Per arm, seed and window of simulated time (default 5 min): episodes, success ra
 return, adapters applied / rolled back, finetuning steps per simulated minute. Writes into --out:
 live.csv (one row per arm x seed x window, appended as each run ends), runs.json (each run's totals),
 live.png (success per window, one line per arm: the mean over seeds), live.md (the tables and the command);
-prints the table.
+prints the table. Episode k of a run has seed `seed + k` in every arm, so the arms are also compared episode
+by episode: of the episode seeds every arm finished, where one succeeded and the other did not.
 
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 chrt --idle 0 \\
         .venv/bin/python bench/bench_live.py --pair density --seeds 0 1 2 --minutes 30 --out runs/live/density
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from adawm_planner import live
+from adawm_planner.nodes.monitor import OUTCOME_NAMES
 
 ARMS = (live.OFF, 'adawm', 'policy')
 FIELDS = ['pair', 'task', 'arm', 'seed', 'window', 'start_s', 'end_s', 'episodes', 'success_rate', 'collision_rate',
@@ -87,7 +89,10 @@ def main(argv=None) -> int:
                 totals = {'arm': arm, 'seed': seed, 'sim_s': round(run.sim_end, 1), 'wall_s': run.wall_s,
                           'stack_exit_code': run.stack_exit_code, **{k: run.summary[k] for k in (
                               'frames', 'commands', 'command_coverage', 'episodes', 'outcomes', 'mismatch_reports',
-                              'decisions', 'adapters', 'planner')}}
+                              'decisions', 'adapters', 'planner')},
+                          'episode_list': [{'seed': e.seed, 'outcome': OUTCOME_NAMES[e.outcome],
+                                            'return': round(e.episode_return, 2), 'end_s': round(live.stamp(e), 2)}
+                                           for e in run.episodes]}
                 runs.append(totals)
                 (out / 'runs.json').write_text(json.dumps(runs, indent=2) + '\n')
                 if run.sim_end < sim_seconds - 1.0:
@@ -98,7 +103,7 @@ def main(argv=None) -> int:
                 print(f'  [{arm}, seed {seed}] done: {run.sim_end:.0f} simulated s in {run.wall_s:.0f} s wall',
                       flush=True)
 
-    text = summary_text(rows, args.arms)
+    text = summary_text(rows, args.arms) + '\n\n' + paired_text(runs)
     print(text)
     plot(rows, args.arms, out / 'live.png', f'{pair}: {task}, seeds {args.seeds}')
     (out / 'live.md').write_text(
@@ -137,6 +142,24 @@ def summary_text(rows, arms) -> str:
                   if off_last is not None and arm != live.OFF else '')
         lines.append(f'{arm:8s} success (mean over seeds) first window {first:.2f}, last window {last:.2f} '
                      f'({last - first:+.2f}){versus}')
+    return '\n'.join(lines)
+
+
+def paired_text(runs) -> str:
+    """Per adapting arm against `off`: over the episode seeds both finished (in runs of the same bench seed),
+    how many both won, only the arm won, only `off` won, neither won."""
+    won = {(r['arm'], r['seed']): {e['seed']: e['outcome'] == 'success' for e in r['episode_list']} for r in runs}
+    lines = ['episode by episode (same episode seeds) against off: both succeed / only the arm / only off / neither']
+    for arm in dict.fromkeys(r['arm'] for r in runs if r['arm'] != live.OFF):
+        counts = [0, 0, 0, 0]
+        for (a, seed), mine in won.items():
+            base = won.get((live.OFF, seed))
+            if a != arm or base is None:
+                continue
+            for episode_seed in mine.keys() & base.keys():
+                counts[{(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}[
+                    (mine[episode_seed], base[episode_seed])]] += 1
+        lines.append(f'{arm:8s} {counts[0]} / {counts[1]} / {counts[2]} / {counts[3]}  ({sum(counts)} episodes)')
     return '\n'.join(lines)
 
 

@@ -78,18 +78,34 @@ def test_table_and_comparison_print_every_window(run):
     assert demo.format_trend(adapted, 60.0).endswith('0.33 in the first 60-s window with episodes (0-60 s), 0.00 in the last (120-150 s): -0.33')
 
 
-def test_bench_summary_means_over_seeds():
+@pytest.fixture
+def bench():
     import importlib.util
     from pathlib import Path
     spec = importlib.util.spec_from_file_location('bench_live', Path(__file__).parents[1] / 'bench/bench_live.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_summary_means_over_seeds(bench):
     rows = [{'arm': arm, 'seed': seed, 'window': w, 'success_rate': rate}
             for arm, seed, w, rate in [('off', 0, 0, 0.5), ('off', 1, 0, 0.3), ('off', 0, 1, 0.4), ('off', 1, 1, None),
                                        ('adawm', 0, 0, 0.2), ('adawm', 1, 0, 0.4), ('adawm', 0, 1, 0.9),
                                        ('adawm', 1, 1, 0.7)]]
     assert bench.mean_by_window(rows, 'off', 'success_rate') == pytest.approx({0: 0.4, 1: 0.4})
     assert bench.mean_by_window(rows, 'adawm', 'success_rate') == pytest.approx({0: 0.3, 1: 0.8})
+
+
+def test_bench_pairs_episodes_by_seed(bench):
+    def run(arm, seed, outcomes):
+        return {'arm': arm, 'seed': seed, 'episode_list': [{'seed': seed + k, 'outcome': o} for k, o in enumerate(outcomes)]}
+    runs = [run('off', 0, ['success', 'collision', 'success', 'timeout']), run('adawm', 0, ['success', 'success', 'collision']),
+            run('off', 10, ['collision']), run('adawm', 10, ['collision', 'success']),
+            run('policy', 0, ['success'])]   # episode 3 of off and episode 11 of adawm have no partner
+    lines = bench.paired_text(runs).splitlines()
+    assert lines[1].split() == ['adawm', '1', '/', '1', '/', '1', '/', '1', '(4', 'episodes)']
+    assert lines[2].split() == ['policy', '1', '/', '0', '/', '0', '/', '0', '(1', 'episodes)']
 
 
 def test_demo_refuses_a_window_that_is_not_positive(capsys):
