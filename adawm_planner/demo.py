@@ -36,7 +36,8 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
     task = pairs[pair]['finetune']
     seed = 0
     print(f'adawm demo: shift pair {pair} ({pairs[pair]["pretrain"]} -> {task}), strategy {strategy}, '
-          f'{duration_s:.0f} s{" in lockstep" if lockstep else ""}; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only; '
+          f'{duration_s:.0f} s{" in lockstep" if lockstep else ""}; '
+          f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, DDS on loopback only; '
           f'adapters signed with the key in {default_key_file()}')
     command = live.launch_command(launch_file, task, strategy, seed, checkpoint, lockstep)
     adapted = live.run_stack(command, out_dir, strategy, seed, wall_seconds=duration_s, record=record)

@@ -42,7 +42,7 @@ def launch_command(launch_file: Path, task: str, arm: str, seed: int, checkpoint
 
 
 def run_stack(command: list[str], out_dir: Path, arm: str, seed: int, sim_seconds: float = math.inf,
-              wall_seconds: float = math.inf, record: bool = False, say=print) -> Run:
+              wall_seconds: float = math.inf, record: bool = False, say=lambda text: print(text, flush=True)) -> Run:
     """Runs the stack until the monitor has seen `sim_seconds` of simulated time or `wall_seconds` have
     passed (or the stack ends, or Ctrl-C); the caller judges whether that was enough. Logs, adapter state
     and any recording go under `out_dir`."""
@@ -150,7 +150,7 @@ def window_table(rows: list[dict]) -> str:
                     f'{"applied":>7s} {"rolled back":>11s} {"ft steps/min":>12s}']
     for r in rows:
         prefix = f'{r["arm"]:8s} {r["seed"]:>4d} ' if head else ''
-        lines.append(prefix + f'{r["start_s"]:>7.0f}-{r["end_s"]:<7.0f} {r["episodes"]:>8d} {fmt(r["success_rate"]):>7s} '
-                     f'{fmt(r["collision_rate"]):>9s} {fmt(r["mean_return"], 1):>7s} {r["adapters_applied"]:>7d} '
+        lines.append(prefix + f'{r["start_s"]:>7.0f}-{r["end_s"]:<7.0f} {r["episodes"]:>8d} '
+                     f'{fmt(r["success_rate"]):>7s} {fmt(r["collision_rate"]):>9s} {fmt(r["mean_return"], 1):>7s} {r["adapters_applied"]:>7d} '
                      f'{r["adapters_rolled_back"]:>11d} {r["finetune_steps_per_min"]:>12.1f}')
     return '\n'.join(lines)

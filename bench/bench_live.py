@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     wall_limit = args.wall_limit or 20 * sim_seconds + 120
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command_line = 'bench/bench_live.py ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command_line = 'bench/bench_live.py ' + ' '.join(shlex.quote(a) for a in given)
     print(f'bench_live: pair {pair} ({pairs[pair]["pretrain"]} -> {task}), arms {", ".join(args.arms)}, seeds '
           f'{args.seeds}, {args.minutes:g} simulated min each in lockstep, windows of {args.window:g} min; '
           f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, loopback only', flush=True)
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
             for arm in args.arms:
                 command = live.launch_command(launch_file, task, arm, seed, args.checkpoint, lockstep=True)
                 run = live.run_stack(command, out / f'{arm}-seed{seed}', arm, seed, sim_seconds=sim_seconds,
-                                     wall_seconds=wall_limit, say=lambda text: print(text, flush=True))
+                                     wall_seconds=wall_limit)
                 arm_rows = [dict(r, pair=pair, task=task, arm=arm, seed=seed)
                             for r in live.windows(run.episodes, run.reports, run.statuses, window_s, sim_seconds)]
                 writer.writerows({k: r[k] for k in FIELDS} for r in arm_rows)

@@ -75,7 +75,8 @@ def test_table_and_comparison_print_every_window(run):
     assert lines[2].split() == ['0-60', '0.33', '0.00', '+0.33']
     assert lines[3].split() == ['60-120', '1.00', '0.00', '+1.00']
     assert lines[5].split()[:5] == ['whole', 'run', '0.50', '0.00', '+0.50']   # 3 of 6 vs 0 of 3
-    assert demo.format_trend(adapted, 60.0).endswith('0.33 in the first 60-s window with episodes (0-60 s), 0.00 in the last (120-150 s): -0.33')
+    assert demo.format_trend(adapted, 60.0).endswith(
+        '0.33 in the first 60-s window with episodes (0-60 s), 0.00 in the last (120-150 s): -0.33')
 
 
 @pytest.fixture
@@ -99,8 +100,10 @@ def test_bench_summary_means_over_seeds(bench):
 
 def test_bench_pairs_episodes_by_seed(bench):
     def run(arm, seed, outcomes):
-        return {'arm': arm, 'seed': seed, 'episode_list': [{'seed': seed + k, 'outcome': o} for k, o in enumerate(outcomes)]}
-    runs = [run('off', 0, ['success', 'collision', 'success', 'timeout']), run('adawm', 0, ['success', 'success', 'collision']),
+        return {'arm': arm, 'seed': seed,
+                'episode_list': [{'seed': seed + k, 'outcome': o} for k, o in enumerate(outcomes)]}
+    runs = [run('off', 0, ['success', 'collision', 'success', 'timeout']),
+            run('adawm', 0, ['success', 'success', 'collision']),
             run('off', 10, ['collision']), run('adawm', 10, ['collision', 'success']),
             run('policy', 0, ['success'])]   # episode 3 of off and episode 11 of adawm have no partner
     lines = bench.paired_text(runs).splitlines()

@@ -57,8 +57,8 @@ class BridgeConfig:
     wait_for_adaptation: bool = knob(False, 'with wait_for_command: also step only when the adaptation node has '
                                      'taken the frame and at most adaptation_slack of its finetuning steps are pending')
     adaptation_slack: int = knob(0, 'finetuning steps the adaptation node may have pending while the simulation '
-                                 'steps on (its work queue holds one more, so up to 1 none is ever skipped)',
-                                 low=0, high=1)
+                                 'steps on; at most 1: its work queue holds one step beside the running one, a third '
+                                 'would be skipped', low=0, high=1)
     adaptation_timeout: float = knob(60.0, 's (wall) the adaptation node may stay silent before the simulation '
                                      'steps without it (until it reports again)', positive=True)
 
