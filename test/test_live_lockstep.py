@@ -25,11 +25,12 @@ def watch(context, frames, progress):
     from rclpy.executors import SingleThreadedExecutor
 
     from adawm_planner.nodes import qos
-    from adawm_planner.nodes.convert import ADAPTATION_PROGRESS_TOPIC, stamp_seconds
+    from adawm_planner.nodes.convert import stamp_seconds
+    from adawm_planner.nodes.progress import TOPIC
     node = rclpy.create_node('lockstep_watcher', context=context)
     node.create_subscription(Odometry, '/carla/ego_vehicle/odometry',
                              lambda m: frames.append(stamp_seconds(m.header.stamp)), qos.SENSOR_IN)
-    node.create_subscription(DiagnosticStatus, ADAPTATION_PROGRESS_TOPIC,
+    node.create_subscription(DiagnosticStatus, TOPIC,
                              lambda m: progress.append({kv.key: float(kv.value) for kv in m.values}), qos.EVENTS_IN)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

@@ -1,5 +1,6 @@
 """The arithmetic of the live comparison (adawm_planner/live.py, demo --compare, bench_live) on the messages
-a StackMonitor collects: windows of simulated time, the trend, the comparison with the baseline."""
+a StackMonitor collects: windows of simulated time, the trend, the comparison with the baseline; and the
+adaptation node's progress report that a lockstep bridge reads."""
 import pytest
 
 
@@ -115,3 +116,14 @@ def test_demo_refuses_a_window_that_is_not_positive(capsys):
     from adawm_planner import cli
     assert cli.main(['demo', '--window', '0', '--out', 'never-written']) == 2
     assert capsys.readouterr().err.strip() == 'adawm demo: --window must be positive, got 0'
+
+
+def test_progress_report_round_trip():
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    from adawm_planner.nodes import progress
+    msg = progress.progress_msg(12.35, requested=7, skipped=1, finished=5, unsettled=1)
+    assert progress.progress_of_msg(msg) == (12.35, 2)   # 7 asked, 1 skipped, 5 done, 1 verdict to act on
+    assert progress.progress_of_msg(progress.progress_msg(None, 0, 0, 0, 0)) == (-1.0, 0)
+    with pytest.raises(ValueError, match='not an adaptation progress report'):
+        progress.progress_of_msg(DiagnosticStatus(values=[KeyValue(key='frame', value='1.0')]))

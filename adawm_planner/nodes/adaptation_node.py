@@ -40,7 +40,7 @@ from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.core.replay import Replay
 from adawm_planner.core.rollback import AdapterJudge, AdapterLifecycle
-from adawm_planner.nodes import convert, params, qos, spin
+from adawm_planner.nodes import convert, params, progress, qos, spin
 
 DECISION_CODES = {'model': MismatchReport.DECISION_UPDATE_MODEL, 'policy': MismatchReport.DECISION_UPDATE_POLICY,
                   'both': MismatchReport.DECISION_UPDATE_MODEL, 'none': MismatchReport.DECISION_NONE}
@@ -118,7 +118,7 @@ class AdaptationNode(Node):
         self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN)
         self.report_pub = self.create_publisher(MismatchReport, '/adawm/mismatch', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
-        self.progress_pub = self.create_publisher(DiagnosticStatus, convert.ADAPTATION_PROGRESS_TOPIC, qos.STREAM)
+        self.progress_pub = self.create_publisher(DiagnosticStatus, progress.TOPIC, qos.STREAM)
         # atomically: the planner must see bytes, sha256 and version of an adapter in one call
         self.set_params = self.create_client(SetParametersAtomically, f'/{planner}/set_parameters_atomically')
         self.worker = threading.Thread(target=self._work_loop, daemon=True)
@@ -176,7 +176,7 @@ class AdaptationNode(Node):
                 self.skipped += 1   # the worker is still busy with the previous step: skip, never pile up
 
     def _progress(self) -> None:
-        self.progress_pub.publish(convert.progress_msg(self.inputs.done_stamp, self.requested, self.skipped,
+        self.progress_pub.publish(progress.progress_msg(self.inputs.done_stamp, self.requested, self.skipped,
                                                        self.finished, self.unsettled))
 
     # ---- finetuning, off the executor ----------------------------------------------------------------

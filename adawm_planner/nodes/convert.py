@@ -384,27 +384,3 @@ def subscribe_inputs(node, inputs: 'InputState', role: str, on_frame_input) -> N
                                  sourced(f'{ns}/{topic}', lambda m, store=store: on_frame_input(store, m)),
                                  qos.SENSOR_IN)
     node.create_subscription(CarlaCollisionEvent, f'{ns}/collision', inputs.on_collision, qos.EVENTS_IN)
-
-
-# ---- the adaptation node's progress (what a lockstep bridge waits on) -----------------------------------
-ADAPTATION_PROGRESS_TOPIC = '/adawm/adaptation_progress'
-
-
-def progress_msg(frame: float | None, requested: int, skipped: int, finished: int, unsettled: int):
-    """diagnostic_msgs/DiagnosticStatus: the newest frame taken (sim time, -1 before the first) and the
-    finetuning steps requested / skipped / finished, the rollback verdicts not yet acted on, and the sum of
-    the work outstanding (`pending`)."""
-    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-    values = {'frame': f'{frame if frame is not None else -1.0:.6f}', 'requested': requested, 'skipped': skipped,
-              'finished': finished, 'unsettled': unsettled, 'pending': requested - skipped - finished + unsettled}
-    return DiagnosticStatus(level=DiagnosticStatus.OK, name='adawm/adaptation', message=f'{finished} finetuning steps',
-                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-
-
-def progress_of_msg(msg) -> tuple[float, int]:
-    """(newest frame taken, pending work) of a progress report; ValueError if it lacks either."""
-    values = {kv.key: kv.value for kv in msg.values}
-    try:
-        return float(values['frame']), int(values['pending'])
-    except (KeyError, ValueError):
-        raise ValueError(f'not an adaptation progress report: {values}') from None

@@ -37,7 +37,7 @@ from std_msgs.msg import Float32, String
 
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.opendrive import to_opendrive
-from adawm_planner.nodes import convert, params, qos, spin
+from adawm_planner.nodes import convert, params, progress, qos, spin
 
 ROUTE_ACK_TIMEOUT = 0.5   # s (wall) a new episode's first frame waits for its route to be acknowledged
 OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
@@ -109,7 +109,7 @@ class SimBridgeNode(Node):
         self.adaptation_frame, self.adaptation_pending = -1.0, 0
         self.adaptation_heard, self.stepping_past_adaptation = time.monotonic(), False
         if self.wait_for_adaptation:
-            self.create_subscription(DiagnosticStatus, convert.ADAPTATION_PROGRESS_TOPIC, self._on_progress,
+            self.create_subscription(DiagnosticStatus, progress.TOPIC, self._on_progress,
                                      qos.EVENTS_IN)
         self.frame, self.sim_time = 0, 0.0
         self.episode, self.episode_seed = 0, self.seed
@@ -190,7 +190,7 @@ class SimBridgeNode(Node):
 
     def _on_progress(self, msg: DiagnosticStatus) -> None:
         try:
-            self.adaptation_frame, self.adaptation_pending = convert.progress_of_msg(msg)
+            self.adaptation_frame, self.adaptation_pending = progress.progress_of_msg(msg)
         except ValueError as exc:
             self.get_logger().warning(f'ignoring it: {exc}', throttle_duration_sec=10)
             return
