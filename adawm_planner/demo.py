@@ -62,7 +62,7 @@ def run(duration_s: float, pair: str | None, out_dir: Path, strategy: str, launc
                            f'simulated time within {wall:.0f} s')
         if not lockstep:
             comparison += ('\n  NOTE: at real-time pace the planner\'s deadline and the machine\'s load shape every '
-                           'decision, adapted or not, so the two runs differ even before the first adapter; for a '
+                           'decision, adapted or not, so the two runs can differ even before the first adapter; for a '
                            'comparison CPU speed cannot change, use --lockstep (or bench/bench_live.py)')
         print(comparison)
         text += '\n\n' + comparison
