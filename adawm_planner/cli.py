@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
     demo.add_argument('--out', default=None, help='report folder (default runs/demo/DATE-TIME)')
     demo.add_argument('--record', action='store_true', help='also record the run as a rosbag2 folder')
+    demo.add_argument('--window', type=float, default=60.0, metavar='S',
+                      help='simulated seconds per window of the trend (default 60)')
+    demo.add_argument('--compare', action='store_true', help='then run the same seeds with adaptation off for the '
+                      'same simulated time, and print both and the difference')
+    demo.add_argument('--lockstep', action='store_true', help='the simulation steps only when the planner has '
+                      'answered and the adaptation node has caught up (slower than real time; the outcome does not '
+                      'depend on CPU speed)')
     demo.set_defaults(func=_demo)
     return parser
 
@@ -141,10 +148,11 @@ def _demo(args) -> int:
     from pathlib import Path
 
     from adawm_planner import demo
-    from adawm_planner.share import find_package_share
-    launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
+    from adawm_planner.share import package_share
+    launch_file = package_share() / 'launch/adawm.launch.xml'
     out = Path(args.out or f'runs/demo/{time.strftime("%Y%m%d-%H%M%S")}')
-    return demo.run(args.duration, args.pair, out, args.strategy, launch_file, args.record, args.checkpoint)
+    return demo.run(args.duration, args.pair, out, args.strategy, launch_file, args.record, args.checkpoint,
+                    args.window, args.compare, args.lockstep)
 
 
 def _bag():

@@ -65,7 +65,8 @@ def main():
     swaps = [float(x) for x in re.findall(r'applied \(([\d.]+) ms swap\)', log)]
     planner = summary['planner']
     print(f'stack at 20 Hz for {args.seconds:.0f} s (wall), checkpoint preset {args.preset}, adapt={args.adapt}, task {task}')
-    print(f'  frames seen {summary["frames"]}, answered {100 * summary["command_coverage"]:.1f}%')
+    print(f'  frames seen {summary["frames"]}, answered {100 * summary["command_coverage"]:.1f}% from the planner\'s '
+          f'first answer (sim {summary["first_answer"]} s; it was up at sim {summary["planner_up_at"]} s)')
     print(f'  planner tick latency p50 {planner.get("tick_latency_p50_ms")} ms, p99 {planner.get("tick_latency_p99_ms")} ms '
           f'(frame in -> command out, last {min(int(planner.get("frames", 0)), 2000)} frames)')
     print(f'  missed frames {planner.get("missed_frames")} of {planner.get("frames")}; decisions {planner.get("decisions")}')

@@ -2,9 +2,12 @@
 import json
 
 import pytest
+import torch
 
 from adawm_planner.core.adaptation import FinetuneConfig
 from adawm_planner.core.presets import load_preset
+from adawm_planner.core import lora
+from adawm_planner.experiments.final_eval import agent_after, evaluate_run
 from adawm_planner.experiments.finetune import experiment
 from adawm_planner.experiments.pretrain import pretrain
 from test_training import tensorboard_events
@@ -46,3 +49,14 @@ def test_experiment_writes_table_curves_and_resumes(toy_checkpoint, tmp_path):
     board = tensorboard_events(tmp_path / 'adawm/seed0')
     assert {'eval/success', 'mismatch/eps_model', 'mismatch/eps_policy'} <= set(board.Tags()['scalars'])
     assert len(board.Scalars('mismatch/eps_model')) == 6 and 'bev/real_over_decoded' in board.Tags()['images']
+
+    # the final agent evaluated again in plan mode: the run's own adapters on the checkpoint, a report column
+    agent, _ = agent_after(tmp_path / 'adawm/seed0')
+    exported = lora.load(tmp_path / 'adawm/seed0' / adawm['adapters']['model']['path'])
+    loaded = lora.adapter_tensors(agent.module('model'), 'model')
+    assert loaded.keys() == exported.tensors.keys()
+    assert all(torch.equal(loaded[k], exported.tensors[k]) for k in loaded)
+    plan = evaluate_run(tmp_path / 'adawm/seed0', 'plan', 2, make_env=make_toy_env)
+    assert json.loads((tmp_path / 'adawm/seed0/after_plan.json').read_text()) == plan
+    experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **kwargs)
+    assert f'| {plan["success"]:.2f} (1) |' in (tmp_path / 'table.md').read_text().splitlines()[6]

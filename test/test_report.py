@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from adawm_planner.experiments.report import interval, publish, success_auc, write_report
+from adawm_planner.experiments.report import difference, interval, publish, success_auc, verdict, write_report
 
 
 def test_interval_is_the_student_t_interval():
@@ -14,6 +14,14 @@ def test_interval_is_the_student_t_interval():
     assert mean == pytest.approx(0.4) and half == pytest.approx(4.303 * 0.2 / math.sqrt(3))
     assert math.isnan(interval([0.5])[1])
     assert interval([0.3] * 5)[1] == 0.0
+
+
+def test_difference_interval_and_verdict():
+    diff, half = difference([0.8, 0.9, 1.0], [0.2, 0.3, 0.4])
+    # equal variances 0.01, n 3 + 3: Welch df = 4, t = 2.776, se = sqrt(0.01/3 + 0.01/3)
+    assert diff == pytest.approx(0.6) and half == pytest.approx(2.776 * math.sqrt(0.02 / 3))
+    assert verdict(diff, half) == 'win' and verdict(-diff, half) == 'loss' and verdict(0.1, half) == 'tie'
+    assert verdict(*difference([0.5], [0.1, 0.2])) == '?'
 
 
 def test_auc_is_mean_success_over_the_run():
@@ -59,11 +67,18 @@ def test_publish_copies_tables_and_lists_every_run(tmp_path):
     runs, docs = tmp_path / 'runs', tmp_path / 'docs'
     fake_run(runs / 'pair_x', 'policy', 0, 0.7, {'policy': 4})
     fake_run(runs / 'pair_x', 'model', 0, 0.1, {'model': 4})
+    fake_run(runs / 'pair_x', 'model', 1, 0.2, {'model': 4})
+    fake_run(runs / 'pair_x', 'adawm', 0, 0.8, {'model': 1, 'policy': 3})
+    fake_run(runs / 'pair_x', 'adawm', 1, 0.9, {'model': 1, 'policy': 3})
     (runs / 'empty_pair').mkdir()
     publish(runs, docs)
     assert (docs / 'pair_x' / 'table.md').read_text().startswith('# a → b')
     assert not (docs / 'empty_pair').exists()
     with open(docs / 'runs.csv') as f:
         rows = list(csv.DictReader(f))
-    assert [(r['pair'], r['strategy'], r['model_steps']) for r in rows] == [('pair_x', 'model', '4'),
-                                                                              ('pair_x', 'policy', '0')]
+    assert [(r['pair'], r['strategy'], r['seed'], r['model_steps']) for r in rows] == [
+        ('pair_x', 'adawm', '0', '1'), ('pair_x', 'adawm', '1', '1'), ('pair_x', 'model', '0', '4'),
+        ('pair_x', 'model', '1', '4'), ('pair_x', 'policy', '0', '0')]
+    summary = (docs / 'summary.md').read_text()
+    # adawm 0.85 vs model 0.15, each variance 0.005 over 2 seeds: Welch df 2, t 4.303, se sqrt(0.005)
+    assert '| pair_x | +0.70 ± 0.30 (2/2) **win** | +0.15 ± nan (2/1) ? |' in summary

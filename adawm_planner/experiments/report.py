@@ -35,6 +35,27 @@ def interval(values) -> tuple[float, float]:
     return mean, float(t * values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def difference(a, b) -> tuple[float, float]:
+    """Mean of a minus mean of b and the half-width of its 95 % Welch interval (NaN with < 2 of either)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, float('nan')
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return diff, 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    t = T95[max(int(df), 1) - 1] if df <= len(T95) else 1.96   # floor(df): the wider, conservative quantile
+    return diff, float(t * math.sqrt(va + vb))
+
+
+def verdict(diff: float, half: float) -> str:
+    """'win' / 'loss' when the 95 % interval of the difference excludes 0, else 'tie' ('?' without one)."""
+    if math.isnan(half):
+        return '?'
+    return 'win' if diff - half > 0 else 'loss' if diff + half < 0 else 'tie'
+
+
 def read_csv(path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -57,6 +78,8 @@ def finished_runs(out_dir) -> list[dict]:
         result['curve'] = read_csv(done.parent / 'curve.csv')
         result['auc'] = success_auc(result['curve'])
         result['dir'] = done.parent
+        plan = done.parent / 'after_plan.json'   # experiments/final_eval.py
+        result['success_plan'] = json.loads(plan.read_text())['success'] if plan.exists() else None
         runs.append(result)
     return runs
 
@@ -77,6 +100,9 @@ def summarise(runs: list[dict]) -> list[dict]:
         for key, _ in METRICS:
             values = [r['auc'] if key == 'auc' else r['after'][key] for r in mine]
             row[f'{key}_mean'], row[f'{key}_ci95'] = interval(values)
+        plan = [r['success_plan'] for r in mine if r['success_plan'] is not None]
+        row['success_plan_seeds'] = len(plan)
+        row['success_plan_mean'], row['success_plan_ci95'] = interval(plan) if plan else (float('nan'),) * 2
         shares = [model_share(r) for r in mine]
         row['model_share_mean'] = float(np.mean(shares))
         row['model_share_min'], row['model_share_max'] = float(np.min(shares)), float(np.max(shares))
@@ -107,12 +133,13 @@ def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
     lines = [f'# {pretrain_task} → {finetune_task}', '',
              f'Mean ± 95 % t-interval half-width over seeds; {rows[0]["steps"]} environment steps per run.', '',
              '| strategy | seeds | success before | ' + ' | '.join(label for _, label in METRICS) +
-             ' | model-step share |', '|' + '---|' * (len(METRICS) + 4)]
+             ' | model-step share | final success, plan mode (seeds) |', '|' + '---|' * (len(METRICS) + 5)]
     for row in rows:
         share = (f'{row["model_share_mean"]:.2f} ({row["model_share_min"]:.2f}–{row["model_share_max"]:.2f})'
                  if not math.isnan(row['model_share_mean']) else '—')
+        plan = f'{cell(row, "success_plan")} ({row["success_plan_seeds"]})' if row['success_plan_seeds'] else '—'
         lines.append(f'| {row["strategy"]} | {row["seeds"]} | {row["success_before"]:.2f} | ' +
-                     ' | '.join(cell(row, k) for k, _ in METRICS) + f' | {share} |')
+                     ' | '.join(cell(row, k) for k, _ in METRICS) + f' | {share} | {plan} |')
     (out_dir / 'table.md').write_text('\n'.join(lines) + '\n')
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -149,8 +176,57 @@ def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
     return rows
 
 
+def versus(runs: list[dict], key: str, ours: str = 'adawm') -> list[dict]:
+    """AdaWM against every other strategy of one pair on `key` ('success', 'auc' or 'success_plan')."""
+    def values(strategy):
+        picked = [r['auc'] if key == 'auc' else r['after']['success'] if key == 'success' else r[key]
+                  for r in runs if r['strategy'] == strategy]
+        return [v for v in picked if v is not None]
+    mine, rows = values(ours), []
+    for other in dict.fromkeys(r['strategy'] for r in runs):
+        theirs = values(other)
+        if other == ours or not mine or not theirs:
+            continue
+        diff, half = difference(mine, theirs)
+        rows.append({'other': other, 'diff': diff, 'half': half, 'verdict': verdict(diff, half),
+                     'seeds': (len(mine), len(theirs))})
+    return rows
+
+
+def write_summary(folders: list[Path], docs_root: Path) -> None:
+    """docs_root/summary.md: per pair, AdaWM minus each other strategy (final success, success AUC, final
+    success in plan mode) with its 95 % Welch interval and the verdict it supports."""
+    lines = ['# AdaWM against each other strategy, per pair', '',
+             'AdaWM\'s mean minus the other strategy\'s, ± the half-width of the 95 % Welch interval of the '
+             'difference over seeds (seeds AdaWM/other); **win** or **loss** when that interval excludes 0, tie '
+             'otherwise. Written by `python -m adawm_planner.experiments.report` from the runs in runs.csv.', '']
+    for key, label in (('success', 'final success (actor mode)'), ('auc', 'success AUC (actor mode)'),
+                       ('success_plan', 'final success, plan mode')):
+        table = {}
+        for folder in folders:
+            table[folder.name] = {r['other']: r for r in versus(finished_runs(folder), key)}
+        others = list(dict.fromkeys(o for rows in table.values() for o in rows))
+        if not others:
+            continue
+        lines += [f'## {label}', '', '| pair | ' + ' | '.join(f'vs {o}' for o in others) + ' |',
+                  '|' + '---|' * (len(others) + 1)]
+        for pair, rows in table.items():
+            cells = []
+            for o in others:
+                r = rows.get(o)
+                if r is None:
+                    cells.append('—')
+                    continue
+                mark = f'**{r["verdict"]}**' if r['verdict'] in ('win', 'loss') else r['verdict']
+                cells.append(f'{r["diff"]:+.2f} ± {r["half"]:.2f} ({r["seeds"][0]}/{r["seeds"][1]}) {mark}')
+            lines.append(f'| {pair} | ' + ' | '.join(cells) + ' |')
+        lines.append('')
+    (docs_root / 'summary.md').write_text('\n'.join(lines))
+
+
 RUN_FIELDS = ['pair', 'task', 'strategy', 'seed', 'threshold_c', 'steps', 'success_before', 'success_after',
-              'success_auc', 'collision_after', 'return_after', 'model_steps', 'policy_steps', 'wall_s']
+              'success_auc', 'collision_after', 'return_after', 'model_steps', 'policy_steps', 'success_plan',
+              'wall_s']
 
 
 def publish(runs_root, docs_root) -> None:
@@ -159,11 +235,12 @@ def publish(runs_root, docs_root) -> None:
     of a grid that is still running."""
     import shutil
     runs_root, docs_root = Path(runs_root), Path(docs_root)
-    every = []
+    every, folders = [], []
     for folder in sorted(p for p in runs_root.iterdir() if p.is_dir()):
         runs = finished_runs(folder)
         if not runs:
             continue
+        folders.append(folder)
         write_report(folder, runs[0].get('pretrain_task'), runs[0]['task'])
         (docs_root / folder.name).mkdir(parents=True, exist_ok=True)
         for name in ('table.md', 'table.csv', 'learning_curves.png', 'mismatch.png'):
@@ -176,11 +253,13 @@ def publish(runs_root, docs_root) -> None:
                           'success_before': r['before']['success'], 'success_after': r['after']['success'],
                           'success_auc': round(r['auc'], 4), 'collision_after': r['after']['collision'],
                           'return_after': round(r['after']['return'], 2), 'model_steps': d['model'] + d['both'],
-                          'policy_steps': d['policy'] + d['both'], 'wall_s': r['wall_s']})
+                          'policy_steps': d['policy'] + d['both'], 'success_plan': r['success_plan'],
+                          'wall_s': r['wall_s']})
     with open(docs_root / 'runs.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, RUN_FIELDS)
         writer.writeheader()
         writer.writerows(every)
+    write_summary(folders, docs_root)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,10 @@ measures ε_P and ε_π on the newest `window`, publishes adawm_msgs/MismatchRep
 picks, and every `push_every` steps exports that side's adapter and sets it on the planner with one
 SetParametersAtomically call. core's AdapterLifecycle keeps versions (never reused), the round on trial and
 the last good adapters; the planner's answer goes out as adawm_msgs/AdapterStatus.
+
+After every frame it takes and every finetuning step it ends, it says how far it is on /adawm/adaptation_progress
+(diagnostic_msgs/DiagnosticStatus: the newest frame's sim time and the finetuning steps requested, skipped,
+finished and pending), so a lockstep bridge (`wait_for_adaptation`) can hold the simulation until it has caught up.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 import rclpy
 import torch
 from adawm_msgs.msg import AdapterStatus, EpisodeOutcome, MismatchReport
+from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterDescriptor, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.node import Node
@@ -35,7 +40,7 @@ from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.pipeline import StepPipeline
 from adawm_planner.core.replay import Replay
 from adawm_planner.core.rollback import AdapterJudge, AdapterLifecycle
-from adawm_planner.nodes import convert, params, qos, spin
+from adawm_planner.nodes import convert, params, progress, qos, spin
 
 DECISION_CODES = {'model': MismatchReport.DECISION_UPDATE_MODEL, 'policy': MismatchReport.DECISION_UPDATE_POLICY,
                   'both': MismatchReport.DECISION_UPDATE_MODEL, 'none': MismatchReport.DECISION_NONE}
@@ -103,6 +108,8 @@ class AdaptationNode(Node):
         self.verdicts: queue.Queue = queue.Queue()
         self.new_steps = 0
         self.work: queue.Queue = queue.Queue(maxsize=1)
+        self.requested = self.skipped = self.finished = 0   # finetuning steps; pending = the rest
+        self.unsettled = 0   # verdicts on adapters the worker has yet to act on
 
         convert.subscribe_inputs(self, self.inputs, self.role, self._on_input)
         _, command_topic = convert.OUTPUTS[self.output]   # the planner's command, whichever form it takes
@@ -111,6 +118,7 @@ class AdaptationNode(Node):
         self.create_subscription(EpisodeOutcome, '/adawm/episode', self._on_episode, qos.EVENTS_IN)
         self.report_pub = self.create_publisher(MismatchReport, '/adawm/mismatch', 10)
         self.status_pub = self.create_publisher(AdapterStatus, '/adawm/adapter_status', 10)
+        self.progress_pub = self.create_publisher(DiagnosticStatus, progress.TOPIC, qos.STREAM)
         # atomically: the planner must see bytes, sha256 and version of an adapter in one call
         self.set_params = self.create_client(SetParametersAtomically, f'/{planner}/set_parameters_atomically')
         self.worker = threading.Thread(target=self._work_loop, daemon=True)
@@ -135,12 +143,20 @@ class AdaptationNode(Node):
                 self.replay.is_terminal[(self.replay.next - 1) % self.replay.capacity] = True
         verdict = self.lifecycle.episode(msg.episode_return, msg.outcome == EpisodeOutcome.OUTCOME_SUCCESS)
         if verdict:
+            self.unsettled += 1
             self.verdicts.put(verdict)   # acted on by the worker, which owns the finetuner's modules
+            self._progress()
 
     def _on_input(self, store, msg) -> None:
         store(msg)
         stamp = self.inputs.frame(time.monotonic())
-        if stamp is None or self.inputs.problem(time.monotonic(), float('inf')) is not None:
+        if stamp is None:
+            return
+        self._take(stamp)
+        self._progress()   # after any finetuning step the frame asked for: the bridge sees it pending
+
+    def _take(self, stamp: float) -> None:
+        if self.inputs.problem(time.monotonic(), float('inf')) is not None:
             return
         step = self.pipeline.step(stamp, self.inputs.scene(), self.last_control)
         if step is None:
@@ -153,10 +169,15 @@ class AdaptationNode(Node):
         if self.new_steps >= self.config.train_every and len(self.replay) >= max(self.config.window,
                                                                                  self.agent.preset.seq_len):
             self.new_steps = 0
+            self.requested += 1
             try:
                 self.work.put_nowait(stamp)
             except queue.Full:
-                pass   # the worker is still busy with the previous step: skip, never pile up
+                self.skipped += 1   # the worker is still busy with the previous step: skip, never pile up
+
+    def _progress(self) -> None:
+        self.progress_pub.publish(progress.progress_msg(self.inputs.done_stamp, self.requested, self.skipped,
+                                                       self.finished, self.unsettled))
 
     # ---- finetuning, off the executor ----------------------------------------------------------------
     def _work_loop(self) -> None:
@@ -164,6 +185,8 @@ class AdaptationNode(Node):
         while self.running:
             while not self.verdicts.empty():
                 self._settle(self.verdicts.get())
+                self.unsettled -= 1
+                self._guarded(self._progress)
             try:
                 self.work.get(timeout=0.5)
             except queue.Empty:
@@ -175,16 +198,23 @@ class AdaptationNode(Node):
                 out = self.tuner.step(batch, window)
             except Exception as exc:   # keep the node (and the planner's adapter) alive; say what failed
                 self.get_logger().error(f'finetuning step failed: {exc!r}')
+                self.finished += 1   # a failed step is over too: a waiting bridge must not wait for it
+                self._guarded(self._progress)
                 continue
+            self.finished += 1
             self.lifecycle.trained({'model': ['model'], 'policy': ['policy'], 'both': ['model', 'policy']}
                                    .get(out['decision'], []))
-            try:
-                self._report(out)
-                if self.tuner.steps % self.push_every == 0 and self.lifecycle.ready():
-                    self._push_round()
-            except Exception as exc:   # e.g. the context is shutting down under us
-                if self.running and rclpy.ok():
-                    self.get_logger().error(f'publishing / pushing failed: {exc!r}')
+            self._guarded(self._report, out)
+            if self.tuner.steps % self.push_every == 0 and self.lifecycle.ready():
+                self._guarded(self._push_round)
+            self._guarded(self._progress)   # after the push: a lockstep run drives its next frame with the new adapter
+
+    def _guarded(self, publish, *args) -> None:
+        try:
+            publish(*args)
+        except Exception as exc:   # e.g. the context is shutting down under us
+            if self.running and rclpy.ok():
+                self.get_logger().error(f'publishing / pushing failed: {exc!r}')
 
     def _report(self, out: dict) -> None:
         msg = MismatchReport(model_mismatch=float(out['eps_model']), policy_mismatch=float(out['eps_policy']),

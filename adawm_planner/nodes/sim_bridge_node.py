@@ -9,6 +9,12 @@ With `wait_for_command` (carla-ros-bridge's synchronous_mode_wait_for_vehicle_co
 waits for the command answering the frame on the wire, so a run is deterministic whatever the machine's
 speed; otherwise ticks come at real-time pace (scaled by `speed`). Each episode's end is published on
 /adawm/episode (adawm_msgs/EpisodeOutcome) and the task resets with the next seed.
+
+With `wait_for_adaptation` as well, each tick also waits until the adaptation node has taken the frame and
+has at most `adaptation_slack` finetuning steps (or rollback verdicts) pending, as it says on
+/adawm/adaptation_progress: the node then finetunes at the same simulated times however fast the CPU is,
+instead of skipping the steps it has no time for. A node that stays silent for `adaptation_timeout` is
+stepped past (logged) until it reports again, so a dead adaptation node cannot freeze the simulation.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from adawm_msgs.msg import EpisodeOutcome
 from carla_msgs.msg import (CarlaCollisionEvent, CarlaEgoVehicleControl, CarlaEgoVehicleInfo, CarlaEgoVehicleStatus,
                             CarlaStatus, CarlaWorldInfo)
 from derived_object_msgs.msg import ObjectArray
+from diagnostic_msgs.msg import DiagnosticStatus
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
@@ -30,7 +37,7 @@ from std_msgs.msg import Float32, String
 
 from adawm_planner.core.knobs import knob, knobs
 from adawm_planner.core.opendrive import to_opendrive
-from adawm_planner.nodes import convert, params, qos, spin
+from adawm_planner.nodes import convert, params, progress, qos, spin
 
 ROUTE_ACK_TIMEOUT = 0.5   # s (wall) a new episode's first frame waits for its route to be acknowledged
 OUTCOMES = {'success': EpisodeOutcome.OUTCOME_SUCCESS, 'collision': EpisodeOutcome.OUTCOME_COLLISION,
@@ -47,6 +54,13 @@ class BridgeConfig:
                                   'anyway', positive=True)
     speed: float = knob(1.0, 'simulated seconds per wall second (without wait_for_command)', positive=True)
     max_episodes: int = knob(0, 'stop after N episodes; 0 = never', low=0)
+    wait_for_adaptation: bool = knob(False, 'with wait_for_command: also step only when the adaptation node has '
+                                     'taken the frame and at most adaptation_slack of its finetuning steps are pending')
+    adaptation_slack: int = knob(0, 'finetuning steps the adaptation node may have pending while the simulation '
+                                 'steps on; at most 1: its work queue holds one step beside the running one, a third '
+                                 'would be skipped', low=0, high=1)
+    adaptation_timeout: float = knob(60.0, 's (wall) the adaptation node may stay silent before the simulation '
+                                     'steps without it (until it reports again)', positive=True)
 
 
 class SimBridgeNode(Node):
@@ -65,6 +79,11 @@ class SimBridgeNode(Node):
             raise params.start_error('sim_bridge_node', exc) from None
         self.dt, self.seed, self.wait_for_command = config.fixed_delta_seconds, config.seed, config.wait_for_command
         self.command_timeout, self.speed, self.max_episodes = config.command_timeout, config.speed, config.max_episodes
+        self.wait_for_adaptation, self.adaptation_slack = config.wait_for_adaptation, config.adaptation_slack
+        self.adaptation_timeout = config.adaptation_timeout
+        if self.wait_for_adaptation and not self.wait_for_command:
+            raise SystemExit('sim_bridge_node: invalid parameter: wait_for_adaptation needs wait_for_command '
+                             '(at real-time pace there is no step to hold)')
 
         self.env = make_env(self.task, seed=self.seed, dt=self.dt)
         self.sim = self.env.unwrapped
@@ -85,6 +104,13 @@ class SimBridgeNode(Node):
         self.create_subscription(CarlaEgoVehicleControl, f'{ns}/vehicle_control_cmd', self._on_control, qos.STREAM)
 
         self.control = CarlaEgoVehicleControl(brake=1.0)   # held until the planner speaks
+        self.answered = False   # wait_for_command: the command for the frame on the wire has arrived
+        # what the adaptation node last said: the newest frame it took, its pending work, when (wall)
+        self.adaptation_frame, self.adaptation_pending = -1.0, 0
+        self.adaptation_heard, self.stepping_past_adaptation = time.monotonic(), False
+        if self.wait_for_adaptation:
+            self.create_subscription(DiagnosticStatus, progress.TOPIC, self._on_progress,
+                                     qos.EVENTS_IN)
         self.frame, self.sim_time = 0, 0.0
         self.episode, self.episode_seed = 0, self.seed
         self._start_episode(first=True)
@@ -93,8 +119,9 @@ class SimBridgeNode(Node):
             self.create_timer(self.command_timeout / 4, self._unstick)
         else:
             self.create_timer(self.dt / self.speed, self._tick)
-        self.get_logger().info(f'embedded simulator: task {self.task}, dt {self.dt} s, '
-                               f'{"waiting for each command" if self.wait_for_command else "real-time pace"}')
+        pace = ('waiting for each command' + (' and for the adaptation node' if self.wait_for_adaptation else '')
+                if self.wait_for_command else 'real-time pace')
+        self.get_logger().info(f'embedded simulator: task {self.task}, dt {self.dt} s, {pace}')
 
     @staticmethod
     def _check(parameters) -> SetParametersResult:
@@ -158,16 +185,55 @@ class SimBridgeNode(Node):
         stamp = convert.stamp_seconds(msg.header.stamp)
         answers_an_earlier_frame = 0.0 < stamp < self.sim_time - 1e-6
         if self.wait_for_command and not answers_an_earlier_frame:
+            self.answered = True
+            self._step_if_ready()
+
+    def _on_progress(self, msg: DiagnosticStatus) -> None:
+        try:
+            self.adaptation_frame, self.adaptation_pending = progress.progress_of_msg(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'ignoring it: {exc}', throttle_duration_sec=10)
+            return
+        self.adaptation_heard = time.monotonic()
+        if self.stepping_past_adaptation:
+            self.stepping_past_adaptation = False
+            self.get_logger().info('the adaptation node reports again: waiting for it again')
+        self._step_if_ready()
+
+    def _adaptation_caught_up(self) -> bool:
+        return (self.stepping_past_adaptation or not self.wait_for_adaptation or
+                (self.adaptation_frame >= self.sim_time - 1e-6 and self.adaptation_pending <= self.adaptation_slack))
+
+    def _step_if_ready(self) -> None:
+        if self.answered and self._adaptation_caught_up():
             self._tick()
 
     def _unstick(self) -> None:
-        if time.monotonic() - self.last_step_wall > self.command_timeout:
-            self.get_logger().warning(f'no command for {self.command_timeout} s: stepping with the last one',
-                                      throttle_duration_sec=10)
+        now = time.monotonic()
+        if not self.answered:
+            if now - self.last_step_wall > self.command_timeout:
+                self.get_logger().warning(f'no command for {self.command_timeout} s: stepping with the last one',
+                                          throttle_duration_sec=10)
+                self._tick()
+            return
+        if self._adaptation_caught_up():
+            return
+        silent = now - self.adaptation_heard
+        if silent > self.adaptation_timeout:
+            self.stepping_past_adaptation = True
+            self.get_logger().warning(
+                f'the adaptation node has been silent for {silent:.0f} s (last: frame {self.adaptation_frame:.2f} s, '
+                f'{self.adaptation_pending} pending): stepping without it until it reports again')
+            self._tick()
+        elif self.adaptation_pending <= self.adaptation_slack and now - self.last_step_wall > self.command_timeout:
+            # nothing pending, yet the frame not taken: lost on the way (best effort), or the node still starting
+            self.get_logger().warning(f'the adaptation node did not take frame {self.sim_time:.2f} s within '
+                                      f'{self.command_timeout} s: stepping on', throttle_duration_sec=10)
             self._tick()
 
     def _tick(self) -> None:
         self.last_step_wall = time.monotonic()
+        self.answered = False
         c = self.control
         self.obs, reward, terminated, truncated, info = self.sim.step_control(
             float(np.clip(c.throttle, 0, 1)), float(np.clip(c.steer, -1, 1)), float(np.clip(c.brake, 0, 1)))
