@@ -84,6 +84,7 @@ class PlannerNode(Node):
         except params.START_ERRORS as exc:
             raise params.start_error('planner_node', exc) from None
         self.config = params.knob_values(self, PlannerConfig)
+        self.agent.search = self.config   # plan mode's search knobs (iterations, elites, ...)
         self.settings = params.knob_values(self, PlannerNodeConfig)
         self.output = params.knob_values(self, CommandConfig).output
         self.pending: dict[str, tuple] = {}
@@ -165,7 +166,7 @@ class PlannerNode(Node):
         self.staged = None
         if values:
             ours = lambda cls: {k: v for k, v in values.items() if k in {f.name for f in knobs(cls)}}
-            self.config = dataclasses.replace(self.config, **ours(PlannerConfig))
+            self.config = self.agent.search = dataclasses.replace(self.config, **ours(PlannerConfig))
             self.settings = dataclasses.replace(self.settings, **ours(PlannerNodeConfig))
             self.hold.hold, self.budget.budget_s = self.settings.fault_hold, self.config.budget_ms / 1000
         if prepared:
