@@ -13,8 +13,11 @@ def spin(make_node, args=None) -> None:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     import sys
+    import threading
 
     rclpy.init(args=args)
+    stopped = threading.Event()
+    rclpy.get_default_context().on_shutdown(stopped.set)
     node = None
     failure = None
     try:
@@ -27,9 +30,11 @@ def spin(make_node, args=None) -> None:
     except SystemExit as exc:
         failure = exc.code if isinstance(exc.code, str) else None
     except Exception:
-        # A SIGINT/SIGTERM that shuts the context down between two waits surfaces as RCLError ('the given
-        # context is not valid') rather than ExternalShutdownException: a normal stop, not a crash.
-        if rclpy.ok():
+        # A SIGINT/SIGTERM surfaces as whatever the executor was doing when it came: RCLError ('the given
+        # context is not valid') between two waits, or a RuntimeError out of take_message (the interrupt
+        # raised inside pybind11's conversion; seen under load in test_rollback_live). rclpy shuts the
+        # context down from its own signal thread a moment later: a stop, not a crash, if that follows.
+        if not stopped.wait(2.0):
             raise
     finally:
         if node is not None:
