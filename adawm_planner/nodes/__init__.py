@@ -33,9 +33,12 @@ def spin(make_node, args=None) -> None:
         # A SIGINT/SIGTERM surfaces as whatever the executor was doing when it came: RCLError ('the given
         # context is not valid') between two waits, or a RuntimeError out of take_message (the interrupt
         # raised inside pybind11's conversion; seen under load in test_rollback_live). rclpy shuts the
-        # context down from its own signal thread a moment later: a stop, not a crash, if that follows.
-        if not stopped.wait(2.0):
-            raise
+        # context down from its own signal thread, at once or a moment later: a stop, not a crash, if so.
+        # (on_shutdown fires only for a shutdown from Python, hence the second look at rclpy.ok().)
+        if rclpy.ok():
+            stopped.wait(2.0)
+            if rclpy.ok():
+                raise
     finally:
         if node is not None:
             getattr(node, 'shutdown', lambda: None)()
