@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from adawm_planner.core import lora, mismatch
 from adawm_planner.core.config import FinetuneConfig
+from adawm_planner.core.learner import load_optimizer_tensors, optimizer_tensors
 from adawm_planner.core.memory import retain_freed_memory
 
 MODEL_LORA_PREFIXES = ('rssm.img_out', 'rssm.prior')
@@ -182,28 +183,19 @@ class Finetuner:
         (the whole agent: under `full` every weight moves, and it is only a few MB), the optimisers' moments,
         the sampling generator and the step count."""
         tensors = {f'agent/{k}': v.detach().contiguous() for k, v in self.agent.state_dict().items()}
-        for name, opt in (('model_opt', self.model_opt), ('policy_opt', self.policy_opt)):
-            if opt is not None:
-                for index, state in opt.state_dict()['state'].items():
-                    for key, value in state.items():
-                        tensors[f'{name}/{index}/{key}'] = torch.as_tensor(value).contiguous()
+        tensors.update(optimizer_tensors(self._optimizers()))
         tensors['generator'] = self.agent.generator.get_state()
         tensors['steps'] = torch.tensor(self.steps)
         return tensors
 
+    def _optimizers(self) -> dict:
+        return {name: opt for name, opt in (('model_opt', self.model_opt), ('policy_opt', self.policy_opt))
+                if opt is not None}
+
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of state_tensors, onto a Finetuner built with the same checkpoint and config."""
         self.agent.load_state_dict({k[len('agent/'):]: v for k, v in tensors.items() if k.startswith('agent/')})
-        for name, opt in (('model_opt', self.model_opt), ('policy_opt', self.policy_opt)):
-            if opt is None:
-                continue
-            state: dict = {}
-            for key, value in tensors.items():
-                owner, _, rest = key.partition('/')
-                if owner == name:
-                    index, field = rest.split('/')
-                    state.setdefault(int(index), {})[field] = value
-            opt.load_state_dict({'state': state, 'param_groups': opt.state_dict()['param_groups']})
+        load_optimizer_tensors(self._optimizers(), tensors)
         self.agent.generator.set_state(tensors['generator'])
         self.steps = int(tensors['steps'])
 

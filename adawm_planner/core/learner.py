@@ -34,3 +34,25 @@ class Learner:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params), self.agent.preset.grad_clip)
         opt.step()
+
+
+def optimizer_tensors(optimizers: dict) -> dict:
+    """The optimisers' per-parameter state as flat tensors (safetensors), keyed name/index/field."""
+    tensors = {}
+    for name, optimizer in optimizers.items():
+        for index, state in optimizer.state_dict()['state'].items():
+            for field, value in state.items():
+                tensors[f'{name}/{index}/{field}'] = torch.as_tensor(value).contiguous()
+    return tensors
+
+
+def load_optimizer_tensors(optimizers: dict, tensors: dict) -> None:
+    """Inverse of optimizer_tensors onto optimisers over the same parameters (other keys are ignored)."""
+    for name, optimizer in optimizers.items():
+        state: dict = {}
+        for key, value in tensors.items():
+            owner, _, rest = key.partition('/')
+            if owner == name and rest.count('/') == 1:
+                index, field = rest.split('/')
+                state.setdefault(int(index), {})[field] = value
+        optimizer.load_state_dict({'state': state, 'param_groups': optimizer.state_dict()['param_groups']})

@@ -35,7 +35,7 @@ from adawm_planner.core.agent import Agent
 from adawm_planner.core.bev import CHANNELS
 from adawm_planner.core.checkpoint import load_checkpoint, load_state, save_checkpoint
 from adawm_planner.core.contract import Contract
-from adawm_planner.core.learner import Learner
+from adawm_planner.core.learner import Learner, load_optimizer_tensors, optimizer_tensors
 from adawm_planner.core.replay import Replay
 from adawm_planner.experiments.runlog import RunLog, bev_comparison
 
@@ -172,24 +172,8 @@ def heldout_metrics(world_model, replay: Replay, sequences: int = HELDOUT_SEQUEN
             'ego_prediction_error': ego_error[predicted].mean().item()}
 
 
-def _optimizer_tensors(learner: Learner) -> dict:
-    tensors = {}
-    for name in ('model_opt', 'actor_opt', 'critic_opt'):
-        for index, state in getattr(learner, name).state_dict()['state'].items():
-            for key, value in state.items():
-                tensors[f'{name}/{index}/{key}'] = torch.as_tensor(value).contiguous()
-    return tensors
-
-
-def _load_optimizers(learner: Learner, tensors: dict) -> None:
-    for name in ('model_opt', 'actor_opt', 'critic_opt'):
-        optimizer = getattr(learner, name)
-        state: dict = {}
-        for key, value in tensors.items():
-            owner, index, field = key.split('/')
-            if owner == name:
-                state.setdefault(int(index), {})[field] = value
-        optimizer.load_state_dict({'state': state, 'param_groups': optimizer.state_dict()['param_groups']})
+def _optimizers(learner: Learner) -> dict:
+    return {name: getattr(learner, name) for name in ('model_opt', 'actor_opt', 'critic_opt')}
 
 
 def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0, holdout: float = 0.1,
@@ -213,7 +197,7 @@ def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0,
         resumed = json.loads(state_meta.read_text())
         resumed_agent, _ = load_checkpoint(checkpoint_dir, preset.name)
         load_state(agent, resumed_agent.state_dict())
-        _load_optimizers(learner, load_file(str(state_file)))
+        load_optimizer_tensors(_optimizers(learner), load_file(str(state_file)))
         done, untrained = resumed['updates'], resumed['untrained_heldout']
         train.rng = np.random.default_rng([seed, done])
     else:
@@ -240,7 +224,7 @@ def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0,
                                  'heldout_steps': len(heldout)}}
             save_checkpoint(checkpoint_dir, agent, task, update, {'heldout': metrics}, train, extra,
                             contract=contract)
-            save_file(_optimizer_tensors(learner), str(state_file))
+            save_file(optimizer_tensors(_optimizers(learner)), str(state_file))
             state_meta.write_text(json.dumps({'updates': update, 'untrained_heldout': untrained}, indent=2) + '\n')
             bar.set_postfix(heldout_bev=f'{metrics["bev_prediction_error"]:.1f}', refresh=False)
     bar.close()
