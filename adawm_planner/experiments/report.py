@@ -193,7 +193,7 @@ def versus(runs: list[dict], key: str, ours: str = 'adawm') -> list[dict]:
     return rows
 
 
-def write_summary(folders: list[Path], docs_root: Path) -> None:
+def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
     """docs_root/summary.md: per pair, AdaWM minus each other strategy (final success, success AUC, final
     success in plan mode) with its 95 % Welch interval and the verdict it supports."""
     lines = ['# AdaWM against each other strategy, per pair', '',
@@ -203,8 +203,8 @@ def write_summary(folders: list[Path], docs_root: Path) -> None:
     for key, label in (('success', 'final success (actor mode)'), ('auc', 'success AUC (actor mode)'),
                        ('success_plan', 'final success, plan mode')):
         table = {}
-        for folder in folders:
-            table[folder.name] = {r['other']: r for r in versus(finished_runs(folder), key)}
+        for pair, runs in runs_by_pair.items():
+            table[pair] = {r['other']: r for r in versus(runs, key)}
         others = list(dict.fromkeys(o for rows in table.values() for o in rows))
         if not others:
             continue
@@ -235,12 +235,12 @@ def publish(runs_root, docs_root) -> None:
     of a grid that is still running."""
     import shutil
     runs_root, docs_root = Path(runs_root), Path(docs_root)
-    every, folders = [], []
+    every, runs_by_pair = [], {}
     for folder in sorted(p for p in runs_root.iterdir() if p.is_dir()):
         runs = finished_runs(folder)
         if not runs:
             continue
-        folders.append(folder)
+        runs_by_pair[folder.name] = runs
         write_report(folder, runs[0].get('pretrain_task'), runs[0]['task'])
         (docs_root / folder.name).mkdir(parents=True, exist_ok=True)
         for name in ('table.md', 'table.csv', 'learning_curves.png', 'mismatch.png'):
@@ -259,7 +259,7 @@ def publish(runs_root, docs_root) -> None:
         writer = csv.DictWriter(f, RUN_FIELDS)
         writer.writeheader()
         writer.writerows(every)
-    write_summary(folders, docs_root)
+    write_summary(runs_by_pair, docs_root)
 
 
 if __name__ == '__main__':
