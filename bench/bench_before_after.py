@@ -59,9 +59,21 @@ def child(repeats):
         loss, _, _ = wm.loss_and_posts(data)
         learner._step(learner.model_opt, loss, wm.parameters())
 
+    finetune_data, finetune_window = data, window
+    if hasattr(tuner, 'attach'):
+        # A checkout whose replay keeps a frozen encoder's embeddings (Finetuner.attach): batches arrive with
+        # them, and each step pays for embedding the frames that are new since the last (train_every = 8).
+        with torch.no_grad():
+            twm = tuner.agent.world_model
+            finetune_data = {**data, 'embed': twm.embed(data['bev'], data['ego'])}
+            finetune_window = {**window, 'embed': twm.embed(window['bev'], window['ego'])}
+            new_frames = lambda: twm.embed(data['bev'][0, :8], data['ego'][0, :8])
+    else:
+        new_frames = lambda: None
+
     fns = dict(zip(MEASURES, (
-        world_model_step, lambda: learner.update(data), lambda: tuner.update_model(data),
-        lambda: tuner.update_policy(data), lambda: tuner.measure(window),
+        world_model_step, lambda: learner.update(data), lambda: (new_frames(), tuner.update_model(finetune_data)),
+        lambda: (new_frames(), tuner.update_policy(finetune_data)), lambda: tuner.measure(finetune_window),
         lambda: plan(wm, ac, latent, 64, 15, p.plan_prior_weight, agent.generator))))
     result = {}
     for name, fn in fns.items():

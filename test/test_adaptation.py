@@ -1,4 +1,7 @@
 """Alignment-driven finetuning on the tiny preset: each strategy trains what it should and nothing else."""
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +160,50 @@ def test_calibrated_mismatch_with_a_reference():
     worse = replay.sample(1, 16)
     worse['reward'] = worse['reward'] - 100.0                 # far less reward than the reference: ε_π saturates
     assert tuner.measure(worse)['eps_policy'] > 0.9
+
+
+def test_model_update_on_the_prior_head_takes_the_full_losss_step():
+    """The fast model update (filter without gradients, the dynamics KL alone) moves the prior-head adapters
+    exactly as the whole world-model loss does: no other term reaches them."""
+    agent, replay = toy_agent_and_data(seed=2)
+    # an untrained model's KL sits below the free nats, where neither loss has a gradient
+    agent.world_model.preset = dataclasses.replace(agent.world_model.preset, free_nats=0.0)
+    batch = replay.sample(4, 8)
+    adapters, grads = {}, {}
+    for fast in (True, False):
+        torch.manual_seed(7)
+        tuner = Finetuner(copy.deepcopy(agent), FinetuneConfig(strategy='model'))
+        assert tuner.prior_head_only
+        tuner.prior_head_only = fast
+        for _ in range(3):
+            tuner.update_model(batch)
+        wm = tuner.agent.world_model
+        adapters[fast] = lora.adapter_tensors(wm, 'model')
+        grads[fast] = {n: p.grad.clone() for n, p in wm.named_parameters() if p.requires_grad}
+    moved = [name for name, value in adapters[True].items() if 'lora_B' in name and value.abs().max() > 0]
+    assert moved   # B starts at 0: the step did something
+    for name, value in adapters[True].items():
+        torch.testing.assert_close(value, adapters[False][name], rtol=1e-4, atol=1e-6)
+    for name, value in grads[True].items():   # gradients too: Adam would hide a wrong scale
+        torch.testing.assert_close(value, grads[False][name], rtol=1e-4, atol=1e-7)
+
+
+def test_a_frozen_encoders_embeddings_are_kept_in_the_replay():
+    agent, replay = toy_agent_and_data(seed=3, steps=40)
+    Finetuner(copy.deepcopy(agent), FinetuneConfig(strategy='full')).attach(replay)
+    assert 'embed' not in replay.sample(2, 8)   # full finetuning trains the encoder: nothing to keep
+    tuner = Finetuner(agent, FinetuneConfig(strategy='adawm'))
+    tuner.attach(replay)
+    wm = agent.world_model
+    embed = lambda batch: wm.embed(batch['bev'], batch['ego']).detach()
+    for _ in range(2):   # computed, then read back
+        batch = replay.sample(4, 8)
+        torch.testing.assert_close(batch['embed'], embed(batch), rtol=1e-4, atol=1e-5)
+    # a step written over is embedded again
+    old = replay.sample(1, 1)
+    obs = {'bev': np.full_like(replay.bev[0], 200), 'ego': replay.ego[0] + 1.0}
+    replay.add(obs, np.zeros(agent.action_dim), 0.0, False, False)
+    newest = replay.newest(1)
+    torch.testing.assert_close(newest['embed'], embed(newest), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(newest['embed'], embed(old))
+    tuner.step(replay.sample(4, 8), replay.newest(16))   # the finetuning step reads the kept embeddings

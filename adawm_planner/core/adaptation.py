@@ -79,8 +79,22 @@ class Finetuner:
                                                          trainable(ac.critic))
             model_lr, policy_lr = config.model_lr, config.policy_lr
         self.model_opt = torch.optim.Adam(model_params, model_lr) if model_params else None
+        prior_head = {id(p) for name, m in wm.rssm.named_modules() if name.startswith(('img_out', 'prior'))
+                      for p in m.parameters()}
+        self.prior_head_only = bool(model_params) and all(id(p) in prior_head for p in model_params)
         self.policy_opt = (torch.optim.Adam(actor_params + critic_params, policy_lr)
                            if actor_params or critic_params else None)
+
+    def frozen(self, *modules) -> bool:
+        return not any(p.requires_grad for m in modules for p in m.parameters())
+
+    def attach(self, replay) -> None:
+        """Let `replay` keep each frame's embedding while the encoders stay frozen (every LoRA strategy):
+        batches then skip the encoder, with the same numbers."""
+        wm = self.agent.world_model
+        if self.frozen(wm.bev_encoder, wm.ego_encoder):
+            replay.cache_embeddings(torch.no_grad()(lambda bev, ego: wm.embed(torch.from_numpy(bev),
+                                                                           torch.from_numpy(ego))))
 
     @classmethod
     def from_checkpoint(cls, agent, config: FinetuneConfig, checkpoint_dir) -> 'Finetuner':
@@ -103,11 +117,14 @@ class Finetuner:
         # and ε_π is exactly 0 before any update.
         noise = lambda: torch.Generator().manual_seed(self.steps)
         posts, priors = self.agent.world_model.observe(window['bev'], window['ego'], window['action'],
-                                                       window['is_first'], generator=noise())
+                                                       window['is_first'], generator=noise(),
+                                                       embed=window.get('embed'))
         eps_model = mismatch.prior_posterior_tv(priors['logits'].exp(), posts['logits'].exp())
         current = self.agent.actor_critic.actor(self.agent.world_model.feat(posts)).exp().flatten(0, 1)
+        # a cached embedding is the frozen encoder's, which the pretrained copy shares
         ref_posts, _ = self.pretrained.world_model.observe(window['bev'], window['ego'], window['action'],
-                                                           window['is_first'], generator=noise())
+                                                           window['is_first'], generator=noise(),
+                                                           embed=window.get('embed'))
         reference = self.pretrained.actor_critic.actor(self.pretrained.world_model.feat(ref_posts)).exp()
         eps_policy, eps_policy_max = mismatch.policy_tv(current, reference.flatten(0, 1))
         result = {'eps_model': eps_model.item(), 'eps_policy': eps_policy.item(),
@@ -143,14 +160,23 @@ class Finetuner:
     # ---- updates ------------------------------------------------------------------------------------
     def update_model(self, batch: dict) -> dict:
         wm = self.agent.world_model
-        loss, metrics, _ = wm.loss_and_posts(batch)
+        if self.prior_head_only:
+            # Only the dynamics KL reaches the prior head: filter without gradients and skip the decoders
+            # (same gradients as the full loss; test_adaptation checks it).
+            with torch.no_grad():
+                posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'],
+                                      embed=batch.get('embed'))
+            loss, metrics = wm.prior_loss(posts)
+        else:
+            loss, metrics, _ = wm.loss_and_posts(batch)
         self._step(self.model_opt, loss)
         return metrics
 
     def update_policy(self, batch: dict) -> dict:
         wm, ac = self.agent.world_model, self.agent.actor_critic
         with torch.no_grad():
-            posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
+            posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'],
+                                  embed=batch.get('embed'))
         start = {k: v.flatten(0, 1) for k, v in posts.items()}
         start_cont = 1.0 - batch['is_terminal'].float().flatten()
         actor_loss, critic_loss, metrics = ac.loss(wm, start, start_cont, self.agent.generator)

@@ -116,9 +116,10 @@ class WorldModel(nn.Module):
     def embed(self, bev, ego):
         return torch.cat([self.bev_encoder(bev), self.ego_encoder(symlog(ego))], -1)
 
-    def observe(self, bev, ego, action, is_first, state=None, generator=None):
-        """Filter a batch of sequences (B, T, ...). Returns posts, priors as dicts of (B, T, ...)."""
-        embed = self.embed(bev, ego)
+    def observe(self, bev, ego, action, is_first, state=None, generator=None, embed=None):
+        """Filter a batch of sequences (B, T, ...). Returns posts, priors as dicts of (B, T, ...).
+        `embed`: the frames' embed(bev, ego) if already known (a frozen encoder's cache, core/replay.py)."""
+        embed = self.embed(bev, ego) if embed is None else embed
         batch, length = is_first.shape
         state = self.initial(batch, embed.device) if state is None else state
         posts, priors = [], []
@@ -158,14 +159,26 @@ class WorldModel(nn.Module):
             states.append(state)
             feats.append(self.feat(state))
         feats = torch.stack(feats, 1)
+        # the heads read states 1..H as one contiguous block: on the sliced 3-D view a linear layer
+        # broadcasts its weight into a batched matmul, ~2x slower
+        later = feats[:, 1:].contiguous()
         return {'feat': feats, 'action': torch.stack(actions, 1),
-                'reward': TwoHot(self.reward_head(feats[:, 1:]), self.bins).mean(),
-                'cont': torch.sigmoid(self.cont_head(feats[:, 1:])[..., 0]),
+                'reward': TwoHot(self.reward_head(later), self.bins).mean(),
+                'cont': torch.sigmoid(self.cont_head(later)[..., 0]),
                 'deter': torch.stack([s['deter'] for s in states], 1)}
 
     def loss(self, batch):
         loss, metrics, _ = self.loss_and_posts(batch)
         return loss, metrics
+
+    def prior_loss(self, posts):
+        """The one term of loss() that reaches the prior head (img_out, prior): the dynamics KL with its free
+        nats, scaled. Priors are recomputed from the posts' deter, so the filter can run without gradients.
+        With adapters on the prior head alone (core/adaptation.py) its gradients are the full loss's."""
+        p = self.preset
+        dyn = categorical_kl(posts['logits'].detach(), self.rssm.prior_logits(posts['deter'].detach()))
+        loss = p.dyn_scale * torch.clamp(dyn, min=p.free_nats).mean()
+        return loss, {'prior_loss': loss.item(), 'kl_dyn': dyn.mean().item()}
 
     def loss_and_posts(self, batch):
         """DreamerV3 world-model loss on a batch of sequences; also returns the posteriors."""

@@ -253,6 +253,7 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
     p = agent.preset
     data = to_replay(arrays, agent.action_dim)
     replay = Replay(len(data), data.bev.shape[1:], agent.world_model.ego_dim, agent.action_dim, seed)
+    tuner.attach(replay)
     started, decisions, position = time.time(), {'model': 0, 'policy': 0, 'both': 0, 'none': 0}, 0
     state_file, state_meta, trace_path = (out_dir / 'finetune_state.safetensors', out_dir / 'finetune_state.json',
                                           out_dir / 'trace.csv')

@@ -44,6 +44,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     p = agent.preset
     env = make_env(task, seed=seed)
     replay = Replay(steps + 1, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim, seed)
+    tuner.attach(replay)
 
     curve_file, trace_file = open(out_dir / 'curve.csv', 'w', newline=''), open(out_dir / 'trace.csv', 'w', newline='')
     curve, trace = csv.DictWriter(curve_file, CURVE_FIELDS), csv.DictWriter(trace_file, TRACE_FIELDS)

@@ -95,6 +95,7 @@ class AdaptationNode(Node):
         self.tuner = Finetuner.from_checkpoint(self.agent, self.config, self.checkpoint_dir)
         spec = self.meta['spec']
         self.replay = Replay(capacity, spec['bev_shape'], spec['ego_dim'], spec['action_dim'])
+        self.tuner.attach(self.replay)
         self.replay_lock = threading.Lock()   # the executor adds, the worker samples
         judge = (AdapterJudge(lifecycle_config.rollback_episodes, lifecycle_config.rollback_margin)
                  if lifecycle_config.rollback_episodes > 0 else None)   # 0: e.g. a real drive without outcomes
