@@ -63,3 +63,16 @@ def tensorboard_events(directory):
     board = EventAccumulator(str(directory), size_guidance={'images': 0, 'scalars': 0})
     board.Reload()
     return board
+
+
+def test_evaluation_is_common_random_numbers_and_leaves_training_noise_alone(tmp_path):
+    """Episode i of an evaluation runs on the same simulator and agent noise every time: the same agent
+    scores the same, and the agent's own generator (training's) is where it was."""
+    from adawm_planner.experiments.pretrain import evaluate
+    short_run(tmp_path / 'run', steps=100)
+    agent, _ = load_checkpoint(tmp_path / 'run' / 'checkpoint')
+    before = agent.generator.get_state()
+    first = evaluate(agent, default_task(), 2, 'plan')
+    assert torch.equal(agent.generator.get_state(), before)
+    agent.generator.manual_seed(12345)   # whatever training drew before does not change an evaluation
+    assert evaluate(agent, default_task(), 2, 'plan') == first

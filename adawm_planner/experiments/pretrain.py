@@ -23,11 +23,17 @@ EVAL_SEED = 10_000  # evaluation episodes use seeds EVAL_SEED + i, never seen in
 
 def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continuous=False):
     """Run `episodes` evaluation episodes; returns success/collision/off-route/timeout rates, TTC,
-    route completion, return and length (means over episodes)."""
+    route completion, return and length (means over episodes).
+
+    Episode i runs on seed EVAL_SEED + i for the simulator and for the agent's sampling (the filter's latent
+    draws, the planner's candidates): the same agent scores the same on every call, different agents meet
+    the same noise (common random numbers), and evaluating leaves the agent's own generator, which
+    training draws from, where it was."""
     env = make_env(task, seed=EVAL_SEED, continuous=continuous)
-    rows = []
+    rows, training_rng = [], agent.generator.get_state()
     for episode in range(episodes):
         obs, info = env.reset(seed=EVAL_SEED + episode)
+        agent.generator.manual_seed(EVAL_SEED + episode)
         state, ret, length, ttcs, done = None, 0.0, 0, [], False
         while not done:
             action, state, _ = agent.act(obs, state, mode)
@@ -40,6 +46,7 @@ def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continu
                      'ttc_min': min(ttcs), 'ttc_mean': float(np.mean(ttcs)),
                      'route_completion': float(info['route_completion']), 'return': ret, 'length': length})
     env.close()
+    agent.generator.set_state(training_rng)
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
