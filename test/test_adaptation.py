@@ -207,3 +207,16 @@ def test_a_frozen_encoders_embeddings_are_kept_in_the_replay():
     torch.testing.assert_close(newest['embed'], embed(newest), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(newest['embed'], embed(old))
     tuner.step(replay.sample(4, 8), replay.newest(16))   # the finetuning step reads the kept embeddings
+
+
+def test_measuring_reuses_the_filter_only_where_the_pretrained_copy_filters_the_same():
+    agent, replay = toy_agent_and_data(seed=4)
+    tuner = Finetuner(agent, FinetuneConfig(strategy='alternate', window=16))
+    assert tuner.filter_unchanged   # adapters on the prior head and the policy leave the filter as it was
+    for _ in range(4):
+        tuner.step(replay.sample(4, 8), replay.sample(1, 16))
+    window = replay.sample(1, 16)
+    shared = tuner.measure(window)
+    tuner.filter_unchanged = False   # filter again with the pretrained copy
+    assert tuner.measure(window) == shared and shared['eps_policy'] > 0
+    assert not Finetuner(copy.deepcopy(agent), FinetuneConfig(strategy='full')).filter_unchanged

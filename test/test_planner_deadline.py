@@ -11,7 +11,8 @@ from adawm_planner.core.adaptation import MODEL_LORA_PREFIXES, POLICY_LORA_PREFI
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.config import PlannerConfig
 from adawm_planner.core import planner
-from adawm_planner.core.planner import OneHotLinear, plan
+from adawm_planner.core.networks import OneHotLinear
+from adawm_planner.core.planner import plan
 from adawm_planner.core.presets import load_preset
 from toy_env import single_thread  # noqa: F401 (fixture)
 
@@ -128,10 +129,34 @@ def test_one_hot_linear_equals_the_layer_on_the_dense_input():
         torch.testing.assert_close(OneHotLinear(layer, 6, 4)(columns, dense, after), layer(x))
 
 
-def test_lora_wrapped_layers_take_the_dense_path_and_plan_the_same():
+def test_one_hot_linear_computes_lora_adapters_and_their_gradients():
+    from peft import LoraConfig, inject_adapter_in_model
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6 + 3 * 4, 5))
+    inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4.0, target_modules=['0'], lora_dropout=0.0), model, 'policy')
+    layer = model[0]
+    torch.nn.init.normal_(layer.lora_B['policy'].weight)   # B = 0 at init would hide the adapter
+    columns = torch.tensor([[0, 5, 9], [3, 4, 11], [1, 6, 8]])
+    dense = torch.randn(3, 6)
+    x = torch.zeros(3, 18)
+    x[:, :6] = dense
+    x[:, 6:].scatter_(1, columns, 1.0)
+    grads = []
+    for out in (lambda: OneHotLinear(layer, 6, 4)(columns, dense), lambda: layer(x)):
+        layer.zero_grad()
+        value = out()
+        value.square().sum().backward()
+        grads.append((value.detach(), [p.grad.clone() for p in (layer.lora_A['policy'].weight,
+                                                                  layer.lora_B['policy'].weight)]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for fast, dense_grad in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(fast, dense_grad)
+
+
+def test_lora_wrapped_layers_plan_the_same_as_their_base_while_b_is_zero():
     agent, latent = make_agent()
     _, before, _ = run(agent, latent)
-    # peft initialises B = 0: the adapted layers compute what the base does, through the dense path
+    # peft initialises B = 0: the adapted layers compute what the base does
     lora.attach(agent.world_model, 'model', 4, 8.0, linear_names(agent.world_model, MODEL_LORA_PREFIXES))
     lora.attach(agent.actor_critic, 'policy', 4, 8.0, linear_names(agent.actor_critic, POLICY_LORA_PREFIXES))
     _, after, _ = run(agent, latent)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from adawm_planner.core.networks import MLP, TwoHot, sample_index, symlog_bins, unimix_logits
+from adawm_planner.core.networks import MLP, OneHotMLP, TwoHot, sample_index, symlog_bins, unimix_logits
 
 
 class Actor(nn.Module):
@@ -51,11 +51,12 @@ class Actor(nn.Module):
             return F.one_hot(self(feat).argmax(-1), self.action_dim).float()
         return self(feat)[0]
 
-    def log_prob_entropy(self, feat, action):
+    def log_prob_entropy(self, out, action):
+        """Log-likelihood of `action` and the entropy, from the MLP's output `out` (self.mlp(feat))."""
         if self.discrete:
-            logp = self(feat)
+            logp = self.params(out)
             return (logp * action).sum(-1), -(logp.exp() * logp).sum(-1)
-        dist = torch.distributions.Normal(*self(feat))
+        dist = torch.distributions.Normal(*self.params(out))
         return dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
 
 
@@ -72,8 +73,8 @@ class ActorCritic(nn.Module):
         self.register_buffer('return_lo', torch.zeros(()))
         self.register_buffer('return_hi', torch.zeros(()))
 
-    def value(self, feat, slow=False):
-        return TwoHot((self.slow_critic if slow else self.critic)(feat), self.bins).mean()
+    def value(self, feat):
+        return TwoHot(self.critic(feat), self.bins).mean()
 
     def lambda_returns(self, reward, cont, value):
         """reward, cont: (N, H) for imagined states 1..H; value: (N, H+1). Returns (N, H) for states 0..H-1."""
@@ -89,26 +90,35 @@ class ActorCritic(nn.Module):
         (actor_loss, critic_loss, metrics)."""
         p = self.preset
         with torch.no_grad():
-            traj = world_model.imagine(start, lambda f: self.actor.sample(f, generator)[0], p.horizon, generator)
-            feat = traj['feat']
-            # states 0..H-1 as one 2-D block: on a sliced 3-D input linear layers and their backward broadcast
-            # the weight into batched matmuls (~2x the time of one matmul here)
-            feat_now = feat[:, :-1].reshape(-1, feat.shape[-1])
+            if self.actor.discrete:
+                traj = world_model.imagine_actor(start, self.actor, p.horizon, generator)
+            else:
+                traj = world_model.imagine(start, lambda f: self.actor.sample(f, generator)[0], p.horizon, generator)
             cont = torch.cat([start_cont[:, None], traj['cont']], 1)
             weight = torch.cumprod(cont, 1)[:, :-1]  # weight of imagined state t: it is still alive
+        def run(mlp, steps):
+            if 'columns' in traj and not torch.is_grad_enabled():
+                # one-hot latents: the first layer gathers weight rows (with gradients that measured
+                # slower than the matmul, 271 vs 266 ms per loss: embedding_bag's backward)
+                rssm = world_model.rssm
+                return OneHotMLP(mlp, rssm.deter, rssm.classes)(traj['columns'][:, steps].flatten(0, 1),
+                                                               traj['deter'][:, steps].flatten(0, 1))
+            # states as one 2-D block: on a sliced 3-D input linear layers broadcast into batched matmuls
+            return mlp(traj['feat'][:, steps].flatten(0, 1))
+        now, every = slice(0, -1), slice(None)   # states 0..H-1, and 0..H
         # One critic pass over all H+1 states: its detached values give the returns and the baseline,
         # its logits of states 0..H-1 the critic loss.
-        critic_logits = self.critic(feat)
+        critic_logits = run(self.critic, every).view(*cont.shape, -1)
         with torch.no_grad():
             value = TwoHot(critic_logits.detach(), self.bins).mean()
             returns = self.lambda_returns(traj['reward'], traj['cont'], value)
             self._update_return_range(returns)
             scale = torch.clamp(self.return_hi - self.return_lo, min=1.0)
             advantage = (returns - value[:, :-1]) / scale
-            slow_target = self.value(feat_now, slow=True).view(weight.shape)
+            slow_target = TwoHot(run(self.slow_critic, now), self.bins).mean().view(weight.shape)
 
         logp, entropy = (x.view(weight.shape) for x in self.actor.log_prob_entropy(
-            feat_now, traj['action'].flatten(0, 1)))
+            run(self.actor.mlp, now), traj['action'].flatten(0, 1)))
         actor_loss = (weight * -(logp * advantage + p.entropy * entropy)).mean()
         critic_dist = TwoHot(critic_logits[:, :-1], self.bins)
         critic_loss = (weight * -(critic_dist.log_prob(returns) + critic_dist.log_prob(slow_target))).mean()

@@ -82,6 +82,9 @@ class Finetuner:
         prior_head = {id(p) for name, m in wm.rssm.named_modules() if name.startswith(('img_out', 'prior'))
                       for p in m.parameters()}
         self.prior_head_only = bool(model_params) and all(id(p) in prior_head for p in model_params)
+        # what the filter computes (encoders, GRU, posterior) is untouched unless the model trains beyond its
+        # prior head: the posteriors then equal the pretrained copy's, same noise, same numbers
+        self.filter_unchanged = not model_params or self.prior_head_only
         self.policy_opt = (torch.optim.Adam(actor_params + critic_params, policy_lr)
                            if actor_params or critic_params else None)
 
@@ -121,10 +124,11 @@ class Finetuner:
                                                        embed=window.get('embed'))
         eps_model = mismatch.prior_posterior_tv(priors['logits'].exp(), posts['logits'].exp())
         current = self.agent.actor_critic.actor(self.agent.world_model.feat(posts)).exp().flatten(0, 1)
-        # a cached embedding is the frozen encoder's, which the pretrained copy shares
-        ref_posts, _ = self.pretrained.world_model.observe(window['bev'], window['ego'], window['action'],
-                                                           window['is_first'], generator=noise(),
-                                                           embed=window.get('embed'))
+        if self.filter_unchanged:   # the pretrained copy filters exactly as the agent does
+            ref_posts = posts
+        else:
+            ref_posts, _ = self.pretrained.world_model.observe(window['bev'], window['ego'], window['action'],
+                                                               window['is_first'], generator=noise())
         reference = self.pretrained.actor_critic.actor(self.pretrained.world_model.feat(ref_posts)).exp()
         eps_policy, eps_policy_max = mismatch.policy_tv(current, reference.flatten(0, 1))
         result = {'eps_model': eps_model.item(), 'eps_policy': eps_policy.item(),

@@ -127,9 +127,11 @@ def sample_index(logits, generator=None):
 
 
 def sample_onehot(logits, generator=None):
-    """One-hot sample with straight-through gradients."""
+    """One-hot sample with straight-through gradients (where a gradient can flow; else the plain one-hot)."""
+    onehot = F.one_hot(sample_index(logits, generator), logits.shape[-1]).to(logits.dtype)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        return onehot
     probs = F.softmax(logits, -1)
-    onehot = F.one_hot(sample_index(logits, generator), probs.shape[-1]).to(probs.dtype)
     return onehot + probs - probs.detach()
 
 
@@ -137,3 +139,67 @@ def categorical_kl(logits_p, logits_q):
     """KL(p || q) for categoricals given by log-probabilities, summed over the latent axis (-2)."""
     p = logits_p.exp()
     return (p * (logits_p - logits_q)).sum(-1).sum(-1)
+
+
+class OneHotLinear:
+    """A linear layer on inputs made of a dense block [0, start) and, from `start` on, groups of one-hot
+    columns (the categorical latents, the discrete action), computed without building the input.
+
+    Called with columns (N, M) long, the 1s' positions counted from `start`, and the dense part. The bias
+    is folded into the rows of the first one-hot group (every input has exactly one 1 there), so one
+    embedding_bag gives the one-hot part plus the bias and one addmm the dense part. A peft LoRA layer's
+    active adapters are computed the same way on their A matrix, then B and the scaling. Built from the
+    weights as they are, so built again after they change (a decision, a training step); gradients reach
+    the weights through the tables."""
+
+    def __init__(self, layer, start, first_group):
+        self.start = start
+        base = getattr(layer, 'base_layer', layer)
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f'OneHotLinear needs an nn.Linear or a LoRA-wrapped one, not {type(layer).__name__}')
+        self.base = self.tables(base.weight, base.bias, first_group)
+        self.adapters = []
+        if base is not layer and not (layer.disable_adapters or layer.merged):
+            for name in layer.active_adapters:
+                if name in layer.lora_A:
+                    self.adapters.append((self.tables(layer.lora_A[name].weight, None, first_group),
+                                          layer.lora_B[name].weight.t() * layer.scaling[name]))
+
+    def tables(self, weight, bias, first_group):
+        weight_t = weight.t()
+        table = weight_t[self.start:].clone(memory_format=torch.contiguous_format)  # gathered by row
+        if bias is not None:
+            table[:first_group] += bias
+        return weight_t[:self.start], table
+
+    @staticmethod
+    def apply(tables, columns, dense, after):
+        dense_weight, table = tables
+        out = F.embedding_bag(columns, table, mode='sum')
+        if dense is not None:
+            out = out.addmm(dense, dense_weight)
+        if after is not None:
+            out = out.addmm(after, table[-after.shape[1]:])
+        return out
+
+    def __call__(self, columns, dense=None, after=None):
+        """dense: (N, start) values of the dense block; after: (N, W) values of the input's last W
+        positions, a dense block after the one-hot groups (a continuous action)."""
+        out = self.apply(self.base, columns, dense, after)
+        for tables, scaled_b in self.adapters:
+            out = out.addmm(self.apply(tables, columns, dense, after), scaled_b)
+        return out
+
+
+class OneHotMLP:
+    """An MLP on concat(deter, one-hot stoch) whose first layer is a OneHotLinear."""
+
+    def __init__(self, mlp, deter_dim, classes):
+        layers = list(mlp.net) + [mlp.out]
+        self.first, self.rest = OneHotLinear(layers[0], deter_dim, classes), layers[1:]
+
+    def __call__(self, columns, deter):
+        x = self.first(columns, deter)
+        for layer in self.rest:
+            x = layer(x)
+        return x

@@ -18,68 +18,14 @@ step before it.
 
 Cheap per decision: the stochastic state is one-hot, so every layer that reads it (the RSSM input layer,
 the first layers of actor, reward, continue and critic heads) gathers and sums weight rows instead of
-multiplying by mostly zeros (where a layer is a plain nn.Linear; LoRA-wrapped layers take the dense
-path), and the ego vector is decoded for the chosen candidate only.
+multiplying by mostly zeros (core/networks.py OneHotLinear, LoRA adapters included), and the ego vector is decoded for the chosen candidate only.
 """
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from adawm_planner.core.networks import TwoHot
-
-
-class OneHotLinear:
-    """A linear layer on inputs made of a dense block [0, start) and, from `start` on, groups of one-hot
-    columns (the categorical latents, the discrete action), computed without building the input.
-
-    Called with columns (N, M) long, the 1s' positions counted from `start`, and the dense part. The bias
-    is folded into the rows of the first one-hot group (every input has exactly one 1 there), so one
-    embedding_bag gives the one-hot part plus the bias and one addmm the dense part. Built once per
-    decision, as the weights change between decisions (adapters, training)."""
-
-    def __init__(self, layer, start, first_group):
-        self.layer, self.start = layer, start
-        self.fast = isinstance(layer, nn.Linear)  # a LoRA-wrapped layer takes the dense path
-        if self.fast:
-            weight_t = layer.weight.t()
-            self.dense_weight = weight_t[:start]
-            self.table = weight_t[start:].clone(memory_format=torch.contiguous_format)  # gathered by row
-            if layer.bias is not None:
-                self.table[:first_group] += layer.bias
-
-    def __call__(self, columns, dense=None, after=None):
-        """dense: (N, start) values of the dense block; after: (N, W) values of the input's last W
-        positions, a dense block after the one-hot groups (a continuous action)."""
-        if not self.fast:
-            x = torch.zeros(columns.shape[0], self.layer.in_features)
-            x[:, self.start:].scatter_(1, columns, 1.0)
-            if dense is not None:
-                x[:, :self.start] = dense
-            if after is not None:
-                x[:, -after.shape[1]:] = after
-            return self.layer(x)
-        out = F.embedding_bag(columns, self.table, mode='sum')
-        if dense is not None:
-            out = out.addmm(dense, self.dense_weight)
-        if after is not None:
-            out = out.addmm(after, self.table[-after.shape[1]:])
-        return out
-
-
-class OneHotMLP:
-    """A networks.MLP on concat(deter, one-hot stoch) whose first layer is a OneHotLinear."""
-
-    def __init__(self, mlp, deter_dim, classes):
-        layers = list(mlp.net) + [mlp.out]
-        self.first, self.rest = OneHotLinear(layers[0], deter_dim, classes), layers[1:]
-
-    def __call__(self, columns, deter):
-        x = self.first(columns, deter)
-        for layer in self.rest:
-            x = layer(x)
-        return x
+from adawm_planner.core.networks import OneHotLinear, OneHotMLP, TwoHot
 
 
 def gumbel(shape, generator):

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adawm_planner.core.networks import (
-    MLP, ConvDecoder, ConvEncoder, TwoHot, categorical_kl, sample_onehot, symexp, symlog, symlog_bins,
+    MLP, ConvDecoder, ConvEncoder, OneHotLinear, OneHotMLP, TwoHot, categorical_kl, sample_index, sample_onehot,
+    symexp, symlog, symlog_bins,
     unimix_logits)
 
 
@@ -166,6 +167,36 @@ class WorldModel(nn.Module):
                 'reward': TwoHot(self.reward_head(later), self.bins).mean(),
                 'cont': torch.sigmoid(self.cont_head(later)[..., 0]),
                 'deter': torch.stack([s['deter'] for s in states], 1)}
+
+    @torch.no_grad()
+    def imagine_actor(self, start, actor, horizon, generator=None):
+        """imagine(start, actor's samples, horizon) for a discrete actor, computed on the latents' one-hot
+        columns: the layers reading (stoch, action) — the RSSM input, the actor's and the heads' first
+        layers — gather weight rows instead of multiplying mostly zeros. The same draws in the same order,
+        so the same trajectory. Also returns 'columns' (N, H+1, S): each state's stoch as column indices
+        (for OneHotMLP)."""
+        rssm = self.rssm
+        img_in, policy = OneHotLinear(rssm.img_in, 0, rssm.classes), OneHotMLP(actor.mlp, rssm.deter, rssm.classes)
+        offsets = torch.arange(rssm.stoch) * rssm.classes
+        deter, columns = start['deter'], start['stoch'].argmax(-1) + offsets
+        all_deter, all_columns, actions = [deter], [columns], []
+        for _ in range(horizon):
+            index = sample_index(actor.params(policy(columns, deter)), generator)
+            actions.append(index)
+            deter = rssm.recurrent(img_in(torch.cat([columns, rssm.stoch * rssm.classes + index[:, None]], 1)), deter)
+            columns = sample_index(rssm.prior_logits(deter), generator) + offsets
+            all_deter.append(deter)
+            all_columns.append(columns)
+        deter, columns = torch.stack(all_deter, 1), torch.stack(all_columns, 1)
+        stoch = F.one_hot(columns - offsets, rssm.classes).float()
+        later_columns, later_deter = columns[:, 1:].flatten(0, 1), deter[:, 1:].flatten(0, 1)
+        heads = lambda mlp: OneHotMLP(mlp, rssm.deter, rssm.classes)(later_columns, later_deter)
+        shape = columns.shape[0], horizon
+        return {'feat': torch.cat([deter, stoch.flatten(-2)], -1),
+                'action': F.one_hot(torch.stack(actions, 1), actor.action_dim).float(),
+                'reward': TwoHot(heads(self.reward_head), self.bins).mean().view(shape),
+                'cont': torch.sigmoid(heads(self.cont_head)[:, 0]).view(shape),
+                'deter': deter, 'columns': columns}
 
     def loss(self, batch):
         loss, metrics, _ = self.loss_and_posts(batch)
