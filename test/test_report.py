@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from adawm_planner.experiments.report import difference, interval, publish, success_auc, verdict, write_report
+from adawm_planner.experiments.report import (
+    difference, interval, known_side_shares, publish, success_auc, verdict, write_report)
 
 
 def test_interval_is_the_student_t_interval():
@@ -82,3 +83,20 @@ def test_publish_copies_tables_and_lists_every_run(tmp_path):
     summary = (docs / 'summary.md').read_text()
     # adawm 0.85 vs model 0.15, each variance 0.005 over 2 seeds: Welch df 2, t 4.303, se sqrt(0.005)
     assert '| pair_x | +0.70 ± 0.30 (2/2) **win** | +0.15 ± nan (2/1) ? |' in summary
+
+
+def test_known_side_share_over_the_run_and_by_quarter(tmp_path):
+    runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+    fake_run(runs / 'dyn', 'adawm', 0, 0.5, {'model': 5, 'policy': 3})
+    run = runs / 'dyn' / 'adawm' / 'seed0'
+    with open(run / 'trace.csv', 'w', newline='') as f:   # model for 5 steps, then the policy
+        writer = csv.DictWriter(f, ['finetune_step', 'eps_model', 'eps_policy', 'decision'])
+        writer.writeheader()
+        writer.writerows([{'finetune_step': i, 'eps_model': 0.5, 'eps_policy': 0.1,
+                           'decision': 'model' if i < 5 else 'policy'} for i in range(8)])
+    result = json.loads((run / 'result.json').read_text())
+    result['config']['known_side'] = 'model'
+    (run / 'result.json').write_text(json.dumps(result))
+    assert known_side_shares(run, 'model') == [1.0, 1.0, 0.5, 0.0]
+    publish(runs, docs)
+    assert '| dyn | model | 1 | 0.62 (0.62–0.62) | 1.00 / 1.00 / 0.50 / 0.00 |' in (docs / 'summary.md').read_text()
