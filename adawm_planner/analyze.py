@@ -113,7 +113,7 @@ class Analysis(RecordedDrive):
             self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model[t].item(),
                               'eps_policy': eps_policy[t].item(), 'window_eps_model': window_model,
                               'window_eps_policy': window_policy,
-                              'decision': mismatch.decide(window_model, window_policy, self.threshold_c),
+                              'decision': mismatch.decide(window_model, window_policy, self.threshold_c) or 'none',
                               'predicted_reward': predicted[t].item(), 'reward': step.reward, 'ttc': ttc,
                               'speed': step.scene.ego.speed, 'collision': int(step.scene.collision), 'event': event})
             # the montage keeps the steps of highest model mismatch only (long recordings stay small in memory)

@@ -76,7 +76,8 @@ def test_adawm_follows_the_rule_and_policy_mismatch_starts_at_zero():
     assert first['eps_policy'] == pytest.approx(0.0, abs=1e-6)   # nothing finetuned yet: π_t = π_pretrained
     for _ in range(6):
         out = tuner.step(replay.sample(4, 8), replay.sample(1, 16))
-        expected = 'model' if out['eps_model'] > 3.0 * out['eps_policy'] else 'policy'
+        expected = ('model' if out['eps_model'] > 3.0 * out['eps_policy'] else
+                    'policy' if out['eps_policy'] > 0 else 'none')
         assert out['decision'] == expected
 
 

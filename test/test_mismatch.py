@@ -48,7 +48,8 @@ def test_policy_tv_mean_and_max():
     (0.30, 0.15, 2.0, 'policy'),    # 0.30 == 0.30 is not greater
     (0.30, 0.20, 2.0, 'policy'),
     (0.05, 0.00, 50.0, 'model'),    # a pretrained policy (ε_π = 0) with any model mismatch
-    (0.00, 0.00, 2.0, 'policy'),
+    (0.00, 0.05, 2.0, 'policy'),
+    (0.00, 0.00, 2.0, None),        # neither side shows a shift: no update
 ])
 def test_decision_rule_follows_the_inequality(eps_p, eps_pi, c, expected):
     assert mismatch.decide(eps_p, eps_pi, c) == expected
