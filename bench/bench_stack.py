@@ -26,6 +26,8 @@ def main():
     parser.add_argument('--preset', default='small')
     parser.add_argument('--seconds', type=float, default=90.0)
     parser.add_argument('--adapt', default='true')
+    parser.add_argument('--mode', default='plan', choices=('plan', 'actor'),
+                        help="the planner's mode (plan: the K x H lookahead tick this bench is about)")
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
@@ -45,7 +47,7 @@ def main():
         log_path = tmp / 'stack.log'
         stack = subprocess.Popen(
             [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), f'task:={task}',
-             f'checkpoint:={checkpoint}', f'adapt:={args.adapt}'],
+             f'checkpoint:={checkpoint}', f'adapt:={args.adapt}', f'mode:={args.mode}'],
             env=dict(os.environ, ADAWM_STATE_DIR=str(tmp / 'state')), stdout=open(log_path, 'w'),
             stderr=subprocess.STDOUT, start_new_session=True)
         rclpy.init()
@@ -64,7 +66,8 @@ def main():
         log = log_path.read_text()
     swaps = [float(x) for x in re.findall(r'applied \(([\d.]+) ms swap\)', log)]
     planner = summary['planner']
-    print(f'stack at 20 Hz for {args.seconds:.0f} s (wall), checkpoint preset {args.preset}, adapt={args.adapt}, task {task}')
+    print(f'stack at 20 Hz for {args.seconds:.0f} s (wall), checkpoint preset {args.preset}, adapt={args.adapt}, '
+          f'mode {args.mode}, task {task}')
     print(f'  frames seen {summary["frames"]}, answered {100 * summary["command_coverage"]:.1f}% from the planner\'s '
           f'first answer (sim {summary["first_answer"]} s; it was up at sim {summary["planner_up_at"]} s)')
     print(f'  planner tick latency p50 {planner.get("tick_latency_p50_ms")} ms, p99 {planner.get("tick_latency_p99_ms")} ms '

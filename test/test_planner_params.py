@@ -217,3 +217,14 @@ def test_the_planner_speaks_other_stacks_commands(kind, tiny_checkpoint):
 
 def moving(kind, msg):
     return msg.longitudinal.velocity if kind == 'autoware' else msg.drive.speed
+
+
+def test_the_launch_files_mode_default_is_the_nodes():
+    """The launch line's `mode` arg passes a value on to the node, so it must default to the node's own."""
+    import xml.etree.ElementTree as ET
+    from adawm_planner.core.config import PlannerConfig
+    from adawm_planner.share import package_share
+    root = ET.parse(package_share() / 'launch' / 'adawm.launch.xml').getroot()
+    arg = next(a for a in root.iter('arg') if a.get('name') == 'mode')
+    assert arg.get('default') == PlannerConfig().mode
+    assert {c.get('value') for c in arg.iter('choice')} == {'actor', 'plan'}
