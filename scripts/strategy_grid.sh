@@ -23,7 +23,7 @@ for ((round = 1; round <= SEEDS; round++)); do
     echo "=== $(date -u +%FT%TZ) seed round $round, $pair: $strategies"
     chrt --idle 0 $py -m adawm_planner.cli experiment --pair "$pair" --seeds $round --strategies $strategies \
       --steps "$STEPS" --eval-every $((STEPS / 5)) --eval-episodes 20 --out "$OUT/$pair" ${EXTRA:-}
-    # the final agents again in plan mode (the planner's default; where a model step reaches the road)
+    # the final agents again in plan mode (where a model step reaches the road directly)
     chrt --idle 0 $py -m adawm_planner.experiments.final_eval "$OUT/$pair" --mode plan --episodes 20
   done
 done

@@ -2,7 +2,7 @@
 
 The strategy grid evaluates in actor mode as it trains. A model step repairs only the world model's prior
 (core/adaptation.py), which the actor never reads when driving: in actor mode its effect reaches the road
-only through later policy steps, while plan mode (the planner node's default) searches with the repaired
+only through later policy steps, while plan mode (the planner node's mode:=plan) searches with the repaired
 prior directly. This loads the checkpoint, puts each adapter a run exported onto it, evaluates the same
 episodes as the grid (experiments/pretrain.py evaluate) in `mode`, and writes `after_<mode>.json` beside
 the run's result.json; report.py adds the column. Runs already evaluated are skipped, so it resumes.
