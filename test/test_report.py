@@ -93,10 +93,11 @@ def test_known_side_share_over_the_run_and_by_quarter(tmp_path):
         writer = csv.DictWriter(f, ['finetune_step', 'eps_model', 'eps_policy', 'decision'])
         writer.writeheader()
         writer.writerows([{'finetune_step': i, 'eps_model': 0.5, 'eps_policy': 0.1,
-                           'decision': 'model' if i < 5 else 'policy'} for i in range(8)])
+                           'decision': 'model' if i < 5 else 'policy' if i < 7 else 'none'} for i in range(8)])
     result = json.loads((run / 'result.json').read_text())
     result['config']['known_side'] = 'model'
     (run / 'result.json').write_text(json.dumps(result))
     assert known_side_shares(run, 'model') == [1.0, 1.0, 0.5, 0.0]
+    assert known_side_shares(run, 'model', parts=1, updates_only=True) == [pytest.approx(5 / 7)]
     publish(runs, docs)
-    assert '| dyn | model | 1 | 0.62 (0.62–0.62) | 1.00 / 1.00 / 0.50 / 0.00 |' in (docs / 'summary.md').read_text()
+    assert '| dyn | model | 1 | 0.62 (0.62–0.62) | 1.00 / 1.00 / 0.50 / 0.00 | 0.71 |' in (docs / 'summary.md').read_text()

@@ -90,11 +90,14 @@ def model_share(result) -> float:
     return (d['model'] + d['both']) / steps if steps else float('nan')
 
 
-def known_side_shares(run_dir, side: str, parts: int = 4) -> list[float]:
+def known_side_shares(run_dir, side: str, parts: int = 4, updates_only: bool = False) -> list[float]:
     """Share of an AdaWM run's finetuning steps that updated `side`, in each of `parts` equal spans of its
-    steps (trace.csv): whether the rule holds to the right side, and when it leaves it."""
-    decisions = [row['decision'] for row in read_csv(Path(run_dir) / 'trace.csv')]
-    spans = np.array_split(np.array(decisions), parts)
+    steps (trace.csv): whether the rule holds to the right side, and when it leaves it. With `updates_only`,
+    of the steps that updated a side (the rule's 'none' left out)."""
+    decisions = np.array([row['decision'] for row in read_csv(Path(run_dir) / 'trace.csv')])
+    if updates_only:
+        decisions = decisions[decisions != 'none']
+    spans = np.array_split(decisions, parts)
     return [float(np.mean((span == side) | (span == 'both'))) if len(span) else float('nan') for span in spans]
 
 
@@ -232,8 +235,10 @@ def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
     lines += ['## AdaWM\'s choices on the known-answer pairs', '',
               'Share of AdaWM\'s finetuning steps that updated the side the pair is built to need (the '
               'oracle\'s), over the whole run (mean, min–max over seeds) and in each quarter of its steps '
-              '(mean). The issue\'s criterion: ≥ 0.80 over the run.', '',
-              '| pair | known side | seeds | share over the run | by quarter |', '|---|---|---|---|---|']
+              '(mean); and of the steps that updated a side at all (the rule updates neither where both '
+              'mismatches read 0). The issue\'s criterion: ≥ 0.80 over the run.', '',
+              '| pair | known side | seeds | share over the run | by quarter | of the steps that updated |',
+              '|---|---|---|---|---|---|']
     for pair, runs in runs_by_pair.items():
         mine = [r for r in runs if r['strategy'] == 'adawm' and r['config'].get('known_side') in ('model', 'policy')]
         if not mine:
@@ -241,8 +246,10 @@ def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
         side = mine[0]['config']['known_side']
         quarters = np.array([known_side_shares(r['dir'], side) for r in mine])
         whole = [known_side_shares(r['dir'], side, parts=1)[0] for r in mine]
+        updated = [known_side_shares(r['dir'], side, parts=1, updates_only=True)[0] for r in mine]
         lines.append(f'| {pair} | {side} | {len(mine)} | {np.mean(whole):.2f} ({np.min(whole):.2f}–'
-                     f'{np.max(whole):.2f}) | ' + ' / '.join(f'{q:.2f}' for q in quarters.mean(0)) + ' |')
+                     f'{np.max(whole):.2f}) | ' + ' / '.join(f'{q:.2f}' for q in quarters.mean(0)) +
+                     f' | {np.nanmean(updated):.2f} |')
     lines.append('')
     (docs_root / 'summary.md').write_text('\n'.join(lines))
 
