@@ -154,3 +154,29 @@ def test_world_model_loss_falls_on_recorded_env_data():
     with torch.no_grad():
         after, metrics = wm.loss(held_out)
     assert after < 0.6 * before, (before.item(), metrics)
+
+
+@pytest.mark.parametrize('adapted', [False, True])
+def test_imagining_on_one_hot_columns_is_imagining_with_the_actor(adapted):
+    """imagine_actor (the training imagination, gathering weight rows) gives imagine's trajectory with the
+    actor's samples: same draws, same order — with LoRA adapters on the actor too."""
+    from adawm_planner.core import lora
+    from adawm_planner.core.adaptation import POLICY_LORA_PREFIXES, linear_names
+    torch.manual_seed(0)
+    p = load_preset('tiny')
+    wm, ac = WorldModel(p, BEV, EGO, ACTIONS), ActorCritic(p, WorldModel(p, BEV, EGO, ACTIONS).feat_dim, ACTIONS)
+    if adapted:
+        lora.attach(ac, 'policy', 4, 8.0, linear_names(ac, POLICY_LORA_PREFIXES))
+        for name, param in ac.named_parameters():
+            if 'lora_B' in name:
+                torch.nn.init.normal_(param, std=0.1)   # B = 0 at init would hide the adapter
+    batch = synthetic_batch(batch=4, length=3)
+    with torch.no_grad():
+        posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
+        start = {k: v.flatten(0, 1) for k, v in posts.items()}
+        dense_noise, fast_noise = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        dense = wm.imagine(start, lambda f: ac.actor.sample(f, dense_noise)[0], 6, dense_noise)
+        fast = wm.imagine_actor(start, ac.actor, 6, fast_noise)
+    assert torch.equal(fast['action'], dense['action'])
+    for key in ('feat', 'deter', 'reward', 'cont'):
+        torch.testing.assert_close(fast[key], dense[key], rtol=1e-4, atol=1e-5)
