@@ -6,7 +6,7 @@ import math
 import pytest
 
 from adawm_planner.experiments.report import (
-    difference, interval, known_side_shares, publish, success_auc, verdict, write_report)
+    decisions_of, difference, interval, known_side_shares, publish, success_auc, verdict, write_report)
 
 
 def test_interval_is_the_student_t_interval():
@@ -97,7 +97,7 @@ def test_known_side_share_over_the_run_and_by_quarter(tmp_path):
     result = json.loads((run / 'result.json').read_text())
     result['config']['known_side'] = 'model'
     (run / 'result.json').write_text(json.dumps(result))
-    assert known_side_shares(run, 'model') == [1.0, 1.0, 0.5, 0.0]
-    assert known_side_shares(run, 'model', parts=1, updates_only=True) == [pytest.approx(5 / 7)]
+    assert known_side_shares(decisions_of(run), 'model') == [1.0, 1.0, 0.5, 0.0]
+    assert known_side_shares(decisions_of(run), 'model', parts=1, updates_only=True) == [pytest.approx(5 / 7)]
     publish(runs, docs)
     assert '| dyn | model | 1 | 0.62 (0.62–0.62) | 1.00 / 1.00 / 0.50 / 0.00 | 0.71 |' in (docs / 'summary.md').read_text()

@@ -73,9 +73,6 @@ class ActorCritic(nn.Module):
         self.register_buffer('return_lo', torch.zeros(()))
         self.register_buffer('return_hi', torch.zeros(()))
 
-    def value(self, feat):
-        return TwoHot(self.critic(feat), self.bins).mean()
-
     def lambda_returns(self, reward, cont, value):
         """reward, cont: (N, H) for imagined states 1..H; value: (N, H+1). Returns (N, H) for states 0..H-1."""
         p = self.preset
@@ -96,10 +93,10 @@ class ActorCritic(nn.Module):
                 traj = world_model.imagine(start, lambda f: self.actor.sample(f, generator)[0], p.horizon, generator)
             cont = torch.cat([start_cont[:, None], traj['cont']], 1)
             weight = torch.cumprod(cont, 1)[:, :-1]  # weight of imagined state t: it is still alive
-        def run(mlp, steps):
-            if 'columns' in traj and not torch.is_grad_enabled():
-                # one-hot latents: the first layer gathers weight rows (with gradients that measured
-                # slower than the matmul, 271 vs 266 ms per loss: embedding_bag's backward)
+        def run(mlp, steps, gather=False):
+            if gather and 'columns' in traj:
+                # one-hot latents: the first layer gathers weight rows; only where no gradient flows (with
+                # gradients it measured slower than the matmul, 271 vs 266 ms per loss: embedding_bag's backward)
                 rssm = world_model.rssm
                 return OneHotMLP(mlp, rssm.deter, rssm.classes)(traj['columns'][:, steps].flatten(0, 1),
                                                                traj['deter'][:, steps].flatten(0, 1))
@@ -115,7 +112,7 @@ class ActorCritic(nn.Module):
             self._update_return_range(returns)
             scale = torch.clamp(self.return_hi - self.return_lo, min=1.0)
             advantage = (returns - value[:, :-1]) / scale
-            slow_target = TwoHot(run(self.slow_critic, now), self.bins).mean().view(weight.shape)
+            slow_target = TwoHot(run(self.slow_critic, now, gather=True), self.bins).mean().view(weight.shape)
 
         logp, entropy = (x.view(weight.shape) for x in self.actor.log_prob_entropy(
             run(self.actor.mlp, now), traj['action'].flatten(0, 1)))

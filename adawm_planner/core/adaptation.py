@@ -79,8 +79,7 @@ class Finetuner:
                                                          trainable(ac.critic))
             model_lr, policy_lr = config.model_lr, config.policy_lr
         self.model_opt = torch.optim.Adam(model_params, model_lr) if model_params else None
-        prior_head = {id(p) for name, m in wm.rssm.named_modules() if name.startswith(('img_out', 'prior'))
-                      for p in m.parameters()}
+        prior_head = {id(p) for m in wm.rssm.prior_head() for p in m.parameters()}
         self.prior_head_only = bool(model_params) and all(id(p) in prior_head for p in model_params)
         # what the filter computes (encoders, GRU, posterior) is untouched unless the model trains beyond its
         # prior head: the posteriors then equal the pretrained copy's, same noise, same numbers
@@ -88,14 +87,11 @@ class Finetuner:
         self.policy_opt = (torch.optim.Adam(actor_params + critic_params, policy_lr)
                            if actor_params or critic_params else None)
 
-    def frozen(self, *modules) -> bool:
-        return not any(p.requires_grad for m in modules for p in m.parameters())
-
     def attach(self, replay) -> None:
         """Let `replay` keep each frame's embedding while the encoders stay frozen (every LoRA strategy):
         batches then skip the encoder, with the same numbers."""
         wm = self.agent.world_model
-        if self.frozen(wm.bev_encoder, wm.ego_encoder):
+        if not any(p.requires_grad for m in (wm.bev_encoder, wm.ego_encoder) for p in m.parameters()):
             replay.cache_embeddings(torch.no_grad()(lambda bev, ego: wm.embed(torch.from_numpy(bev),
                                                                            torch.from_numpy(ego))))
 

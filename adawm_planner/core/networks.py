@@ -120,18 +120,25 @@ def unimix_logits(logits, unimix):
     return torch.log(probs)
 
 
+def to_gumbel(uniform):
+    """Uniforms in [0, 1) turned into Gumbel noise, in place: −log(−log u)."""
+    return uniform.clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
+
+
+def gumbel(shape, generator=None):
+    """Gumbel noise from uniforms drawn from `generator`."""
+    return to_gumbel(torch.rand(shape, generator=generator))
+
+
 def sample_index(logits, generator=None):
     """Categorical sample by the Gumbel-max trick (cheaper on CPU than torch.multinomial)."""
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-20, 1.0)
-    return (logits - torch.log(-torch.log(uniform))).argmax(-1)
+    return (logits + gumbel(logits.shape, generator)).argmax(-1)
 
 
 def sample_onehot(logits, generator=None):
-    """One-hot sample with straight-through gradients (where a gradient can flow; else the plain one-hot)."""
-    onehot = F.one_hot(sample_index(logits, generator), logits.shape[-1]).to(logits.dtype)
-    if not (torch.is_grad_enabled() and logits.requires_grad):
-        return onehot
+    """One-hot sample with straight-through gradients."""
     probs = F.softmax(logits, -1)
+    onehot = F.one_hot(sample_index(logits, generator), probs.shape[-1]).to(probs.dtype)
     return onehot + probs - probs.detach()
 
 

@@ -25,12 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from adawm_planner.core.networks import OneHotLinear, OneHotMLP, TwoHot
-
-
-def gumbel(shape, generator):
-    """Gumbel noise from uniforms drawn from `generator`."""
-    return torch.rand(shape, generator=generator).clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
+from adawm_planner.core.networks import OneHotLinear, OneHotMLP, TwoHot, gumbel, to_gumbel
 
 
 def draw_noise(candidates, horizon, action_dim, rssm, discrete, generator):
@@ -47,7 +42,7 @@ def draw_noise(candidates, horizon, action_dim, rssm, discrete, generator):
             actor.append(torch.randn((candidates, action_dim), generator=generator))
             prior.append(torch.rand(prior_size, generator=generator))
         actor = torch.stack(actor)
-        prior = torch.stack(prior).clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
+        prior = to_gumbel(torch.stack(prior))
     return (actor.reshape(horizon, candidates, action_dim),
             prior.reshape(horizon, candidates, rssm.stoch, rssm.classes))
 

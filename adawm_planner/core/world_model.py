@@ -68,6 +68,10 @@ class RSSM(nn.Module):
     def prior_logits(self, deter):
         return self._logits(self.prior(F.silu(self.img_out_norm(self.img_out(deter)))))
 
+    def prior_head(self) -> list[nn.Module]:
+        """The layers prior_logits reads after the GRU: what the model predicts the next latent to be."""
+        return [self.img_out, self.img_out_norm, self.prior]
+
     def obs_step(self, prev_state, prev_action, embed, is_first, generator=None):
         """Posterior step; resets state and action where `is_first` is set (None: no row starts an
         episode, nothing to reset). Returns (post, prior)."""

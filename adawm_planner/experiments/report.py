@@ -90,11 +90,15 @@ def model_share(result) -> float:
     return (d['model'] + d['both']) / steps if steps else float('nan')
 
 
-def known_side_shares(run_dir, side: str, parts: int = 4, updates_only: bool = False) -> list[float]:
-    """Share of an AdaWM run's finetuning steps that updated `side`, in each of `parts` equal spans of its
-    steps (trace.csv): whether the rule holds to the right side, and when it leaves it. With `updates_only`,
-    of the steps that updated a side (the rule's 'none' left out)."""
-    decisions = np.array([row['decision'] for row in read_csv(Path(run_dir) / 'trace.csv')])
+def decisions_of(run_dir) -> np.ndarray:
+    """A run's decision at each finetuning step, in order (trace.csv)."""
+    return np.array([row['decision'] for row in read_csv(Path(run_dir) / 'trace.csv')])
+
+
+def known_side_shares(decisions: np.ndarray, side: str, parts: int = 4, updates_only: bool = False) -> list[float]:
+    """Share of an AdaWM run's finetuning steps (decisions_of) that updated `side`, in each of `parts` equal
+    spans of its steps: whether the rule holds to the right side, and when it leaves it. With
+    `updates_only`, of the steps that updated a side (the rule's 'none' left out)."""
     if updates_only:
         decisions = decisions[decisions != 'none']
     spans = np.array_split(decisions, parts)
@@ -244,9 +248,10 @@ def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
         if not mine:
             continue
         side = mine[0]['config']['known_side']
-        quarters = np.array([known_side_shares(r['dir'], side) for r in mine])
-        whole = [known_side_shares(r['dir'], side, parts=1)[0] for r in mine]
-        updated = [known_side_shares(r['dir'], side, parts=1, updates_only=True)[0] for r in mine]
+        decisions = [decisions_of(r['dir']) for r in mine]
+        quarters = np.array([known_side_shares(d, side) for d in decisions])
+        whole = [known_side_shares(d, side, parts=1)[0] for d in decisions]
+        updated = [known_side_shares(d, side, parts=1, updates_only=True)[0] for d in decisions]
         lines.append(f'| {pair} | {side} | {len(mine)} | {np.mean(whole):.2f} ({np.min(whole):.2f}–'
                      f'{np.max(whole):.2f}) | ' + ' / '.join(f'{q:.2f}' for q in quarters.mean(0)) +
                      f' | {np.nanmean(updated):.2f} |')
