@@ -11,7 +11,11 @@ shift at its operating threshold. Estimators:
 
   open_loop_kl_ks   ε_P in use: calibrated one-sided KS of the k-step open-loop surprise against the
                     checkpoint's mismatch reference; reports a shift when ε_P > 0
-  reward_ks         ε_π in use: the same calibration of the negated reward received
+  reward_or_failures  ε_π in use: the larger of the next two
+  reward_ks         its step-level part: the same calibration of the negated reward received
+  episode_failures  its episode-level part: the failure rate of the latest 8 episodes finished by the
+                    window's end against the pretrained agent's own (binomial test, core/mismatch.py
+                    failure_excess); its AUROC ranks windows by that failure rate
   one_step_kl_ks    the one-step (filter) surprise, same calibration: k = 1 for comparison
   prior_posterior_tv  the previous ε_P (mean per-factor TV); its rule fires the model side whenever
                     ε_P > C·ε_π, and ε_π = 0 for the frozen agent, so every window is a "shift"
@@ -31,12 +35,15 @@ import torch
 from adawm_planner.experiments import mismatch_reference
 from adawm_planner.core import mismatch
 from adawm_planner.core.checkpoint import load_checkpoint
+from adawm_planner.core.config import FinetuneConfig
 from adawm_planner.share import package_share
 from adawm_planner.sim import shift_pairs
 
 HELD_OUT_SEED, SAME_TASK_SEED, NEW_TASK_SEED = 30_000, 40_000, 50_000
 WINDOWS = (64, 256)
-POLICY_ESTIMATOR = 'reward_ks'
+POLICY_ESTIMATOR = 'reward_or_failures'
+IN_USE = ('open_loop_kl_ks', POLICY_ESTIMATOR)
+OUTCOME_WINDOW = FinetuneConfig.outcome_window
 FIELDS = ['pair', 'estimator', 'window', 'auroc', 'fpr', 'in_use']
 
 
@@ -49,8 +56,10 @@ def auroc(negatives, positives) -> float:
 @torch.no_grad()
 def streams(agent, task, steps, seed, horizon):
     """Per-step scores of `steps` steps of the frozen agent on `task`, concatenated over episodes."""
-    out = {'model': [], 'reward': [], 'one_step': [], 'tv': []}
+    out = {'model': [], 'reward': [], 'one_step': [], 'tv': [], 'failed': [], 'length': []}
     for i, episode in enumerate(mismatch_reference.collect(agent, task, 10_000, seed, max_steps=steps)):
+        out['failed'].append([float(episode.pop('failed'))])
+        out['length'].append([len(episode['reward'])])
         batch = {k: torch.as_tensor(v)[None] for k, v in episode.items()}
         generator = torch.Generator().manual_seed(seed + i)
         posts, priors = agent.world_model.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'],
@@ -61,12 +70,18 @@ def streams(agent, task, steps, seed, horizon):
         for key, value in (('model', model), ('reward', mismatch.reward_scores(batch['reward'], batch['is_first'])),
                            ('one_step', one.flatten().numpy()), ('tv', tv.flatten().numpy())):
             out[key].append(value)
-    return {k: np.concatenate(v) for k, v in out.items()}
+    out = {k: np.concatenate(v) for k, v in out.items()}
+    out['ends'] = np.cumsum(out.pop('length'))   # stream index just past each episode
+    return out
 
 
 def window_stats(stream, reference, one_step_reference, length):
-    """Per window: (statistic for AUROC, reports a shift?) of every estimator."""
+    """Per window: (statistic for AUROC, calibrated estimate; > 0 reports a shift) of every estimator."""
     stats = {}
+    starts = range(0, len(stream['model']) - length + 1, length // 4)   # as windows_of cuts them
+    latest = [stream['failed'][stream['ends'] <= start + length][-OUTCOME_WINDOW:] for start in starts]
+    stats['episode_failures'] = [(float(np.mean(f)) if len(f) else 0.0, reference.estimate_failures(f, 'actor'))
+                                 for f in latest]
     for name, key, ref, signal in (('open_loop_kl_ks', 'model', reference, 'model'),
                                    ('reward_ks', 'reward', reference, 'reward'),
                                    ('one_step_kl_ks', 'one_step', one_step_reference, 'model')):
@@ -77,16 +92,22 @@ def window_stats(stream, reference, one_step_reference, length):
         stats[name] = rows
     stats['prior_posterior_tv'] = [(float(np.mean(w)), 1.0)   # the old rule: ε_P > C·0 on every window
                                    for w in mismatch.windows_of(stream['tv'], length, length // 4)]
+    combined = [max(a[1], b[1]) for a, b in zip(stats['reward_ks'], stats['episode_failures'])]
+    stats[POLICY_ESTIMATOR] = [(e, e) for e in combined]   # ranked by the estimate itself (ties count half)
     return stats
 
 
 def decisions(stats) -> dict:
-    """Means of the calibrated ε_P, ε_π over windows and the share of windows on which the rule would
-    update the model, for C = 1 and C = 5."""
-    eps_model = np.array([e for _, e in stats['open_loop_kl_ks']])
-    eps_policy = np.array([e for _, e in stats[POLICY_ESTIMATOR]])
-    return {'eps_model': eps_model.mean(), 'eps_policy': eps_policy.mean(),
-            **{f'model_share_c{c}': np.mean(eps_model > c * eps_policy) for c in (1, 5)}}
+    """Means of the calibrated ε_P, ε_π (step level) and episode-level ε_π over windows, and the share of
+    windows on which the rule (mismatch.decide) would update the model, the policy, or neither, for C = 1
+    and C = 5."""
+    eps = {name: np.array([e for _, e in stats[key]]) for name, key in
+           (('model', 'open_loop_kl_ks'), ('policy', 'reward_ks'), ('episodes', 'episode_failures'))}
+    out = {f'eps_{name}': values.mean() for name, values in eps.items()}
+    for c in (1, 5):
+        chosen = [mismatch.decide(m, p, c, f) for m, p, f in zip(eps['model'], eps['policy'], eps['episodes'])]
+        out.update({f'{side}_share_c{c}': np.mean([d == side for d in chosen]) for side in ('model', 'policy', None)})
+    return out
 
 
 def main():
@@ -121,7 +142,7 @@ def main():
                              'auroc': round(auroc([s for s, _ in negatives[estimator]],
                                                   [s for s, _ in positives[estimator]]), 3),
                              'fpr': round(float(np.mean([e > 0 for _, e in negatives[estimator]])), 3),
-                             'in_use': estimator in ('open_loop_kl_ks', POLICY_ESTIMATOR)})
+                             'in_use': estimator in IN_USE})
         print(f'{pair} ({task}) done, {time.time() - started:.0f} s', flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, 'w', newline='') as f:
@@ -136,12 +157,14 @@ def main():
                                                          r['estimator'] == e and r['window'] == w)
                                                     for w, k in ((64, 'auroc'), (256, 'auroc'), (256, 'fpr'))])
         print(f'| {pair} | ' + ' | '.join(cell(e) for e in estimators) + ' |')
-    print(f'\nThe rule on the frozen agent\'s windows of {max(WINDOWS)} steps: mean ε_P, ε_π and the share of '
-          'windows on which it updates the model')
-    print('| pair | ε_P | ε_π | model share, C = 1 | model share, C = 5 |\n|---|---|---|---|---|')
+    print(f'\nThe rule on the frozen agent\'s windows of {max(WINDOWS)} steps: mean ε_P, ε_π (step level), '
+          'episode-level ε_π, and the share of windows on which it updates the model / the policy / neither')
+    print('| pair | ε_P | ε_π | ε_π episodes | C = 1: model / policy / none | C = 5: model / policy / none |\n'
+          '|---|---|---|---|---|---|')
     for pair, d in rule.items():
-        print(f'| {pair} | {d["eps_model"]:.2f} | {d["eps_policy"]:.2f} | {d["model_share_c1"]:.2f} | '
-              f'{d["model_share_c5"]:.2f} |')
+        shares = lambda c: ' / '.join(f'{d[f"{side}_share_c{c}"]:.2f}' for side in ('model', 'policy', None))
+        print(f'| {pair} | {d["eps_model"]:.2f} | {d["eps_policy"]:.2f} | {d["eps_episodes"]:.2f} | {shares(1)} | '
+              f'{shares(5)} |')
     print(f'wall {time.time() - started:.0f} s')
 
 

@@ -161,6 +161,18 @@ def test_calibrated_mismatch_with_a_reference():
     worse = replay.sample(1, 16)
     worse['reward'] = worse['reward'] - 100.0                 # far less reward than the reference: ε_π saturates
     assert tuner.measure(worse)['eps_policy'] > 0.9
+    # the episode-level term: the pretrained agent failed 1 of 40 reference episodes driving as the data was
+    reference.failures = {'sample': np.array([1.0] + [0.0] * 39)}
+    tuner.driving_mode = 'sample'
+    window = replay.sample(1, 16)
+    calm = tuner.measure({**window, 'failures': np.zeros(8)})
+    failing = tuner.measure({**window, 'failures': np.array([1, 1, 1, 0, 1, 0, 1, 1.0])})
+    assert calm['eps_policy_episodes'] == 0.0 and failing['eps_policy_episodes'] > 0.6
+    assert (failing['eps_model'], failing['eps_policy']) == (calm['eps_model'], calm['eps_policy'])
+    assert tuner.measure(window)['eps_policy_episodes'] == 0.0      # no outcomes known
+    # both per-step signals silent: failing episodes make the rule act, on the policy
+    assert tuner.choose({**calm, 'eps_model': 0.0, 'eps_policy': 0.0}) is None
+    assert tuner.choose({**failing, 'eps_model': 0.0, 'eps_policy': 0.0}) == 'policy'
 
 
 def test_model_update_on_the_prior_head_takes_the_full_losss_step():

@@ -60,3 +60,21 @@ def test_experiment_writes_table_curves_and_resumes(toy_checkpoint, tmp_path):
     assert json.loads((tmp_path / 'adawm/seed0/after_plan.json').read_text()) == plan
     experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **kwargs)
     assert f'| {plan["success"]:.2f} (1) |' in (tmp_path / 'table.md').read_text().splitlines()[6]
+
+
+def test_runs_read_the_episodes_outcomes_against_the_reference(toy_checkpoint, tmp_path):
+    """With a mismatch reference the run feeds its finished episodes' outcomes to the episode-level ε_π,
+    which the trace carries."""
+    import csv
+    import shutil
+    from adawm_planner.experiments import mismatch_reference
+    from adawm_planner.experiments.finetune import finetune
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(toy_checkpoint, checkpoint)
+    mismatch_reference.write(checkpoint, episodes=6, horizon=2, make_env=make_toy_env)
+    finetune(checkpoint, 'toy', 64, tmp_path / 'run', config=FinetuneConfig(window=8, train_every=8),
+             make_env=make_toy_env, progress=False, eval_every=64, eval_episodes=1)
+    with open(tmp_path / 'run/trace.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8   # a step every 8 of the 64 env steps
+    assert all(0.0 <= float(row['eps_policy_episodes']) <= 1.0 for row in rows)

@@ -55,6 +55,17 @@ def test_decision_rule_follows_the_inequality(eps_p, eps_pi, c, expected):
     assert mismatch.decide(eps_p, eps_pi, c) == expected
 
 
+@pytest.mark.parametrize('eps_p, eps_pi, failures, expected', [
+    (0.00, 0.00, 0.40, 'policy'),   # per-step signals silent, episodes failing: act, on the policy
+    (0.30, 0.00, 0.40, 'model'),    # failures never outweigh a model mismatch the step signals show
+    (0.30, 0.40, 0.90, 'policy'),   # ... nor add to ε_π in the ratio
+    (0.30, 0.20, 0.90, 'model'),
+    (0.00, 0.00, 0.00, None),
+])
+def test_failing_episodes_decide_whether_to_act_not_the_side(eps_p, eps_pi, failures, expected):
+    assert mismatch.decide(eps_p, eps_pi, 1.0, failures) == expected
+
+
 def test_decision_rule_refuses_non_positive_c():
     with pytest.raises(ValueError):
         mismatch.decide(0.1, 0.1, 0.0)
@@ -93,6 +104,41 @@ def test_reference_reads_zero_on_its_own_distribution_and_rises_with_shift(tmp_p
     assert loaded.horizon == 3 and loaded.meta == {'task': 'synthetic'}
     window = rng.normal(1.0, size=64)
     assert loaded.estimate('reward', window) == pytest.approx(reference.estimate('reward', window), abs=1e-6)
+
+
+def test_binomial_tail_matches_enumeration():
+    import itertools
+    for n, p in ((1, 0.05), (5, 0.3), (8, 0.03)):
+        for k in range(n + 2):
+            brute = sum(np.prod([p if x else 1 - p for x in outcome])
+                        for outcome in itertools.product((0, 1), repeat=n) if sum(outcome) >= k)
+            assert mismatch.binomial_tail(k, n, p) == pytest.approx(brute, abs=1e-12)
+
+
+def test_failure_excess_reads_zero_at_the_base_rate_and_rises_with_failures():
+    rng = np.random.default_rng(1)
+    same = [mismatch.failure_excess(rng.random(8) < 0.05, 0.05) for _ in range(2000)]
+    assert np.mean(np.array(same) > 0) <= 0.05                      # the test's level bounds false alarms
+    assert mismatch.failure_excess([], 0.05) == 0.0
+    assert mismatch.failure_excess([1], 0.05) == 0.0                # one failure is no evidence
+    assert mismatch.failure_excess([0] * 8, 0.05) == 0.0
+    rates = [mismatch.failure_excess([1] * k + [0] * (8 - k), 0.05) for k in range(9)]
+    assert rates[1] == 0.0 and all(a <= b for a, b in zip(rates, rates[1:]))
+    assert rates[8] == pytest.approx(1.0) and rates[4] == pytest.approx((0.5 - 0.05) / 0.95)
+
+
+def test_reference_failure_rates_by_mode_survive_saving(tmp_path):
+    rng = np.random.default_rng(2)
+    reference = synthetic_reference(rng)
+    assert reference.failure_rate('actor') is None and reference.estimate_failures([1] * 8, 'actor') == 0.0
+    reference.failures = {'actor': np.zeros(39), 'sample': np.array([1.0] * 3 + [0.0] * 36)}
+    reference.save(tmp_path / 'ref.safetensors')
+    loaded = mismatch.Reference.load(tmp_path / 'ref.safetensors')
+    assert loaded.failure_rate('actor') == pytest.approx(0.5 / 40)  # shrunk: a clean reference is not p = 0
+    assert loaded.failure_rate('sample') == pytest.approx(3.5 / 40)
+    assert loaded.failure_rate('plan') == loaded.failure_rate('actor')
+    assert loaded.estimate_failures([1, 1, 0, 0, 0, 0, 0, 0], 'actor') > 0.0
+    assert loaded.estimate_failures([1, 1, 0, 0, 0, 0, 0, 0], 'sample') == 0.0   # common for that mode
 
 
 def test_reference_refuses_other_files(tmp_path):
@@ -153,6 +199,8 @@ def test_reference_written_beside_a_checkpoint_loads_and_is_checked(tiny_checkpo
     assert entry['file'] == path.name and entry['horizon'] == 2 and entry['episodes'] == 4
     reference = mismatch.load_reference(directory)
     assert reference.horizon == 2 and set(reference.cdf) == {'model', 'reward'}
+    assert {mode: len(outcomes) for mode, outcomes in reference.failures.items()} == {'actor': 4, 'sample': 4}
+    assert 0.0 < reference.failure_rate('sample') < 1.0
     assert len(reference.cdf['model']) > 0 and np.isfinite(reference.cdf['reward']).all()
     path.write_bytes(path.read_bytes() + b' ')
     with pytest.raises(CheckpointError):

@@ -47,13 +47,16 @@ class Finetuner:
     """Holds the agent being finetuned, a frozen copy of the pretrained agent, the adapters and optimisers."""
 
     def __init__(self, agent, config: FinetuneConfig, pretrain_summary: dict | None = None,
-                 reference: mismatch.Reference | None = None):
+                 reference: mismatch.Reference | None = None, driving_mode: str = 'actor'):
         """`reference`: the checkpoint's mismatch reference (mismatch.load_reference); with it ε_P and ε_π
-        are the calibrated estimates the rule is meant to use, without it the uncalibrated TVs."""
+        are the calibrated estimates the rule is meant to use, without it the uncalibrated TVs.
+        `driving_mode`: how the new-task data is driven ('sample' in the finetuning runs, the planner's mode
+        live), whose pretraining-task failure rate the episode-level ε_π compares against."""
         if not agent.discrete:
             raise ValueError('adaptation needs the discrete action set: ε_π is an exact TV over actions')
         retain_freed_memory()  # a step's large tensors reuse faulted-in pages
         self.agent, self.config, self.summary, self.reference = agent, config, pretrain_summary, reference
+        self.driving_mode = driving_mode
         self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
         self.steps = 0
         wm, ac = agent.world_model, agent.actor_critic
@@ -96,7 +99,7 @@ class Finetuner:
                                                                            torch.from_numpy(ego))))
 
     @classmethod
-    def from_checkpoint(cls, agent, config: FinetuneConfig, checkpoint_dir) -> 'Finetuner':
+    def from_checkpoint(cls, agent, config: FinetuneConfig, checkpoint_dir, driving_mode: str = 'actor') -> 'Finetuner':
         """A Finetuner with what the checkpoint ships for it, each where present: the pretraining replay
         summary (visitation TV) and the mismatch reference (the calibrated ε_P and ε_π the rule uses)."""
         from adawm_planner.core.checkpoint import CheckpointError, load_replay_summary
@@ -106,12 +109,14 @@ class Finetuner:
                 return load(checkpoint_dir)
             except CheckpointError:
                 return None
-        return cls(agent, config, optional(load_replay_summary), optional(mismatch.load_reference))
+        return cls(agent, config, optional(load_replay_summary), optional(mismatch.load_reference), driving_mode)
 
     # ---- mismatch -----------------------------------------------------------------------------------
     @torch.no_grad()
     def measure(self, window: dict) -> dict:
-        """ε_P, ε_π (mean and max over states) and the visitation TV on a window (batch of sequences)."""
+        """ε_P, ε_π (mean and max over states) and the visitation TV on a window (batch of sequences); with a
+        reference also ε_π's episode-level part from window['failures'] (0/1 per latest finished episode,
+        where the caller knows outcomes)."""
         # Both agents filter with the same sampling noise, so identical weights give identical latents
         # and ε_π is exactly 0 before any update.
         noise = lambda: torch.Generator().manual_seed(self.steps)
@@ -137,6 +142,8 @@ class Finetuner:
             result['eps_model'] = self.reference.estimate('model', surprise)
             result['eps_policy'] = self.reference.estimate('reward', mismatch.reward_scores(window['reward'],
                                                                                             window['is_first']))
+            result['eps_policy_episodes'] = self.reference.estimate_failures(window.get('failures', ()),
+                                                                             self.driving_mode)
         if self.summary is not None:
             codes = ref_posts['logits'].argmax(-1).flatten(0, 1)
             actions = window['action'].argmax(-1).flatten()
@@ -149,7 +156,8 @@ class Finetuner:
     def choose(self, measured: dict) -> str | None:
         s = self.config.strategy
         if s == 'adawm':
-            return mismatch.decide(measured['eps_model'], measured['eps_policy'], self.config.threshold_c)
+            return mismatch.decide(measured['eps_model'], measured['eps_policy'], self.config.threshold_c,
+                                   measured.get('eps_policy_episodes', 0.0))
         if s == 'alternate' or (s == 'oracle' and self.config.known_side == 'both'):
             return (mismatch.UPDATE_MODEL, mismatch.UPDATE_POLICY)[self.steps % 2]
         if s == 'oracle':

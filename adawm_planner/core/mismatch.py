@@ -27,6 +27,7 @@ Estimators (all total-variation distances, so all in [0, 1]; 0 for identical, 1 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +67,24 @@ def policy_tv(current_probs: torch.Tensor, pretrained_probs: torch.Tensor) -> tu
     return per_state.mean(), per_state.max()
 
 
-def decide(model_mismatch: float, policy_mismatch: float, threshold_c: float) -> str | None:
+def decide(model_mismatch: float, policy_mismatch: float, threshold_c: float, policy_failures: float = 0.0) -> str | None:
     """AdaWM's alignment-driven rule: the world model if ε_P > C · ε_π, otherwise the policy — and neither
-    (None) when both read 0. The calibrated estimates are 0 on windows the pretraining task itself could
-    give, so then nothing shows either side out of line, and a step could only drift: on the steering +
-    traffic pair, once the prior was repaired, 180 of an AdaWM run's 368 steps had both at 0 and each
-    trained the policy (docs/results)."""
+    (None) when both read 0, unless the latest episodes fail beyond the pretrained agent's own rate
+    (`policy_failures`, the episode-level ε_π; then the policy).
+
+    The calibrated estimates are 0 on windows the pretraining task itself could give, so "both 0" is no
+    evidence that either side is out of line and a step could only drift (on the steering + traffic pair,
+    once the prior was repaired, 180 of an AdaWM run's 368 steps had both at 0 and each trained the policy).
+    Failing episodes are such evidence — a goal or traffic change the per-step reward does not show
+    (detection AUROC 0.97-1.0 on those pairs, docs/results/detection.csv) — but they do not say which side
+    made them fail: a wrong model fails episodes too. So they decide whether to act when the per-step
+    signals are silent, never the side against ε_P (measured: taking ε_π as the larger of the two sent the
+    lagged car's windows to the model on 63 % instead of 98 %; docs/adaptation.md)."""
     if threshold_c <= 0:
         raise ValueError(f'C must be positive, got {threshold_c}')
     if model_mismatch > threshold_c * policy_mismatch:
         return UPDATE_MODEL
-    return UPDATE_POLICY if policy_mismatch > 0 else None
+    return UPDATE_POLICY if policy_mismatch > 0 or policy_failures > 0 else None
 
 
 # ---- calibrated shift estimators ------------------------------------------------------------------------
@@ -119,6 +127,24 @@ def ks_excess(window: np.ndarray, reference_sorted: np.ndarray) -> float:
     return float(max(0.0, (f_ref - f_win).max()))
 
 
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p)."""
+    return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)))
+
+
+def failure_excess(failures, base_rate: float, level: float = 0.05) -> float:
+    """The episode-level policy shift in [0, 1]: how far the share of failed episodes among the latest ones
+    exceeds `base_rate` (the pretrained agent's own failure rate on its pretraining task), rescaled as
+    (rate − base) / (1 − base); 0 unless a one-sided binomial test rejects the base rate at `level`, so it
+    reads 0 on the pretraining task on all but ≈ `level` of windows, as the step-level estimates do.
+    failures: 0/1 per finished episode."""
+    failures = np.asarray(failures, np.float64)
+    n, k = len(failures), int(failures.sum())
+    if n == 0 or binomial_tail(k, n, base_rate) >= level:
+        return 0.0
+    return float(max(0.0, (k / n - base_rate) / (1.0 - base_rate)))
+
+
 def windows_of(stream: np.ndarray, length: int, stride: int) -> list[np.ndarray]:
     return [stream[i:i + length] for i in range(0, len(stream) - length + 1, stride)]
 
@@ -134,11 +160,28 @@ class Reference:
     construction."""
     QUANTILE = 0.95
 
-    def __init__(self, horizon: int, cdf: dict, null: dict, meta: dict | None = None):
+    def __init__(self, horizon: int, cdf: dict, null: dict, meta: dict | None = None, failures: dict | None = None):
+        """failures: per driving mode ('actor', 'sample'), 0/1 per reference episode (1 = not a success)."""
         self.horizon, self.meta = int(horizon), dict(meta or {})
         self.cdf = {k: np.sort(np.asarray(v, np.float64)[np.isfinite(v)]) for k, v in cdf.items()}
         self.null = {k: np.asarray(v, np.float64)[np.isfinite(v)] for k, v in null.items()}
+        self.failures = {k: np.asarray(v, np.float64) for k, v in (failures or {}).items()}
         self._thresholds = {}
+
+    def failure_rate(self, mode: str) -> float | None:
+        """The pretrained agent's failure rate on its own task driving in `mode` (plan reads the actor's: the
+        two scored alike, docs/world_model.md), shrunk towards ½ by half an episode so that a clean reference
+        does not make one failure significant; None where the reference has no outcomes for it."""
+        outcomes = self.failures.get(mode if mode in self.failures or mode != 'plan' else 'actor')
+        if outcomes is None or len(outcomes) == 0:
+            return None
+        return float((outcomes.sum() + 0.5) / (len(outcomes) + 1.0))
+
+    def estimate_failures(self, failures, mode: str) -> float:
+        """Calibrated episode-level policy shift in [0, 1] (failure_excess) of the latest episodes' outcomes;
+        0 without outcomes on either side."""
+        rate = self.failure_rate(mode)
+        return 0.0 if rate is None or len(failures) == 0 else failure_excess(failures, rate)
 
     def threshold(self, signal: str, length: int) -> float:
         """95th percentile of the KS distance on same-task windows of `length` steps (stride length/8)."""
@@ -161,7 +204,7 @@ class Reference:
 
     def save(self, path) -> None:
         tensors = {f'{part}.{k}': torch.as_tensor(v, dtype=torch.float32) for part, d in
-                   (('cdf', self.cdf), ('null', self.null)) for k, v in d.items()}
+                   (('cdf', self.cdf), ('null', self.null), ('failures', self.failures)) for k, v in d.items()}
         save_file(tensors, str(path), metadata={'format': REFERENCE_FORMAT, 'horizon': str(self.horizon),
                                                   'meta': json.dumps(self.meta)})
 
@@ -173,11 +216,14 @@ class Reference:
         if metadata.get('format') != REFERENCE_FORMAT:
             raise ValueError(f'{path}: format {metadata.get("format")!r}, expected {REFERENCE_FORMAT!r}')
         tensors = load_file(str(path))
-        parts = {'cdf': {}, 'null': {}}
+        parts = {'cdf': {}, 'null': {}, 'failures': {}}   # no failures: a reference from before they were kept
         for name, value in tensors.items():
             part, signal = name.split('.', 1)
+            if part not in parts:
+                raise ValueError(f'{path}: unexpected tensor {name!r}')
             parts[part][signal] = value.double().numpy()
-        return cls(int(metadata['horizon']), parts['cdf'], parts['null'], json.loads(metadata.get('meta', '{}')))
+        return cls(int(metadata['horizon']), parts['cdf'], parts['null'], json.loads(metadata.get('meta', '{}')),
+                   parts['failures'])
 
 
 REFERENCE_FORMAT = 'adawm-mismatch-reference/1'

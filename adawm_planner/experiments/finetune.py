@@ -8,6 +8,7 @@ and is skipped when an experiment is started again, so an interrupted experiment
 """
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import json
@@ -28,8 +29,8 @@ from adawm_planner.experiments.runlog import RunLog, bev_comparison
 from adawm_planner.sim import make_env as make_task_env
 
 CURVE_FIELDS = ['env_step', 'success', 'collision', 'off_route', 'timeout', 'ttc_min', 'return']
-TRACE_FIELDS = ['finetune_step', 'env_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
-                'tv_prior_posterior', 'tv_policy', 'decision']
+TRACE_FIELDS = ['finetune_step', 'env_step', 'eps_model', 'eps_policy', 'eps_policy_episodes', 'eps_policy_max',
+                'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'decision']
 
 
 def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfig = FinetuneConfig(),
@@ -40,7 +41,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     agent, meta = load_checkpoint(checkpoint_dir, seed=seed)
-    tuner = Finetuner.from_checkpoint(agent, config, checkpoint_dir)
+    tuner = Finetuner.from_checkpoint(agent, config, checkpoint_dir, driving_mode='sample')
     p = agent.preset
     env = make_env(task, seed=seed)
     replay = Replay(steps + 1, env.observation_space['bev'].shape, agent.world_model.ego_dim, agent.action_dim, seed)
@@ -67,6 +68,7 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
     obs, _ = env.reset(seed=seed)
     replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
     state, decisions = None, {'model': 0, 'policy': 0, 'both': 0, 'none': 0}
+    failures = collections.deque(maxlen=config.outcome_window)   # of the latest finished episodes
     final = first_eval
     bar = tqdm(total=steps, disable=not progress, unit='step', desc=f'{strategy} on {task}')
     for step in range(1, steps + 1):
@@ -74,11 +76,13 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
         obs, reward, terminated, truncated, info = env.step(action)
         replay.add(obs, agent.encode_action(action).numpy(), reward, False, terminated)
         if terminated or truncated:
+            failures.append(not info['success'])
             obs, _ = env.reset()
             replay.add(obs, np.zeros(agent.action_dim), 0.0, True, False)
             state = None
         if step % train_every == 0 and len(replay) >= max(config.window, p.seq_len):
-            out = tuner.step(replay.sample(p.batch, p.seq_len), replay.newest(config.window))
+            window = {**replay.newest(config.window), 'failures': np.array(failures, np.float64)}
+            out = tuner.step(replay.sample(p.batch, p.seq_len), window)
             decisions[out['decision']] += 1
             trace.writerow({'finetune_step': tuner.steps, 'env_step': step,
                             **{k: out.get(k, '') for k in TRACE_FIELDS[2:]}})

@@ -182,6 +182,8 @@ def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
             x = [int(t['finetune_step']) for t in trace]
             ax.plot(x, [float(t['eps_model']) for t in trace], label='ε_P (model)')
             ax.plot(x, [float(t['eps_policy']) for t in trace], label='ε_π (policy)')
+            if trace and trace[0].get('eps_policy_episodes'):   # runs from before the episode-level term lack it
+                ax.plot(x, [float(t['eps_policy_episodes']) for t in trace], ':', label='ε_π, episodes')
             ax.set(title=f'{run["strategy"]} finetuning, seed 0', xlabel='finetuning step')
         axes[0][0].set_ylabel('mismatch estimate')
         axes[0][0].legend()

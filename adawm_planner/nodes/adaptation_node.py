@@ -16,6 +16,7 @@ finished and pending), so a lockstep bridge (`wait_for_adaptation`) can hold the
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import queue
@@ -97,6 +98,8 @@ class AdaptationNode(Node):
         self.replay = Replay(capacity, spec['bev_shape'], spec['ego_dim'], spec['action_dim'])
         self.tuner.attach(self.replay)
         self.replay_lock = threading.Lock()   # the executor adds, the worker samples
+        # the latest episodes' outcomes (1 = not a success) for the episode-level ε_π; under replay_lock
+        self.failures = collections.deque(maxlen=self.config.outcome_window)
         judge = (AdapterJudge(lifecycle_config.rollback_episodes, lifecycle_config.rollback_margin)
                  if lifecycle_config.rollback_episodes > 0 else None)   # 0: e.g. a real drive without outcomes
         self.lifecycle = AdapterLifecycle(state_dir, judge)
@@ -139,9 +142,11 @@ class AdaptationNode(Node):
     def _on_episode(self, msg) -> None:
         """The episode's last step becomes terminal (unless it merely timed out); the new route that follows
         starts the next episode in the pipeline."""
-        if msg.outcome in TERMINAL_OUTCOMES and len(self.replay):
-            with self.replay_lock:
+        with self.replay_lock:
+            if msg.outcome in TERMINAL_OUTCOMES and len(self.replay):
                 self.replay.is_terminal[(self.replay.next - 1) % self.replay.capacity] = True
+            if msg.outcome != EpisodeOutcome.OUTCOME_RESET:   # an outside reset says nothing of the policy
+                self.failures.append(msg.outcome != EpisodeOutcome.OUTCOME_SUCCESS)
         verdict = self.lifecycle.episode(msg.episode_return, msg.outcome == EpisodeOutcome.OUTCOME_SUCCESS)
         if verdict:
             self.unsettled += 1
@@ -195,7 +200,8 @@ class AdaptationNode(Node):
             try:
                 with self.replay_lock:
                     batch = self.replay.sample(p.batch, p.seq_len)
-                    window = self.replay.newest(self.config.window)
+                    window = {**self.replay.newest(self.config.window),
+                              'failures': np.array(self.failures, np.float64)}
                 out = self.tuner.step(batch, window)
             except Exception as exc:   # keep the node (and the planner's adapter) alive; say what failed
                 self.get_logger().error(f'finetuning step failed: {exc!r}')
