@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1.0)')
     replay.add_argument('--loop', action='store_true', help='start over at the end')
     replay.add_argument('--topics', nargs='+', default=None, help='replay only these topics (default: all)')
-    replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop, a.topics))
+    replay.add_argument('--wait-for-subscribers', type=float, default=0.5, metavar='SECONDS',
+                        help='before the first message, wait until a subscriber is matched on a replayed topic, '
+                             'at most this long (default 0.5)')
+    replay.set_defaults(func=lambda a: _bag().replay(a.bag, a.rate, a.loop, a.topics, a.wait_for_subscribers))
 
     finetune_cli.register(commands)
     pretrain_cli.register(commands)

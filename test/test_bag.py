@@ -25,7 +25,9 @@ def test_record_then_replay_roundtrip(tmp_path):
     publisher = subprocess.Popen([sys.executable, str(PEER), 'publish-control'], env=dict(os.environ))
     try:
         out = tmp_path / 'drive'
-        recorder = adawm('record', str(out), '--duration', '4', '--topics',
+        # the duration runs from the recorder's start: a margin for discovery on a loaded machine (measured:
+        # 3.7 s of a 4 s recording lost to it with two busy processes beside the test)
+        recorder = adawm('record', str(out), '--duration', '15', '--topics',
                          '/carla/ego_vehicle/vehicle_control_cmd', '/adawm/mismatch')
         log, _ = recorder.communicate(timeout=60)
         assert recorder.returncode == 0, log
@@ -58,7 +60,8 @@ def test_record_then_replay_roundtrip(tmp_path):
                                  lambda m: received.append(m.gear), 100)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        player = adawm('replay', str(out), '--rate', '2.0')
+        # on a loaded machine discovery can outlast the replay: it waits for this listener first
+        player = adawm('replay', str(out), '--rate', '2.0', '--wait-for-subscribers', '60')
         deadline = time.monotonic() + 60
         while player.poll() is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)

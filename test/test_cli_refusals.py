@@ -26,6 +26,7 @@ CASES = [
     (['demo', '--pair', 'no_such_pair'], "unknown shift pair 'no_such_pair'; known: density"),
     (['demo', '--strategy', 'greedy'], "invalid choice: 'greedy'"),
     (['replay', 'no_such_bag'], 'cannot read no_such_bag'),
+    (['replay', 'BAG', '--wait-for-subscribers', '-1'], '--wait-for-subscribers must not be negative'),
 ]
 
 

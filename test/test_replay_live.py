@@ -110,7 +110,8 @@ def test_replay_gives_the_live_commands(tiny_checkpoint, tmp_path):
             executor.spin_once(timeout_sec=0.05)
         assert up, 'the replay planner never came up'
         # the live run went as fast as the planner answered; a quarter of that leaves the replay planner room
-        player = run(['-m', 'adawm_planner.cli', 'replay', str(bag), '--rate', '0.25', '--topics', *BRIDGE_TOPICS], log)
+        player = run(['-m', 'adawm_planner.cli', 'replay', str(bag), '--rate', '0.25', '--wait-for-subscribers', '60',
+                      '--topics', *BRIDGE_TOPICS], log)
         while player.poll() is None:
             executor.spin_once(timeout_sec=0.01)
         for _ in range(100):

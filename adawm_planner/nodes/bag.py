@@ -152,9 +152,15 @@ def record(out: str | Path, topics: list[str] | None = None, duration_s: float |
     return 0 if recorder.writer is not None else 1
 
 
-def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None) -> int:
+def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[str] | None = None,
+           wait_for_subscribers: float = 0.5) -> int:
+    """Publishes the recording with its timing. Before the first message it waits until a subscriber is
+    matched on one of the replayed topics, at most `wait_for_subscribers` seconds (discovery takes longer on a
+    loaded machine; nobody listening is fine too, e.g. a recorder elsewhere)."""
     if rate <= 0:
         return _refuse('replay', '--rate must be positive')
+    if wait_for_subscribers < 0:
+        return _refuse('replay', '--wait-for-subscribers must not be negative')
     try:
         reader = Reader(bag)
         reader.open()
@@ -183,7 +189,10 @@ def replay(bag: str | Path, rate: float = 1.0, loop: bool = False, topics: list[
                 print(f'adawm replay: skipping {line}')
             has_clock = any(c.topic == '/clock' for c in reader.connections if c.id in publishers)
             clock_pub = None if has_clock else node.create_publisher(Clock, '/clock', 10)
-            time.sleep(0.5)   # let subscribers discover the publishers before the first message
+            deadline = time.monotonic() + wait_for_subscribers
+            while (time.monotonic() < deadline and
+                   not any(p.get_subscription_count() for p in publishers.values())):
+                time.sleep(0.05)
             while True:
                 start_wall, start_bag = time.monotonic(), None
                 for conn, stamp, data in reader.messages():
