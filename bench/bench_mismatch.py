@@ -11,7 +11,8 @@ shift at its operating threshold. Estimators:
 
   open_loop_kl_ks   ε_P in use: calibrated one-sided KS of the k-step open-loop surprise against the
                     checkpoint's mismatch reference; reports a shift when ε_P > 0
-  reward_or_failures  ε_π in use: the larger of the next two
+  reward_or_failures  ε_π in use: the policy side flagged when either of the next two is above 0 (ranked by
+                    the larger; the rule weighs only the step-level part against ε_P, mismatch.decide)
   reward_ks         its step-level part: the same calibration of the negated reward received
   episode_failures  its episode-level part: the failure rate of the latest 8 episodes finished by the
                     window's end against the pretrained agent's own (binomial test, core/mismatch.py

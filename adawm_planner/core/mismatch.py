@@ -172,7 +172,9 @@ class Reference:
         """The pretrained agent's failure rate on its own task driving in `mode` (plan reads the actor's: the
         two scored alike, docs/world_model.md), shrunk towards ½ by half an episode so that a clean reference
         does not make one failure significant; None where the reference has no outcomes for it."""
-        outcomes = self.failures.get(mode if mode in self.failures or mode != 'plan' else 'actor')
+        outcomes = self.failures.get(mode)
+        if outcomes is None and mode == 'plan':
+            outcomes = self.failures.get('actor')
         if outcomes is None or len(outcomes) == 0:
             return None
         return float((outcomes.sum() + 0.5) / (len(outcomes) + 1.0))
@@ -181,7 +183,7 @@ class Reference:
         """Calibrated episode-level policy shift in [0, 1] (failure_excess) of the latest episodes' outcomes;
         0 without outcomes on either side."""
         rate = self.failure_rate(mode)
-        return 0.0 if rate is None or len(failures) == 0 else failure_excess(failures, rate)
+        return 0.0 if rate is None else failure_excess(failures, rate)
 
     def threshold(self, signal: str, length: int) -> float:
         """95th percentile of the KS distance on same-task windows of `length` steps (stride length/8)."""
