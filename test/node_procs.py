@@ -27,10 +27,11 @@ def stop_nodes(procs):
 
 
 def spin_until(executor, predicate, seconds, what, log_path):
-    """Spin until `predicate()` holds; past `seconds`, fail saying `what` was awaited, with the nodes' log."""
+    """Spin until `predicate()` holds; past `seconds`, fail saying `what` (a string, or a function that says
+    it at that moment) was awaited, with the nodes' log."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         executor.spin_once(timeout_sec=0.05)
         if predicate():
             return
-    raise AssertionError(f'{what} within {seconds} s; log:\n' + log_path.read_text()[-3000:])
+    raise AssertionError(f'{what() if callable(what) else what} within {seconds} s; log:\n' + log_path.read_text()[-3000:])

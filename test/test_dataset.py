@@ -288,6 +288,13 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     assert arrays['is_terminal'][last] and arrays['stamp'][last] == pytest.approx(9.05)
     assert arrays['reward'][last] < -100   # −30·|v| at 6 m/s
     assert arrays['bev'][:, :, :, 0].any(axis=(1, 2)).all()   # the junction's roads are drawn at every step
+    # and it trains: a model from it, then AdaWM on it from a checkpoint of the same contract
+    _, heldout, _ = pretrain_from_dataset(tmp_path / 'ds', load_preset('tiny'), 10, tmp_path / 'run', holdout=0.25,
+                                          eval_every=10, progress=False)
+    assert np.isfinite(heldout['model_loss'])
+    result = finetune_from_dataset(tmp_path / 'run/checkpoint', tmp_path / 'ds', tmp_path / 'ft', progress=False,
+                                   config=FinetuneConfig(window=16, train_every=8))
+    assert result['finetune_steps'] > 0 and set(result['adapters']) == {'model', 'policy'}
 
 
 def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
@@ -322,6 +329,52 @@ def test_the_commands_chain(drives, tmp_path):
     out = adawm('pretrain', '--dataset', 'ds', '--preset', 'tiny', '--updates', 20, '--eval-every', 10,
                 '--out', 'run', '--no-progress')
     assert 'bev_prediction_error' in out and (tmp_path / 'run/checkpoint/model.json').is_file()
+    out = adawm('finetune', '--dataset', 'ds', '--checkpoint', 'run/checkpoint', '--window', 16, '--out', 'ft')
+    assert 'adawm offline on ds' in out and (tmp_path / 'ft/model_adapter.safetensors').is_file()
+
+
+def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_path):
+    """`adawm record` beside the embedded stack (the planner in lockstep with the bridge, two episodes),
+    then the three commands on what it wrote."""
+    import time
+
+    import rclpy
+    from rclpy.context import Context
+
+    import node_procs
+    log = open(tmp_path / 'nodes.log', 'w')
+    context = Context()
+    rclpy.init(context=context)
+    watcher = rclpy.create_node('dataset_test_watcher', context=context)
+    procs = [subprocess.Popen([sys.executable, '-m', 'adawm_planner.cli', 'record', str(tmp_path / 'bag')],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)]
+    try:   # the recorder is up before the first frame; every wait is for an event, with room for a busy machine
+        end = time.monotonic() + 120
+        while 'adawm_recorder' not in watcher.get_node_names() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert 'adawm_recorder' in watcher.get_node_names(), (tmp_path / 'nodes.log').read_text()[-2000:]
+        procs.append(node_procs.start_node('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log))
+        bridge = node_procs.start_node('sim_bridge_node', {'wait_for_command': 'true', 'max_episodes': 2, 'seed': 7},
+                                       log)
+        procs.append(bridge)
+        assert bridge.wait(timeout=600) == 0, (tmp_path / 'nodes.log').read_text()[-2000:]
+    finally:
+        node_procs.stop_nodes(procs)
+        watcher.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+    def adawm(*args):
+        result = subprocess.run([sys.executable, '-m', 'adawm_planner.cli', *map(str, args)], capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    adawm('dataset', 'bag', '--checkpoint', tiny_checkpoint, '--out', 'ds')
+    manifest = json.loads((tmp_path / 'ds/dataset.json').read_text())
+    # two episodes (an episode the untrained agent drives until its time runs out ends unterminated; one the
+    # bridge stepped on without a command for a second can be cut in two by the gap)
+    assert manifest['segments'] >= 2 and manifest['steps'] >= 100, manifest['sources']
+    adawm('pretrain', '--dataset', 'ds', '--preset', 'tiny', '--updates', 10, '--out', 'run', '--no-progress')
     out = adawm('finetune', '--dataset', 'ds', '--checkpoint', 'run/checkpoint', '--window', 16, '--out', 'ft')
     assert 'adawm offline on ds' in out and (tmp_path / 'ft/model_adapter.safetensors').is_file()
 

@@ -84,7 +84,11 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
                    f'the planner on v{restored}')
         commands_before = len(monitor.command_stamps)
         spin_until(lambda: len(monitor.command_stamps) > commands_before + 20
-                   and monitor.diagnostics.get('message') == 'planning', 30, 'planning after the rollback')
+                   # not a safe stop ('planning', perhaps with a warning: in a full suite a node an earlier test
+                   # killed can linger in DDS discovery as a second publisher on an input for a while)
+                   and monitor.diagnostics.get('message', '').startswith('planning'), 30,
+                   lambda: f'planning after the rollback ({len(monitor.command_stamps) - commands_before} commands; '
+                           f'the planner says {monitor.diagnostics.get("message")!r})')
 
         # the next round drives as well as the bar: kept, and it becomes the last good adapter ...
         spin_until(lambda: round_on_trial(restored), 120, 'a second round of adapters')
