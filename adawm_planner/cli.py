@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument('--adapter', nargs='*', default=[], help='adapter .safetensors file(s) to apply')
     analyze.add_argument('--out', default=None, help='output folder (default runs/analyze/BAGNAME)')
     add_knob_arguments(analyze, FinetuneConfig, skip=[f.name for f in knobs(FinetuneConfig)
-                                                      if f.name not in ('threshold_c', 'window')])
+                                                      if f.name not in ('threshold_c', 'window', 'outcome_window')])
     analyze.set_defaults(func=_analyze)
 
     dataset = commands.add_parser('dataset', help='turn recorded drives into training sequences (no DDS)')
@@ -96,7 +96,8 @@ def _analyze(args) -> int:
     except (Refused, lora.AdapterError, OSError) as exc:
         return refuse('analyze', str(exc))
     out = Path(args.out or f'runs/analyze/{Path(args.bag).name}')
-    summary = analyze(args.bag, checkpoint, out, args.adapter, threshold_c=args.threshold_c, window=args.window)
+    summary = analyze(args.bag, checkpoint, out, args.adapter, threshold_c=args.threshold_c, window=args.window,
+                      outcome_window=args.outcome_window)
     print(f'{summary["steps"]} steps, {summary["bag_seconds"]} s of recording in {summary["wall_seconds"]} s '
           f'({summary["real_time_factor"]}× real time); decisions {summary.get("decisions", {})}')
     for note in summary['notes']:

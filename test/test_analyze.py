@@ -88,6 +88,29 @@ def test_analyze_a_recorded_drive(tiny_checkpoint, tmp_path):
     assert 'skipped /carla/ego_vehicle/radar' in text   # vendor_msgs is not installed here
 
 
+def test_the_decisions_are_the_adaptation_nodes_with_a_reference(tiny_checkpoint, tmp_path):
+    """With the checkpoint's mismatch reference the window columns are the calibrated ε_P, ε_π and its
+    episode-level part the adaptation node's rule reads, over a drive longer than one filtering chunk."""
+    import shutil
+
+    from adawm_planner.analyze import CHUNK
+    from adawm_planner.experiments import mismatch_reference
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    mismatch_reference.write(checkpoint, episodes=4, horizon=2)
+    bag = write_bag(tmp_path / 'drive', frames=4 * CHUNK)
+    summary = analyze(bag, checkpoint, tmp_path / 'out', window=16)
+    assert summary['calibrated'] and summary['steps'] == 2 * CHUNK
+    with open(tmp_path / 'out/steps.csv') as f:
+        rows = list(csv.DictReader(f))
+    for column in ('window_eps_model', 'window_eps_policy', 'window_eps_policy_episodes'):
+        assert all(0.0 <= float(r[column]) <= 1.0 for r in rows), column
+    assert {r['decision'] for r in rows} <= {'model', 'policy', 'none'}
+    # the drive leaves the route (write_bag drives straight on): one failed episode is no evidence yet
+    assert float(rows[-1]['window_eps_policy_episodes']) == 0.0
+    assert 'uncalibrated' not in (tmp_path / 'out/summary.md').read_text()
+
+
 def test_time_running_backwards_starts_over(tiny_checkpoint, tmp_path):
     """A simulator restart mid-recording: stamps jump back; the analysis resets and goes on."""
     bag = write_bag(tmp_path / 'restart', frames=80, extra=False, restart_at=40)

@@ -84,6 +84,19 @@ def test_ks_excess_known_values_and_one_sidedness():
     assert mismatch.ks_excess(np.array([np.nan, np.nan]), ref) == 0.0
 
 
+def test_ks_excess_is_the_supremum_of_the_ecdf_difference():
+    """Against the definition, sup_x F_ref(x) − F_window(x) over every point where either ECDF steps (with
+    ties on both sides, integer scores)."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        ref = np.sort(rng.integers(0, 12, rng.integers(1, 80)).astype(float))
+        window = rng.integers(-1, 13, rng.integers(1, 40)).astype(float)
+        ecdf = lambda sample, x: np.searchsorted(np.sort(sample), x, side='right') / len(sample)
+        points = np.concatenate([ref, window])
+        expected = max(0.0, (ecdf(ref, points) - ecdf(window, points)).max())
+        assert mismatch.ks_excess(window, ref) == pytest.approx(expected, abs=1e-12)
+
+
 def synthetic_reference(rng, n=4000):
     return mismatch.Reference(3, {'model': rng.normal(size=n), 'reward': rng.normal(size=n)},
                               {'model': rng.normal(size=n), 'reward': rng.normal(size=n)}, {'task': 'synthetic'})
