@@ -96,7 +96,8 @@ class DatasetDrive(RecordedDrive):
                 self.ended = ended[0]
                 self.outcomes[ended[0]] += 1
         self.writer.add(bev=step.obs['bev'], ego=step.obs['ego'], action=action, reward=reward, is_first=first,
-                        is_terminal=terminal, stamp=step.stamp, episode=self.episode, control=step.control)
+                        is_terminal=terminal, success=terminal and self.ended == 'success', stamp=step.stamp,
+                        episode=self.episode, control=step.control)
         self.steps += 1
 
     def _on_control(self, msg) -> None:

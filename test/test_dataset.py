@@ -1,5 +1,6 @@
 """`adawm dataset` (recordings -> training sequences), `adawm pretrain --dataset` and `adawm finetune --dataset`:
 the round trip from a recorded drive to a checkpoint the planner loads."""
+import csv
 import json
 import math
 import subprocess
@@ -132,8 +133,9 @@ def test_recording_becomes_a_dataset(drives, contract, tmp_path):
         throttle, steer, brake = arrays['control'][i]
         assert arrays['action'][i] == table.index({'throttle': throttle, 'steer': steer, 'brake': brake})
         assert arrays['ego'][i][2:5] == pytest.approx([steer, throttle, brake])
-    # an episode that ended (collision, arrival, off the route) ends on a terminal step
+    # an episode that ended (collision, arrival, off the route) ends on a terminal step, an arrival marked
     assert sum(manifest['outcomes'].values()) == arrays['is_terminal'].sum()
+    assert arrays['success'].sum() == manifest['outcomes'].get('success', 0) and not arrays['success'][~arrays['is_terminal'].astype(bool)].any()
 
 
 def test_pretrain_from_a_dataset_then_the_planner_loads_it(drives, contract, tmp_path):
@@ -195,6 +197,32 @@ def test_finetune_offline_on_a_dataset(drives, contract, tiny_checkpoint, tmp_pa
     assert sum(resumed['decisions'].values()) == result['finetune_steps']
     steps = [int(line.split(',')[0]) for line in (tmp_path / 'again/trace.csv').read_text().splitlines()[1:]]
     assert steps == list(range(1, result['finetune_steps'] + 1))
+
+
+def test_offline_adawm_reads_the_episodes_that_ended(tiny_checkpoint, tmp_path):
+    """Each finetuning step's window carries the outcomes of the latest episodes that ended before it in the
+    recording (0 arrived, 1 failed), as the online loop and the adaptation node feed theirs."""
+    drives = write_drives(tmp_path / 'drives', episodes=4, frames=600)   # long enough to end
+    build_dataset([drives], tmp_path / 'ds', load_checkpoint(tiny_checkpoint)[1]['contract'],
+                  {'checkpoint': str(tiny_checkpoint)})
+    _, _, arrays = load_dataset(tmp_path / 'ds')
+    seen, step = [], Finetuner.step
+
+    def recording_step(self, batch, window):
+        seen.append(list(window['failures']))
+        return step(self, batch, window)
+    config = FinetuneConfig(window=16, train_every=8, outcome_window=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Finetuner, 'step', recording_step)
+        finetune_from_dataset(tiny_checkpoint, tmp_path / 'ds', tmp_path / 'ft', config=config, progress=False)
+    ends = np.flatnonzero(arrays['is_terminal'])
+    assert len(ends) >= 2   # the drives hold episodes that ended
+    with open(tmp_path / 'ft/trace.csv') as f:
+        positions = [int(r['dataset_step']) for r in csv.DictReader(f)]
+    assert len(positions) == len(seen)
+    for position, failures in zip(positions, seen):
+        ended = [1.0 - arrays['success'][i] for i in ends if i < position]
+        assert failures == ended[-2:]
 
 
 def test_a_dataset_of_another_contract_is_refused(drives, tiny_checkpoint, tmp_path):

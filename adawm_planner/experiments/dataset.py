@@ -5,7 +5,9 @@ A dataset is a folder with `dataset.json` (format, the contract its steps were m
 what was skipped and why, the action mapping's error, shard list with sha256) and `shard-NNNNN.safetensors`
 files of model steps in recording order, with the replay's time convention: the observation, the action
 index that led to it (-1 at a segment's first step), the reward received on arriving, `is_first`,
-`is_terminal`; plus stamp, episode and the recorded control for inspection.
+`is_terminal`, `success` (1 at the terminal step of an episode that arrived; a dataset written before it
+was kept has none, and offline AdaWM then sees no episode outcomes); plus stamp, episode and the recorded
+control for inspection.
 
 `pretrain_from_dataset`: world model and actor-critic (in imagination) by the same Learner updates as online
 pretraining, sampled from the training part; the last `holdout` fraction of the steps (a later stretch of
@@ -16,6 +18,7 @@ window, update the chosen side with LoRA) every `train_every` steps, trace and a
 """
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -41,10 +44,11 @@ from adawm_planner.experiments.runlog import RunLog, bev_comparison
 
 FORMAT = 'adawm-dataset/1'
 MANIFEST = 'dataset.json'
-ARRAYS = ('bev', 'ego', 'action', 'reward', 'is_first', 'is_terminal', 'stamp', 'episode', 'control')
+ARRAYS = ('bev', 'ego', 'action', 'reward', 'is_first', 'is_terminal', 'success', 'stamp', 'episode', 'control')
+OPTIONAL = ('success',)   # absent from datasets written before it was kept
 HELDOUT_SEQUENCES = 32   # fixed held-out sequences the held-out losses are the mean over
-TRACE_FIELDS = ['finetune_step', 'dataset_step', 'eps_model', 'eps_policy', 'eps_policy_max', 'visitation_tv',
-                'tv_prior_posterior', 'tv_policy', 'decision']
+TRACE_FIELDS = ['finetune_step', 'dataset_step', 'eps_model', 'eps_policy', 'eps_policy_episodes', 'eps_policy_max',
+                'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'decision']
 
 
 class DatasetError(ValueError):
@@ -80,6 +84,7 @@ class ShardWriter:
                   'reward': np.array(self.rows['reward'], np.float32),
                   'is_first': np.array(self.rows['is_first'], np.uint8),
                   'is_terminal': np.array(self.rows['is_terminal'], np.uint8),
+                  'success': np.array(self.rows['success'], np.uint8),
                   'stamp': np.array(self.rows['stamp'], np.float64),
                   'episode': np.array(self.rows['episode'], np.int32),
                   'control': np.array(self.rows['control'], np.float32).reshape(-1, 3)}
@@ -119,7 +124,11 @@ def load_dataset(directory) -> tuple[dict, Contract, dict]:
         parts.append(load_arrays(str(path)))
     if not parts:
         raise DatasetError(f'{directory} holds no steps (see "sources" in {MANIFEST} for why)')
-    return manifest, contract, {name: np.concatenate([p[name] for p in parts]) for name in ARRAYS}
+    missing = [name for name in ARRAYS if any(name not in p for p in parts)]
+    if set(missing) - set(OPTIONAL):
+        raise DatasetError(f'{directory}: shards without {", ".join(sorted(set(missing) - set(OPTIONAL)))}')
+    return manifest, contract, {name: np.concatenate([p[name] for p in parts]) for name in ARRAYS
+                                if name not in missing}
 
 
 def to_replay(arrays: dict, action_dim: int, start: int = 0, stop: int | None = None, seed: int = 0) -> Replay:
@@ -267,9 +276,13 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
         replay.rng = np.random.default_rng([seed, tuner.steps])
     log = RunLog(out_dir)
 
+    failures = collections.deque(maxlen=config.outcome_window)   # of the latest episodes that ended
+
     def add(i):
         replay.add({'bev': data.bev[i], 'ego': data.ego[i]}, data.action[i], data.reward[i], data.is_first[i],
                    data.is_terminal[i])
+        if data.is_terminal[i] and 'success' in arrays:
+            failures.append(0.0 if arrays['success'][i] else 1.0)
     for i in range(position):   # the replay as it stood at the saved step; its training is in the state
         add(i)
     with open(trace_path, 'w', newline='') as trace_file:
@@ -280,7 +293,8 @@ def finetune_from_dataset(checkpoint_dir, dataset, out_dir, seed: int = 0, confi
                       unit='step', desc=f'{config.strategy} on {dataset}'):
             add(i)
             if (i + 1) % config.train_every == 0 and len(replay) >= max(config.window, p.seq_len):
-                out = tuner.step(replay.sample(p.batch, p.seq_len), replay.newest(config.window))
+                out = tuner.step(replay.sample(p.batch, p.seq_len),
+                                 {**replay.newest(config.window), 'failures': np.array(failures, np.float64)})
                 decisions[out['decision']] += 1
                 trace.writerow({'finetune_step': tuner.steps, 'dataset_step': i + 1,
                                 **{k: out.get(k, '') for k in TRACE_FIELDS[2:]}})
