@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import csv
 import heapq
+import math
 import time
 from pathlib import Path
 
@@ -131,8 +132,8 @@ class Analysis(RecordedDrive):
             self.rows.append({'time': round(step.stamp, 3), 'episode': step.episode, 'eps_model': eps_model[t].item(),
                               'eps_policy': eps_policy[t].item(), 'window_eps_model': window_model,
                               'window_eps_policy': window_policy, 'window_eps_policy_episodes': window_episodes,
-                              'decision': mismatch.decide(window_model, window_policy, self.threshold_c,
-                                                          window_episodes) or 'none',
+                              'decision': '' if math.isnan(window_model) else mismatch.decide(
+                                  window_model, window_policy, self.threshold_c, window_episodes) or 'none',
                               'predicted_reward': predicted[t].item(), 'reward': step.reward, 'ttc': ttc,
                               'speed': step.scene.ego.speed, 'collision': int(step.scene.collision), 'event': event})
             # the montage keeps the steps of highest model mismatch only (long recordings stay small in memory)
@@ -140,10 +141,13 @@ class Analysis(RecordedDrive):
             (heapq.heappush if len(self.montage) < MONTAGE else heapq.heappushpop)(self.montage, entry)
 
     def _window(self, failures):
-        """ε_P, ε_π and ε_π's episode-level part on the latest steps, as the adaptation node measures them."""
+        """ε_P, ε_π and ε_π's episode-level part on the latest steps, as the adaptation node measures them:
+        once `window` steps are in (NaN before; the node does not measure a window that is not full)."""
         recent = np.array(self.recent)
         if self.reference is None:
             return float(recent[:, 0].mean()), float(recent[:, 1].mean()), 0.0
+        if len(recent) < self.recent.maxlen:
+            return math.nan, math.nan, math.nan
         return (self.reference.estimate('model', recent[:, 2]), self.reference.estimate('reward', recent[:, 3]),
                 self.reference.estimate_failures(failures, 'actor'))
 
@@ -240,14 +244,15 @@ def _finish(out, analysis: Analysis, notes, seen_topics, bag_seconds, started) -
         fig.tight_layout()
         fig.savefig(out / 'montage.png', dpi=100)
         plt.close(fig)
-        decisions = collections.Counter(r['decision'] for r in rows)
+        decisions = collections.Counter(r['decision'] for r in rows if r['decision'])
         summary.update(decisions=dict(decisions), eps_model_mean=float(eps_p.mean()),
                        eps_policy_mean=float(eps_pi.mean()))
         lines += [f'- {len(rows)} model steps over {bag_seconds:.1f} s of recording, analysed in {wall:.1f} s '
                   f'({summary["real_time_factor"]}× real time)',
                   f'- ε_P mean {eps_p.mean():.3f} (max {eps_p.max():.3f} at t={t[eps_p.argmax()]:.1f} s); '
                   f'ε_π mean {eps_pi.mean():.3f}',
-                  '- decisions AdaWM would take (the adaptation node\'s rule over the latest window): '
+                  '- decisions AdaWM would take (the adaptation node\'s rule over the latest window'
+                  + (', from the first full one on): ' if summary['calibrated'] else '): ')
                   + ', '.join(f'{k} {v}' for k, v in decisions.items())
                   + ('' if summary['calibrated'] else ' (the checkpoint has no mismatch reference: the rule read '
                      'the window means of the uncalibrated per-step TVs)'),

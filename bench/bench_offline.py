@@ -6,7 +6,9 @@
 2. `adawm dataset` of both recordings (the contract of the pretraining task: a model from scratch).
 3. Offline: `adawm pretrain --dataset` for as many learner updates as the online run takes.
 4. Online: `adawm pretrain --task` for as many environment steps as the dataset holds (its recipe: random
-   actions for the preset's prefill, then the agent's sampled actions, one update per batch*seq/train_ratio).
+   actions for the preset's prefill, then the agent's sampled actions, one update per batch*seq/train_ratio);
+   or, with --online CHECKPOINT, an online run that exists (the shipped checkpoint is one: 25 000 steps,
+   1437 updates), its update count taken from its model.json — record at least as many steps then.
 5. `adawm evaluate` of both checkpoints (and of the shipped one, for scale) on the pretraining task.
 
 Every stage leaves its output under --out and is skipped when run again (resumable); one torch thread.
@@ -14,6 +16,7 @@ Loopback only; run it under idle priority:
 
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=61 chrt --idle 0 \\
         .venv/bin/python bench/bench_offline.py --scripted-episodes 30 --planner-minutes 9 --out runs/bench_offline
+    ... --scripted-episodes 60 --planner-minutes 28.5 --online checkpoints/right_turn-moderate-small --out runs/bench_offline_25k
 """
 import argparse
 import json
@@ -54,6 +57,8 @@ def main():
     parser.add_argument('--preset', default='small')
     parser.add_argument('--episodes', type=int, default=50, help='evaluation episodes per checkpoint')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--online', default=None, help='an existing online pretraining run\'s checkpoint instead of '
+                        'training one')
     parser.add_argument('--out', default='runs/bench_offline')
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -105,14 +110,18 @@ def main():
     save()
 
     # 3. online at equal environment steps (its update count sets the offline run's)
-    online = out / 'online'
-    if not (online / 'checkpoint/model.json').exists():
+    online = Path(args.online) if args.online else out / 'online/checkpoint'
+    if args.online and not (online / 'model.json').exists():
+        raise SystemExit(f'no checkpoint at {online}')
+    if not (online / 'model.json').exists():
         result['online_wall_s'] = cli('pretrain', '--task', task, '--preset', args.preset, '--steps', str(steps),
                                       '--seed', str(args.seed), '--eval-every', str(steps), '--eval-episodes', '5',
-                                      '--threads', '1', '--no-progress', '--out', str(online), log=out / 'online.log')
+                                      '--threads', '1', '--no-progress', '--out', str(out / 'online'), log=out / 'online.log')
         save()
-    updates = read_meta(online / 'checkpoint')['updates']
-    result['updates'] = updates
+    online_meta = read_meta(online)
+    updates = online_meta['updates']
+    result.update(updates=updates, online={'checkpoint': str(online), 'steps': online_meta['step'],
+                                           'train_wall_s': online_meta.get('train_wall_s')})
 
     # 4. offline, the same number of updates
     offline = out / 'offline'
@@ -123,10 +132,24 @@ def main():
         save()
 
     # 5. evaluation on the pretraining task
+    checkpoints = {'offline': offline / 'checkpoint', 'online': online}
+    if online.resolve() != Path(default_checkpoint()).resolve():
+        checkpoints['shipped'] = Path(default_checkpoint())
     result['evaluation'] = {name: evaluate(path, task, args.episodes, out / f'eval_{name}.json')
-                            for name, path in (('offline', offline / 'checkpoint'), ('online', online / 'checkpoint'),
-                                               ('shipped', Path(default_checkpoint())))}
+                            for name, path in checkpoints.items()}
     result['episodes'] = args.episodes
+    # 6. the world models on the dataset's held-out tail (the offline run's split; neither trained on it)
+    import torch
+    torch.set_num_threads(1)
+    from adawm_planner.core.checkpoint import load_checkpoint
+    from adawm_planner.core.presets import load_preset
+    from adawm_planner.experiments.dataset import heldout_metrics, load_dataset, split
+    _, contract, arrays = load_dataset(dataset)
+    preset = load_preset(args.preset)
+    _, heldout = split(arrays, len(contract.action_table()), 0.1, preset.seq_len, args.seed)
+    result['heldout'] = {name: {k: round(float(v), 3) for k, v in
+                                heldout_metrics(load_checkpoint(path)[0].world_model, heldout).items()}
+                         for name, path in checkpoints.items()}
     save()
     print(json.dumps(result, indent=2))
 

@@ -1,5 +1,6 @@
 """`adawm analyze`: offline over a rosbag2 recording, no DDS; and what it does with damaged bags."""
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,11 @@ def test_the_decisions_are_the_adaptation_nodes_with_a_reference(tiny_checkpoint
     assert summary['calibrated'] and summary['steps'] == 2 * CHUNK
     with open(tmp_path / 'out/steps.csv') as f:
         rows = list(csv.DictReader(f))
+    # as the node: no decision until the window is full
+    assert all(r['decision'] == '' and math.isnan(float(r['window_eps_model'])) for r in rows[:15])
     for column in ('window_eps_model', 'window_eps_policy', 'window_eps_policy_episodes'):
-        assert all(0.0 <= float(r[column]) <= 1.0 for r in rows), column
-    assert {r['decision'] for r in rows} <= {'model', 'policy', 'none'}
+        assert all(0.0 <= float(r[column]) <= 1.0 for r in rows[15:]), column
+    assert {r['decision'] for r in rows[15:]} <= {'model', 'policy', 'none'}
     # the drive leaves the route (write_bag drives straight on): one failed episode is no evidence yet
     assert float(rows[-1]['window_eps_policy_episodes']) == 0.0
     assert 'uncalibrated' not in (tmp_path / 'out/summary.md').read_text()

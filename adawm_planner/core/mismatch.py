@@ -117,16 +117,19 @@ def ks_excess(window: np.ndarray, reference_sorted: np.ndarray) -> float:
     """One-sided Kolmogorov-Smirnov distance sup_x F_ref(x) − F_window(x) ≥ 0 (right-continuous empirical
     CDFs, so ties count correctly): how far the window's scores sit above the reference's. A lower bound
     on the TV distance between the two score distributions."""
-    window = np.sort(window[np.isfinite(window)])
+    window = window[np.isfinite(window)]
     if len(window) == 0:
         return 0.0
-    # F_window is constant between two distinct window values and F_ref only rises, so on each such stretch
-    # F_ref − F_window peaks just below the next window value: O(window · log reference) per call, not a pass
-    # over the reference (the node and `adawm analyze` call it per step)
-    values = np.unique(window)
-    window_at_or_below = np.searchsorted(window, values, side='right') / len(window)
-    reference_below = np.searchsorted(reference_sorted, values, side='left') / len(reference_sorted)
-    return float(max(0.0, reference_below[0], (reference_below[1:] - window_at_or_below[:-1]).max(initial=0.0)))
+    return float(ks_excess_sorted(np.sort(window)[None], reference_sorted)[0])
+
+
+def ks_excess_sorted(windows: np.ndarray, reference_sorted: np.ndarray) -> np.ndarray:
+    """ks_excess of each row of `windows` (W, m), each row sorted and finite. F_window is constant between
+    two window values and F_ref only rises, so F_ref − F_window peaks just below a window value: just below
+    the j-th smallest (0-based), F_window is at most j/m, and exactly j/m at the first of tied values (later
+    ties give smaller terms). O(m · log reference) per window, no pass over the reference."""
+    below = np.searchsorted(reference_sorted, windows, side='left') / len(reference_sorted)
+    return np.maximum(0.0, (below - np.arange(windows.shape[1]) / windows.shape[1]).max(axis=1))
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -194,7 +197,8 @@ class Reference:
             null = windows_of(self.null[signal], length, max(1, length // 8))
             if len(null) < 20:
                 raise ValueError(f'reference too short for {length}-step windows ({len(self.null[signal])} null steps)')
-            self._thresholds[key] = float(np.quantile([ks_excess(w, self.cdf[signal]) for w in null], self.QUANTILE))
+            distances = ks_excess_sorted(np.sort(np.stack(null), axis=1), self.cdf[signal])
+            self._thresholds[key] = float(np.quantile(distances, self.QUANTILE))
         return self._thresholds[key]
 
     def estimate(self, signal: str, window_scores: np.ndarray) -> float:
