@@ -13,7 +13,12 @@ recorded control and the chosen action's control.
 Termination (core.metrics.termination on the step's Scene): collision, arrival and leaving the route end an
 episode (`is_terminal`); the steps a recording holds after that, until the next reset, are skipped. A gap
 (no model step for more than GAP_PERIODS step periods: frames missing from the recording) starts a new
-segment (`is_first`) rather than inventing a transition across it. Skipped spans and their reasons go into
+segment (`is_first`) rather than inventing a transition across it. An arrival on a frame between two model
+steps is not seen by any step when the next frame already starts the next episode (a bridge that resets at
+once, as ours does: half the arrivals); so a step is held back until the next one comes, and where a new
+episode follows an unfinished one whose last step was within one step's travel of arriving (remaining route
+< DESTINATION_RADIUS + speed · step period), that last step is the arrival: terminal, successful, and it
+carries the destination reward. Skipped spans and their reasons go into
 the manifest; a damaged or partial bag gives what was readable and notes, never a traceback. Steps before
 the first recorded command (none on the topic, or not yet) are skipped: their action is unknown.
 """
@@ -52,6 +57,8 @@ class DatasetDrive(RecordedDrive):
         self.steps, self.pedal_residual, self.steer_residual = 0, [], []
         self.outcomes, self.actions = collections.Counter(), collections.Counter()
         self.spans: list[dict] = []
+        self.held = None   # the last step, written once the next one shows whether it was an arrival
+        self.arrivals_between_steps = 0
 
     def _skip(self, stamp: float, why: str) -> None:
         span = self.spans[-1] if self.spans else None
@@ -62,6 +69,13 @@ class DatasetDrive(RecordedDrive):
 
     def on_step(self, step: Step) -> None:
         if step.is_first:   # the pipeline started an episode: first frame, new route, time ran back
+            if (self.held is not None and self.ended is None and not self.held[0]['is_first']
+                    and self.held[1] < metrics.DESTINATION_RADIUS):
+                row = self.held[0]
+                row.update(is_terminal=True, success=True, reward=row['reward'] + metrics.DESTINATION_REWARD)
+                self.outcomes['success'] += 1
+                self.arrivals_between_steps += 1
+            self.finish()
             self.ended = None
         why = None
         if self.ended is not None:   # the drive went on after a terminal event
@@ -95,10 +109,20 @@ class DatasetDrive(RecordedDrive):
             if ended:
                 self.ended = ended[0]
                 self.outcomes[ended[0]] += 1
-        self.writer.add(bev=step.obs['bev'], ego=step.obs['ego'], action=action, reward=reward, is_first=first,
-                        is_terminal=terminal, success=terminal and self.ended == 'success', stamp=step.stamp,
-                        episode=self.episode, control=step.control)
+        self.finish()
+        # how far short of arriving the step is, less what the ego covers before the next step
+        tracker = self.pipeline.tracker
+        short = tracker.length - tracker.s - step.scene.ego.speed * self.period
+        self.held = (dict(bev=step.obs['bev'], ego=step.obs['ego'], action=action, reward=reward, is_first=first,
+                          is_terminal=terminal, success=terminal and self.ended == 'success', stamp=step.stamp,
+                          episode=self.episode, control=step.control), short)
         self.steps += 1
+
+    def finish(self) -> None:
+        """Writes the step held back."""
+        if self.held is not None:
+            self.writer.add(**self.held[0])
+            self.held = None
 
     def _on_control(self, msg) -> None:
         super()._on_control(msg)
@@ -118,6 +142,10 @@ def build_dataset(bags, out, contract: Contract, contract_source: dict, task: st
         drive = DatasetDrive(contract, writer, episodes, role)
         notes, seen = [], collections.Counter()
         read = read_drive(bag, drive, notes, seen)
+        drive.finish()
+        if drive.arrivals_between_steps:
+            notes.append(f'{drive.arrivals_between_steps} arrival(s) on a frame between two model steps, the next '
+                         'frame already a new episode: the last step before each marked as the arrival')
         seconds, topics = read if read is not None else (0.0, {})
         recorded_seconds += seconds
         if read is not None and not drive.steps:

@@ -325,6 +325,31 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     assert result['finetune_steps'] > 0 and set(result['adapters']) == {'model', 'policy'}
 
 
+@pytest.mark.parametrize('last_frame, arrived', [(7.40, True), (7.00, False)])
+def test_an_arrival_between_two_model_steps_is_kept(contract, tmp_path, last_frame, arrived):
+    """The ego drives a 50 m straight at 6.5 m/s: it is within 2 m of the end first at 7.40 s, a frame between
+    two model steps (7.35, 7.45), and the bridge starts the next episode (a new route) at once. The last step
+    of the first episode is the arrival; a drive that stops a metre and more short of it (7.00 s) is not."""
+    xodr = carla_junction()
+    route = np.stack([np.linspace(-50, 0, 26), np.full(26, -1.75)], 1)
+    with Writer(tmp_path / 'bag', version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        bag = BagWriter(writer)
+        bag.episode(xodr, route)
+        frames = int(round(last_frame / 0.05))
+        for i in range(1, frames + 1):
+            bag.frame(0.05 * i, Ego(x=-50 + 6.5 * 0.05 * i, y=-1.75, yaw=0.0, speed=6.5), Agents(), (0.3, 0.0, 0.0))
+        bag.episode(xodr, route[::-1].copy())   # the next episode drives back
+        for i in range(frames + 1, frames + 21):
+            bag.frame(0.05 * i, Ego(x=0.0, y=-1.75, yaw=math.pi, speed=0.0), Agents(), (0.3, 0.0, 0.0))
+    manifest = build_dataset([tmp_path / 'bag'], tmp_path / 'ds', contract, {'task': default_task()})
+    _, _, arrays = load_dataset(tmp_path / 'ds')
+    last = np.flatnonzero(arrays['episode'] == arrays['episode'][0])[-1]
+    assert bool(arrays['is_terminal'][last]) == bool(arrays['success'][last]) == arrived
+    assert manifest['outcomes'] == ({'success': 1} if arrived else {})
+    assert arrays['reward'][last] > arrays['reward'][last - 1] + 15 if arrived else arrays['reward'][last] < 15
+    assert any('arrival(s) on a frame between two model steps' in n for n in manifest['sources'][0]['notes']) == arrived
+
+
 def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
     from test_analyze import write_bag
     bag = write_bag(tmp_path / 'cut', frames=700, extra=False)
