@@ -15,10 +15,11 @@ episode (`is_terminal`); the steps a recording holds after that, until the next 
 (no model step for more than GAP_PERIODS step periods: frames missing from the recording) starts a new
 segment (`is_first`) rather than inventing a transition across it. An arrival on a frame between two model
 steps is not seen by any step when the next frame already starts the next episode (a bridge that resets at
-once, as ours does: half the arrivals); so a step is held back until the next one comes, and where a new
-episode follows an unfinished one whose last step was within one step's travel of arriving (remaining route
-< DESTINATION_RADIUS + speed · step period), that last step is the arrival: terminal, successful, and it
-carries the destination reward. Skipped spans and their reasons go into
+once, as ours does: half the arrivals), nor is a collision there; so a step is held back until the next one
+comes, and where a new episode follows an unfinished one, its last step becomes the terminal one: a
+collision if a collision event came after it (the collision penalty at that step's speed), an arrival if it
+was within one step's travel of arriving (remaining route < DESTINATION_RADIUS + speed · step period; the
+destination reward). Skipped spans and their reasons go into
 the manifest; a damaged or partial bag gives what was readable and notes, never a traceback. Steps before
 the first recorded command (none on the topic, or not yet) are skipped: their action is unknown.
 """
@@ -58,7 +59,7 @@ class DatasetDrive(RecordedDrive):
         self.outcomes, self.actions = collections.Counter(), collections.Counter()
         self.spans: list[dict] = []
         self.held = None   # the last step, written once the next one shows whether it was an arrival
-        self.arrivals_between_steps = 0
+        self.between_steps = collections.Counter()   # episode ends on a frame between two steps
 
     def _skip(self, stamp: float, why: str) -> None:
         span = self.spans[-1] if self.spans else None
@@ -69,12 +70,16 @@ class DatasetDrive(RecordedDrive):
 
     def on_step(self, step: Step) -> None:
         if step.is_first:   # the pipeline started an episode: first frame, new route, time ran back
-            if (self.held is not None and self.ended is None and not self.held[0]['is_first']
-                    and self.held[1] < metrics.DESTINATION_RADIUS):
-                row = self.held[0]
+            unfinished = self.held is not None and self.ended is None and not self.held[0]['is_first']
+            row, short, speed = self.held if unfinished else (None, None, None)
+            if unfinished and step.scene.collision:   # the event came after the held step: it is the last
+                row.update(is_terminal=True, reward=row['reward'] - metrics.COLLISION_SCALE * speed)
+                self.outcomes['collision'] += 1
+                self.between_steps['collision'] += 1
+            elif unfinished and short < metrics.DESTINATION_RADIUS:
                 row.update(is_terminal=True, success=True, reward=row['reward'] + metrics.DESTINATION_REWARD)
                 self.outcomes['success'] += 1
-                self.arrivals_between_steps += 1
+                self.between_steps['arrival'] += 1
             self.finish()
             self.ended = None
         why = None
@@ -115,7 +120,7 @@ class DatasetDrive(RecordedDrive):
         short = tracker.length - tracker.s - step.scene.ego.speed * self.period
         self.held = (dict(bev=step.obs['bev'], ego=step.obs['ego'], action=action, reward=reward, is_first=first,
                           is_terminal=terminal, success=terminal and self.ended == 'success', stamp=step.stamp,
-                          episode=self.episode, control=step.control), short)
+                          episode=self.episode, control=step.control), short, abs(step.scene.ego.speed))
         self.steps += 1
 
     def finish(self) -> None:
@@ -143,9 +148,9 @@ def build_dataset(bags, out, contract: Contract, contract_source: dict, task: st
         notes, seen = [], collections.Counter()
         read = read_drive(bag, drive, notes, seen)
         drive.finish()
-        if drive.arrivals_between_steps:
-            notes.append(f'{drive.arrivals_between_steps} arrival(s) on a frame between two model steps, the next '
-                         'frame already a new episode: the last step before each marked as the arrival')
+        for outcome, count in sorted(drive.between_steps.items()):
+            notes.append(f'{count} {outcome}(s) on a frame between two model steps, the next frame already a new '
+                         f'episode: the last step before each marked as the {outcome}')
         seconds, topics = read if read is not None else (0.0, {})
         recorded_seconds += seconds
         if read is not None and not drive.steps:

@@ -350,6 +350,27 @@ def test_an_arrival_between_two_model_steps_is_kept(contract, tmp_path, last_fra
     assert any('arrival(s) on a frame between two model steps' in n for n in manifest['sources'][0]['notes']) == arrived
 
 
+def test_a_collision_between_two_model_steps_is_kept(contract, tmp_path):
+    """A collision on the frame between two steps (7.40 s), the next frame already a new episode: the last
+    step before it ends the episode as a collision, with the penalty at its speed."""
+    xodr = carla_junction()
+    route = np.stack([np.linspace(-50, 0, 26), np.full(26, -1.75)], 1)
+    with Writer(tmp_path / 'bag', version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        bag = BagWriter(writer)
+        bag.episode(xodr, route)
+        for i in range(1, 141):
+            bag.frame(0.05 * i, Ego(x=-50 + 5.0 * 0.05 * i, y=-1.75, yaw=0.0, speed=5.0), Agents(), (0.3, 0.0, 0.0),
+                      collision=i == 140)
+        bag.episode(xodr, route[::-1].copy())
+        for i in range(141, 161):
+            bag.frame(0.05 * i, Ego(x=0.0, y=-1.75, yaw=math.pi, speed=0.0), Agents(), (0.3, 0.0, 0.0))
+    manifest = build_dataset([tmp_path / 'bag'], tmp_path / 'ds', contract, {'task': default_task()})
+    _, _, arrays = load_dataset(tmp_path / 'ds')
+    last = np.flatnonzero(arrays['episode'] == arrays['episode'][0])[-1]
+    assert arrays['is_terminal'][last] and not arrays['success'][last] and manifest['outcomes'] == {'collision': 1}
+    assert arrays['reward'][last] < arrays['reward'][last - 1] - 100   # −30 · 5 m/s
+
+
 def test_damaged_and_missing_bags_convert_what_is_readable(tmp_path):
     from test_analyze import write_bag
     bag = write_bag(tmp_path / 'cut', frames=700, extra=False)
