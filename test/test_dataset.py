@@ -162,6 +162,25 @@ def test_pretrain_from_a_dataset_then_the_planner_loads_it(drives, contract, tmp
     assert untrained_again == untrained and load_checkpoint(tmp_path / 'run/checkpoint')[1]['updates'] == 250
 
 
+def test_behaviour_cloning_pulls_the_actor_to_the_recorded_actions(drives, contract, tmp_path):
+    """With the weight on, the actor's likelihood of the recorded actions rises over the updates (it is
+    logged); with 0 the actor learns in imagination alone and nothing is logged."""
+    import csv as csv_module
+    build_dataset([drives], tmp_path / 'ds', contract, {'task': default_task()}, default_task())
+    preset = load_preset('tiny')
+
+    def nll(run):
+        with open(run / 'scalars.csv') as f:
+            return [float(v) for _, k, v in csv_module.reader(f) if k == 'train/behaviour_nll']
+    pretrain_from_dataset(tmp_path / 'ds', preset, 300, tmp_path / 'bc', holdout=0.2, progress=False,
+                          behaviour_cloning=1.0)
+    pretrain_from_dataset(tmp_path / 'ds', preset, 50, tmp_path / 'plain', holdout=0.2, progress=False,
+                          behaviour_cloning=0.0)
+    logged = nll(tmp_path / 'bc')
+    assert len(logged) == 6 and logged[-1] < logged[0] - 0.1, logged
+    assert nll(tmp_path / 'plain') == []
+
+
 def test_finetune_offline_on_a_dataset(drives, contract, tiny_checkpoint, tmp_path):
     build_dataset([drives], tmp_path / 'ds', load_checkpoint(tiny_checkpoint)[1]['contract'],
                   {'checkpoint': str(tiny_checkpoint)})
@@ -460,6 +479,9 @@ def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_p
     (['pretrain', '--dataset', 'nowhere', '--updates', '5', '--task', 'right_turn'],
      'not used with --dataset (the data sets task and contract): --task'),
     (['finetune', '--checkpoint', 'CKPT', '--dataset', 'nowhere'], 'not found'),
+    (['pretrain', '--dataset', 'nowhere', '--updates', '5', '--behaviour-cloning', '-1'],
+     '--behaviour-cloning must be 0 or more'),
+    (['pretrain', '--steps', '10', '--behaviour-cloning', '1'], '--behaviour-cloning is for --dataset'),
 ])
 def test_refusals(args, message, tiny_checkpoint, tmp_path):
     args = [str(tiny_checkpoint) if a == 'CKPT' else str(tmp_path / 'out') if a == 'OUT' else a for a in args]

@@ -6,12 +6,18 @@ from adawm_planner.core.memory import retain_freed_memory
 
 
 class Learner:
-    """Optimisers and one update of world model + actor-critic."""
+    """Optimisers and one update of world model + actor-critic.
 
-    def __init__(self, agent):
+    `behaviour_cloning` > 0 (learning from recorded drives, where nothing corrects the actor by acting) adds
+    that weight times the negative log-likelihood of the recorded actions, at the states they were taken
+    in, to the actor loss: an actor trained in imagination alone picks the actions the model has seen least,
+    whose outcomes it gets most wrong (measured: a dataset-pretrained actor braked at every step, the
+    action of 2.3 % of the data; BENCHMARKS.md "Pretraining from recorded drives")."""
+
+    def __init__(self, agent, behaviour_cloning: float = 0.0):
         p = agent.preset
         retain_freed_memory()  # a step's large tensors reuse faulted-in pages (1.6x faster updates)
-        self.agent = agent
+        self.agent, self.behaviour_cloning = agent, behaviour_cloning
         ac = agent.actor_critic
         self.model_opt = torch.optim.Adam(agent.world_model.parameters(), p.model_lr, eps=1e-8)
         self.actor_opt = torch.optim.Adam(ac.actor.parameters(), p.actor_lr, eps=1e-5)
@@ -24,6 +30,13 @@ class Learner:
         start = {k: v.detach().flatten(0, 1) for k, v in posts.items()}
         start_cont = 1.0 - batch['is_terminal'].float().flatten()
         actor_loss, critic_loss, ac_metrics = ac.loss(wm, start, start_cont, self.agent.generator)
+        if self.behaviour_cloning > 0:
+            # step t holds the action that led to it: the state at t-1 chose batch['action'][:, t]
+            feat = wm.feat({k: v[:, :-1] for k, v in posts.items()}).detach()
+            taken = ~batch['is_first'][:, 1:]
+            logp, _ = ac.actor.log_prob_entropy(ac.actor.mlp(feat[taken]), batch['action'][:, 1:][taken])
+            ac_metrics['behaviour_nll'] = -logp.mean().item()
+            actor_loss = actor_loss - self.behaviour_cloning * logp.mean()
         self._step(self.actor_opt, actor_loss, ac.actor.parameters())
         self._step(self.critic_opt, critic_loss, ac.critic.parameters())
         ac.update_slow_critic()

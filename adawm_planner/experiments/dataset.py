@@ -47,6 +47,7 @@ MANIFEST = 'dataset.json'
 ARRAYS = ('bev', 'ego', 'action', 'reward', 'is_first', 'is_terminal', 'success', 'stamp', 'episode', 'control')
 OPTIONAL = ('success',)   # absent from datasets written before it was kept
 HELDOUT_SEQUENCES = 32   # fixed held-out sequences the held-out losses are the mean over
+BEHAVIOUR_CLONING = 1.0  # weight of the recorded actions' likelihood in the actor loss (Learner; measured at 1.0)
 TRACE_FIELDS = ['finetune_step', 'dataset_step', 'eps_model', 'eps_policy', 'eps_policy_episodes', 'eps_policy_max',
                 'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'decision']
 
@@ -186,7 +187,8 @@ def _optimizers(learner: Learner) -> dict:
 
 
 def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0, holdout: float = 0.1,
-                          eval_every: int = 500, progress: bool = True, checkpoint_dir=None):
+                          eval_every: int = 500, progress: bool = True, checkpoint_dir=None,
+                          behaviour_cloning: float = BEHAVIOUR_CLONING):
     """`updates` Learner updates on the dataset's training part. Every `eval_every` updates and at the end:
     held-out losses into scalars.csv / TensorBoard (prefix heldout/) and a checkpoint (with the dataset's
     contract) to `checkpoint_dir` (default out_dir/checkpoint), with the optimisers' state in
@@ -199,7 +201,7 @@ def pretrain_from_dataset(dataset, preset, updates: int, out_dir, seed: int = 0,
     torch.manual_seed(seed)
     agent = agent_for(contract, preset, seed)
     train, heldout = split(arrays, len(contract.action_table()), holdout, preset.seq_len, seed)
-    learner = Learner(agent)
+    learner = Learner(agent, behaviour_cloning)
     state_file, state_meta = out_dir / 'training_state.safetensors', out_dir / 'training_state.json'
     done, untrained = 0, None
     if state_meta.is_file() and state_file.is_file():   # resume: weights, optimisers, counters

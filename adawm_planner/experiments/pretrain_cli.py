@@ -15,6 +15,9 @@ def register(subparsers):
     pre.add_argument('--dataset', default=None, help='learn from this dataset (`adawm dataset`) instead of the env')
     pre.add_argument('--updates', type=int, default=None, help='with --dataset: learner updates (required)')
     pre.add_argument('--holdout', type=float, default=0.1, help='with --dataset: held-out fraction (the last steps)')
+    pre.add_argument('--behaviour-cloning', type=float, default=None, metavar='W',
+                     help='with --dataset: weight of the recorded actions\' likelihood in the actor loss '
+                          '(default experiments/dataset.py BEHAVIOUR_CLONING; 0: imagination alone)')
     pre.add_argument('--out', default=None, help='run directory (default runs/pretrain-TASK-PRESET-sSEED)')
     pre.add_argument('--checkpoint', default=None, help='checkpoint directory (default OUT/checkpoint)')
     pre.add_argument('--seed', type=int, default=0)
@@ -58,6 +61,8 @@ def pretrain_command(args):
     try:
         if args.steps is None:
             raise Refused('--steps is required (or --dataset with --updates)')
+        if args.behaviour_cloning is not None:
+            raise Refused('--behaviour-cloning is for --dataset (online, acting corrects the actor)')
         task = check_task(args.task or default_task())
         preset = load_preset(args.preset, **overrides)
         collectors = check_ray(args, 'collectors')
@@ -79,7 +84,7 @@ def _pretrain_from_dataset(args):
 
     from adawm_planner.core.checkpoint import CheckpointError
     from adawm_planner.core.presets import load_preset
-    from adawm_planner.experiments.dataset import DatasetError, pretrain_from_dataset, read_manifest
+    from adawm_planner.experiments.dataset import BEHAVIOUR_CLONING, DatasetError, pretrain_from_dataset, read_manifest
     try:
         env_only = (('--task', args.task), ('--steps', args.steps), ('--time-limit', args.time_limit),
                     ('--train-ratio', args.train_ratio), ('--continuous', args.continuous))
@@ -90,6 +95,8 @@ def _pretrain_from_dataset(args):
             raise Refused('--dataset needs --updates N (learner updates, N ≥ 1)')
         if not 0 < args.holdout < 1:
             raise Refused('--holdout must be between 0 and 1')
+        if args.behaviour_cloning is not None and not args.behaviour_cloning >= 0:
+            raise Refused('--behaviour-cloning must be 0 or more')
         read_manifest(args.dataset)
         preset = load_preset(args.preset)
     except KeyError as exc:
@@ -100,7 +107,8 @@ def _pretrain_from_dataset(args):
     try:
         _, heldout, untrained = pretrain_from_dataset(args.dataset, preset, args.updates, out, args.seed,
                                                       args.holdout, args.eval_every, not args.no_progress,
-                                                      args.checkpoint)
+                                                      args.checkpoint, BEHAVIOUR_CLONING if args.behaviour_cloning is None
+                                                      else args.behaviour_cloning)
     except (DatasetError, CheckpointError) as exc:   # CheckpointError: resuming a run of another preset
         return refuse('pretrain', str(exc))
     print(f'checkpoint: {args.checkpoint or out + "/checkpoint"}')
