@@ -4,7 +4,8 @@
    `adawm record` writes them, random controls mixed in) and of the shipped planner in the embedded stack
    (lockstep launch, adaptation off, `adawm record` beside it).
 2. `adawm dataset` of both recordings (the contract of the pretraining task: a model from scratch).
-3. Offline: `adawm pretrain --dataset` for as many learner updates as the online run takes.
+3. Offline: `adawm pretrain --dataset` for as many learner updates as the online run takes — as shipped
+   (behaviour cloning in the actor loss) and with `--behaviour-cloning 0` (the actor in imagination alone).
 4. Online: `adawm pretrain --task` for as many environment steps as the dataset holds (its recipe: random
    actions for the preset's prefill, then the agent's sampled actions, one update per batch*seq/train_ratio);
    or, with --online CHECKPOINT, an online run that exists (the shipped checkpoint is one: 25 000 steps,
@@ -123,16 +124,20 @@ def main():
     result.update(updates=updates, online={'checkpoint': str(online), 'steps': online_meta['step'],
                                            'train_wall_s': online_meta.get('train_wall_s')})
 
-    # 4. offline, the same number of updates
-    offline = out / 'offline'
-    if not (offline / 'checkpoint/model.json').exists():
-        result['offline_wall_s'] = cli('pretrain', '--dataset', str(dataset), '--preset', args.preset,
-                                       '--updates', str(updates), '--seed', str(args.seed), '--threads', '1',
-                                       '--no-progress', '--out', str(offline), log=out / 'offline.log')
-        save()
+    # 4. offline, the same number of updates: as shipped (with the recorded actions' likelihood in the actor
+    # loss) and with the actor trained in imagination alone
+    checkpoints = {}
+    for name, extra in (('offline', []), ('offline_imagination_only', ['--behaviour-cloning', '0'])):
+        if not (out / name / 'checkpoint/model.json').exists():
+            result[f'{name}_wall_s'] = cli('pretrain', '--dataset', str(dataset), '--preset', args.preset,
+                                           '--updates', str(updates), '--seed', str(args.seed), '--threads', '1',
+                                           '--no-progress', *extra, '--out', str(out / name),
+                                           log=out / f'{name}.log')
+            save()
+        checkpoints[name] = out / name / 'checkpoint'
 
     # 5. evaluation on the pretraining task
-    checkpoints = {'offline': offline / 'checkpoint', 'online': online}
+    checkpoints['online'] = online
     if online.resolve() != Path(default_checkpoint()).resolve():
         checkpoints['shipped'] = Path(default_checkpoint())
     result['evaluation'] = {name: evaluate(path, task, args.episodes, out / f'eval_{name}.json')
