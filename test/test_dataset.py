@@ -467,9 +467,36 @@ def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_p
     # two episodes (an episode the untrained agent drives until its time runs out ends unterminated; one the
     # bridge stepped on without a command for a second can be cut in two by the gap)
     assert manifest['segments'] >= 2 and manifest['steps'] >= 100, manifest['sources']
-    adawm('pretrain', '--dataset', 'ds', '--preset', 'tiny', '--updates', 10, '--out', 'run', '--no-progress')
+    adawm('pretrain', '--dataset', 'ds', '--preset', 'tiny', '--updates', 100, '--eval-every', 100, '--out', 'run',
+          '--no-progress')
+    with open(tmp_path / 'run/scalars.csv') as f:
+        errors = [float(v) for _, k, v in csv.reader(f) if k == 'heldout/bev_prediction_error']
+    assert errors[-1] < errors[0], errors   # the held-out tail is predicted better than by the untrained model
     out = adawm('finetune', '--dataset', 'ds', '--checkpoint', 'run/checkpoint', '--window', 16, '--out', 'ft')
     assert 'adawm offline on ds' in out and (tmp_path / 'ft/model_adapter.safetensors').is_file()
+
+    # the checkpoint pretrained from the recording loads into the planner node, which comes up and reports
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    from adawm_planner.nodes import qos
+    context = Context()
+    rclpy.init(context=context)
+    watcher = rclpy.create_node('dataset_test_watcher', context=context)
+    reports = []
+    watcher.create_subscription(DiagnosticArray, '/diagnostics', reports.append, qos.EVENTS_IN)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(watcher)
+    planner = node_procs.start_node('planner_node', {'checkpoint': tmp_path / 'run/checkpoint'}, log)
+    try:
+        end = time.monotonic() + 120
+        while not reports and time.monotonic() < end and planner.poll() is None:
+            executor.spin_once(timeout_sec=0.1)
+        assert reports and planner.poll() is None, (tmp_path / 'nodes.log').read_text()[-2000:]
+    finally:
+        node_procs.stop_nodes([planner])
+        watcher.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 @pytest.mark.parametrize('args, message', [
