@@ -58,7 +58,8 @@ class DatasetDrive(RecordedDrive):
         self.steps, self.pedal_residual, self.steer_residual = 0, [], []
         self.outcomes, self.actions = collections.Counter(), collections.Counter()
         self.spans: list[dict] = []
-        self.held = None   # the last step, written once the next one shows whether it was an arrival
+        self.held = None   # (row, short of arriving, speed) of the last step, written once the next step shows
+                           # whether its episode ended right after it
         self.between_steps = collections.Counter()   # episode ends on a frame between two steps
 
     def _skip(self, stamp: float, why: str) -> None:
