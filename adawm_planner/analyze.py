@@ -96,10 +96,10 @@ class Analysis(RecordedDrive):
             self.actions.index(dict(zip(('throttle', 'steer', 'brake'), step.control)))).numpy()
         self.chunk.append((step, action, self.pending_event, metrics.ttc(step.scene), tuple(self.failures)))
         self.pending_event = ''
-        outcome = metrics.termination(step.scene, step.progress, 0, max_steps=1)   # no timeout offline
-        if step.episode != self.ended_episode and (outcome['collision'] or outcome['off_route'] or outcome['success']):
+        ended = metrics.episode_end(step.scene, step.progress)
+        if ended and step.episode != self.ended_episode:
             self.ended_episode = step.episode
-            self.failures.append(0.0 if outcome['success'] else 1.0)
+            self.failures.append(0.0 if ended == 'success' else 1.0)
         if len(self.chunk) == CHUNK:
             self.flush()
 

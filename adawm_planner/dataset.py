@@ -109,12 +109,11 @@ class DatasetDrive(RecordedDrive):
             self.pedal_residual.append(abs((throttle - brake) - (chosen['throttle'] - chosen['brake'])))
             self.steer_residual.append(abs(steer - chosen['steer']))
             self.actions[action] += 1
-            outcome = metrics.termination(step.scene, step.progress, 0, max_steps=1)   # no timeout offline
-            ended = [name for name in ('collision', 'success', 'off_route') if outcome[name]]
-            reward, terminal = step.reward, bool(ended)
+            ended = metrics.episode_end(step.scene, step.progress)
+            reward, terminal = step.reward, ended is not None
             if ended:
-                self.ended = ended[0]
-                self.outcomes[ended[0]] += 1
+                self.ended = ended
+                self.outcomes[ended] += 1
         self.finish()
         # how far short of arriving the step is, less what the ego covers before the next step
         tracker = self.pipeline.tracker

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
+HOLDOUT = 0.1   # the offline runs' held-out tail, on which every world model is scored at the end
 
 
 def cli(*args, log: Path):
@@ -130,8 +131,9 @@ def main():
     for name, extra in (('offline', []), ('offline_imagination_only', ['--behaviour-cloning', '0'])):
         if not (out / name / 'checkpoint/model.json').exists():
             result[f'{name}_wall_s'] = cli('pretrain', '--dataset', str(dataset), '--preset', args.preset,
-                                           '--updates', str(updates), '--seed', str(args.seed), '--threads', '1',
-                                           '--no-progress', *extra, '--out', str(out / name),
+                                           '--updates', str(updates), '--holdout', str(HOLDOUT), '--seed',
+                                           str(args.seed), '--threads', '1', '--no-progress', *extra,
+                                           '--out', str(out / name),
                                            log=out / f'{name}.log')
             save()
         checkpoints[name] = out / name / 'checkpoint'
@@ -151,7 +153,7 @@ def main():
     from adawm_planner.experiments.dataset import heldout_metrics, load_dataset, split
     _, contract, arrays = load_dataset(dataset)
     preset = load_preset(args.preset)
-    _, heldout = split(arrays, len(contract.action_table()), 0.1, preset.seq_len, args.seed)
+    _, heldout = split(arrays, len(contract.action_table()), HOLDOUT, preset.seq_len, args.seed)
     result['heldout'] = {name: {k: round(float(v), 3) for k, v in
                                 heldout_metrics(load_checkpoint(path)[0].world_model, heldout).items()}
                          for name, path in checkpoints.items()}

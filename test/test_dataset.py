@@ -344,23 +344,30 @@ def test_a_carla_junction_with_unknown_sensors_converts(contract, tmp_path):
     assert result['finetune_steps'] > 0 and set(result['adapters']) == {'model', 'policy'}
 
 
-@pytest.mark.parametrize('last_frame, arrived', [(7.40, True), (7.00, False)])
-def test_an_arrival_between_two_model_steps_is_kept(contract, tmp_path, last_frame, arrived):
-    """The ego drives a 50 m straight at 6.5 m/s: it is within 2 m of the end first at 7.40 s, a frame between
-    two model steps (7.35, 7.45), and the bridge starts the next episode (a new route) at once. The last step
-    of the first episode is the arrival; a drive that stops a metre and more short of it (7.00 s) is not."""
+def straight_then_reset(path, frames, speed, collision_at=None):
+    """The ego drives a 50 m straight at `speed` for `frames` frames (20 Hz), then the bridge starts the next
+    episode at once (a new route: the straight driven back) and records 20 frames of it."""
     xodr = carla_junction()
     route = np.stack([np.linspace(-50, 0, 26), np.full(26, -1.75)], 1)
-    with Writer(tmp_path / 'bag', version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
         bag = BagWriter(writer)
         bag.episode(xodr, route)
-        frames = int(round(last_frame / 0.05))
         for i in range(1, frames + 1):
-            bag.frame(0.05 * i, Ego(x=-50 + 6.5 * 0.05 * i, y=-1.75, yaw=0.0, speed=6.5), Agents(), (0.3, 0.0, 0.0))
-        bag.episode(xodr, route[::-1].copy())   # the next episode drives back
+            bag.frame(0.05 * i, Ego(x=-50 + speed * 0.05 * i, y=-1.75, yaw=0.0, speed=speed), Agents(),
+                      (0.3, 0.0, 0.0), collision=i == collision_at)
+        bag.episode(xodr, route[::-1].copy())
         for i in range(frames + 1, frames + 21):
             bag.frame(0.05 * i, Ego(x=0.0, y=-1.75, yaw=math.pi, speed=0.0), Agents(), (0.3, 0.0, 0.0))
-    manifest = build_dataset([tmp_path / 'bag'], tmp_path / 'ds', contract, {'task': default_task()})
+    return path
+
+
+@pytest.mark.parametrize('last_frame, arrived', [(7.40, True), (7.00, False)])
+def test_an_arrival_between_two_model_steps_is_kept(contract, tmp_path, last_frame, arrived):
+    """At 6.5 m/s the ego is within 2 m of the end first at 7.40 s, a frame between two model steps (7.35,
+    7.45), and the bridge starts the next episode at once. The last step of the first episode is the
+    arrival; a drive that stops a metre and more short of it (7.00 s) is not."""
+    bag = straight_then_reset(tmp_path / 'bag', int(round(last_frame / 0.05)), 6.5)
+    manifest = build_dataset([bag], tmp_path / 'ds', contract, {'task': default_task()})
     _, _, arrays = load_dataset(tmp_path / 'ds')
     last = np.flatnonzero(arrays['episode'] == arrays['episode'][0])[-1]
     assert bool(arrays['is_terminal'][last]) == bool(arrays['success'][last]) == arrived
@@ -370,20 +377,10 @@ def test_an_arrival_between_two_model_steps_is_kept(contract, tmp_path, last_fra
 
 
 def test_a_collision_between_two_model_steps_is_kept(contract, tmp_path):
-    """A collision on the frame between two steps (7.40 s), the next frame already a new episode: the last
+    """A collision on the frame between two steps (7.00 s), the next frame already a new episode: the last
     step before it ends the episode as a collision, with the penalty at its speed."""
-    xodr = carla_junction()
-    route = np.stack([np.linspace(-50, 0, 26), np.full(26, -1.75)], 1)
-    with Writer(tmp_path / 'bag', version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
-        bag = BagWriter(writer)
-        bag.episode(xodr, route)
-        for i in range(1, 141):
-            bag.frame(0.05 * i, Ego(x=-50 + 5.0 * 0.05 * i, y=-1.75, yaw=0.0, speed=5.0), Agents(), (0.3, 0.0, 0.0),
-                      collision=i == 140)
-        bag.episode(xodr, route[::-1].copy())
-        for i in range(141, 161):
-            bag.frame(0.05 * i, Ego(x=0.0, y=-1.75, yaw=math.pi, speed=0.0), Agents(), (0.3, 0.0, 0.0))
-    manifest = build_dataset([tmp_path / 'bag'], tmp_path / 'ds', contract, {'task': default_task()})
+    bag = straight_then_reset(tmp_path / 'bag', 140, 5.0, collision_at=140)
+    manifest = build_dataset([bag], tmp_path / 'ds', contract, {'task': default_task()})
     _, _, arrays = load_dataset(tmp_path / 'ds')
     last = np.flatnonzero(arrays['episode'] == arrays['episode'][0])[-1]
     assert arrays['is_terminal'][last] and not arrays['success'][last] and manifest['outcomes'] == {'collision': 1}

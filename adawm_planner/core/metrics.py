@@ -95,6 +95,13 @@ def termination(scene: Scene, progress: RouteProgress, steps: int, max_steps: in
     return {'collision': collision, 'success': success, 'off_route': off_route, 'timeout': timeout}
 
 
+def episode_end(scene: Scene, progress: RouteProgress) -> str | None:
+    """The outcome that ends an episode at this step of a recorded drive (no timeout offline: a recording
+    knows no step limit), or None."""
+    outcome = termination(scene, progress, 0, max_steps=1)
+    return next((name for name in ('collision', 'success', 'off_route') if outcome[name]), None)
+
+
 def ttc(scene: Scene, lane_half_width: float = 1.75) -> float:
     """CarDreamer's time to collision: min over vehicles in the ego's lane (|lateral| < half a lane in the
     ego frame), ahead, within 100 m, of distance / |relative speed| along the ego's heading; TTC_CAP if none."""
