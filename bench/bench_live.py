@@ -7,7 +7,8 @@ Per arm, seed and window of simulated time (default 5 min): episodes, success ra
 return, adapters applied / rolled back, finetuning steps per simulated minute. Writes into --out:
 live.csv (one row per arm x seed x window, appended as each run ends), runs.json (each run's totals),
 live.png (success per window, one line per arm: the mean over seeds), live.md (the tables and the command);
-prints the table. Episode k of a run has seed `seed + k` in every arm, so the arms are also compared episode
+prints the table. Resumable: run again with the same --out, pair and --minutes and the (arm, seed) runs that
+covered their simulated minutes are kept, not rerun (a 30-minute comparison is hours of wall time). Episode k of a run has seed `seed + k` in every arm, so the arms are also compared episode
 by episode: of the episode seeds every arm finished, where one succeeded and the other did not.
 
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 chrt --idle 0 \\
@@ -73,12 +74,20 @@ def main(argv=None) -> int:
           f'{args.seeds}, {args.minutes:g} simulated min each in lockstep, windows of {args.window:g} min; '
           f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, loopback only', flush=True)
 
-    rows, runs, failures = [], [], []
+    rows, runs = finished_runs(out, pair, sim_seconds)
+    failures = []
+    done = {(r['arm'], r['seed']) for r in runs}
+    if done:
+        print(f'bench_live: resuming in {out}: kept {", ".join(f"{a} seed {s}" for a, s in sorted(done))}', flush=True)
     with open(out / 'live.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
+        writer.writerows({k: r[k] for k in FIELDS} for r in rows)
+        f.flush()
         for seed in args.seeds:          # seeds outer: a killed benchmark leaves whole comparisons
             for arm in args.arms:
+                if (arm, seed) in done:
+                    continue
                 command = live.launch_command(launch_file, task, arm, seed, args.checkpoint, lockstep=True)
                 run = live.run_stack(command, out / f'{arm}-seed{seed}', arm, seed, sim_seconds=sim_seconds,
                                      wall_seconds=wall_limit)
@@ -87,7 +96,8 @@ def main(argv=None) -> int:
                 writer.writerows({k: r[k] for k in FIELDS} for r in arm_rows)
                 f.flush()
                 rows += arm_rows
-                totals = {'arm': arm, 'seed': seed, 'sim_s': round(run.sim_end, 1), 'wall_s': run.wall_s,
+                totals = {'pair': pair, 'arm': arm, 'seed': seed, 'minutes': args.minutes,
+                          'sim_s': round(run.sim_end, 1), 'wall_s': run.wall_s,
                           'stack_exit_code': run.stack_exit_code, **{k: run.summary[k] for k in (
                               'frames', 'commands', 'command_coverage', 'episodes', 'outcomes', 'mismatch_reports',
                               'decisions', 'adapters', 'planner')},
@@ -114,6 +124,31 @@ def main(argv=None) -> int:
         + ''.join(f'\n**FAILED**: {f}\n' for f in failures))
     print(f'bench_live: {out / "live.csv"}, {out / "live.png"}, {out / "live.md"}')
     return 1 if failures else 0
+
+
+def finished_runs(out: Path, pair: str, sim_seconds: float) -> tuple[list[dict], list[dict]]:
+    """The window rows and run totals of an earlier invocation into `out` whose runs covered the same pair
+    and simulated time; runs that fell short are dropped (they run again), as is everything of another
+    pair or length."""
+    try:
+        runs = json.loads((out / 'runs.json').read_text())
+        with open(out / 'live.csv', newline='') as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError):
+        return [], []
+    minutes = sim_seconds / 60
+    runs = [r for r in runs if r.get('pair') == pair and r.get('minutes') == minutes
+            and r['sim_s'] >= sim_seconds - 1.0]
+    kept = {(r['arm'], r['seed']) for r in runs}
+    def value(key, text):
+        if key in ('pair', 'task', 'arm'):
+            return text
+        if text == '':              # a window without episodes has no rates
+            return None
+        return int(text) if key in ('seed', 'window', 'episodes', 'adapters_applied', 'adapters_rolled_back') \
+            else float(text)
+    rows = [{k: value(k, r[k]) for k in FIELDS} for r in rows]
+    return [r for r in rows if r['pair'] == pair and (r['arm'], r['seed']) in kept], runs
 
 
 def mean_by_window(rows, arm, key):

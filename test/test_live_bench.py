@@ -1,5 +1,6 @@
 """bench/bench_live.py end to end, short: the real stack from the launch file in lockstep, adaptation off and
-AdaWM on the same seed for 30 simulated seconds each (tiny preset), into a CSV, a plot and a summary."""
+AdaWM on the same seed for 30 simulated seconds each (tiny preset), into a CSV, a plot and a summary; run again
+into the same folder it keeps those runs instead of repeating them."""
 import csv
 import os
 import subprocess
@@ -15,10 +16,9 @@ ROOT = Path(__file__).parents[1]
 
 def test_bench_live_runs_both_arms_for_their_simulated_time(tiny_checkpoint, tmp_path):
     out = tmp_path / 'live'
-    result = subprocess.run([sys.executable, str(ROOT / 'bench/bench_live.py'), '--arms', 'off', 'adawm',
-                             '--minutes', '0.5', '--window', '0.25', '--checkpoint', str(tiny_checkpoint),
-                             '--wall-limit', '240', '--out', str(out)],
-                            env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    command = [sys.executable, str(ROOT / 'bench/bench_live.py'), '--arms', 'off', 'adawm', '--minutes', '0.5',
+               '--window', '0.25', '--checkpoint', str(tiny_checkpoint), '--wall-limit', '240', '--out', str(out)]
+    result = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     logs = '\n'.join((p / 'stack.log').read_text()[-1500:] for p in sorted(out.glob('*-seed0')))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + logs
     rows = list(csv.DictReader(open(out / 'live.csv')))
@@ -31,3 +31,10 @@ def test_bench_live_runs_both_arms_for_their_simulated_time(tiny_checkpoint, tmp
     assert (out / 'live.png').stat().st_size > 0
     summary = (out / 'live.md').read_text()
     assert 'bench/bench_live.py --arms off adawm' in summary and 'FAILED' not in summary
+
+    # resumed: both runs kept, nothing launched, the same rows and totals
+    first_csv, first_runs = (out / 'live.csv').read_text(), (out / 'runs.json').read_text()
+    again = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert 'kept adawm seed 0, off seed 0' in again.stdout and 'done:' not in again.stdout
+    assert (out / 'live.csv').read_text() == first_csv and (out / 'runs.json').read_text() == first_runs
