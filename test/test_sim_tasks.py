@@ -172,7 +172,7 @@ def test_default_vehicle_is_the_unscaled_control_mapping():
     """Gains of 1 and no lag are bit-identical to the mapping without a vehicle (the pre-vehicle behaviour)."""
     from adawm_planner.sim import tasks_config
     default = tasks_config()['vehicle']
-    assert default == {'steer_gain': 1.0, 'throttle_gain': 1.0, 'brake_gain': 1.0, 'lag_steps': 0}
+    assert default == {'steer_gain': 1.0, 'throttle_gain': 1.0, 'brake_gain': 1.0, 'lag': 0.0}
     assert make_env(default_task(), seed=0).task['vehicle'] == default
     for throttle, steer, brake in np.random.default_rng(0).uniform(-0.2, 1.2, (200, 3)):
         assert control_to_sim(throttle, steer - 0.5, brake, default) == control_to_sim(throttle, steer - 0.5, brake)
@@ -197,13 +197,29 @@ def test_shifted_vehicles_respond_differently():
     turned, turned_slow = start_yaw - normal[-1][1], start_yaw - slow[-1][1]
     assert turned > 0.3 and 0.35 * turned < turned_slow < 0.65 * turned       # about half the yaw change
     throttle = [(1.0, 0.0, 0.0)] * 8
-    normal, lagged = response({}, throttle), response({'lag_steps': 3}, throttle)
+    normal, lagged = response({}, throttle), response({'lag': 0.3}, throttle)
     start_speed = make_env('right_turn-sparse').task['start_speed']
     assert [s for s, _ in lagged[:3]] == pytest.approx([start_speed] * 3) and normal[0][0] > start_speed
     assert [s for s, _ in lagged[3:]] == pytest.approx([s for s, _ in normal[:5]])   # same response, 3 steps later
     brake = [(0.0, 0.0, 1.0)] * 5
     normal, weak = response({}, brake), response({'brake_gain': 0.5}, brake)
     assert normal[0][0] < weak[0][0] < response({}, [(0.0, 0.0, 0.0)])[0][0]
+
+
+def test_the_lag_is_a_time_whatever_the_step_length():
+    """The lagged car coasts for 0.5 s at 10 Hz (the training env) and behind the 20 Hz ROS bridge alike."""
+    for dt in (0.1, 0.05):
+        env = make_env('right_turn_lagged-sparse', seed=0, dt=dt)
+        env.reset()
+        start = env.scene().ego.speed
+        speeds = []
+        for _ in range(round(1.0 / dt)):
+            env.step_control(1.0, 0.0, 0.0)
+            speeds.append(env.scene().ego.speed)
+        coasting = round(0.5 / dt)
+        assert speeds[:coasting] == pytest.approx([start] * coasting) and speeds[coasting] > start, dt
+    with pytest.raises(ValueError, match='vehicle.lag 0.25 s is not a whole number of 0.1 s steps'):
+        make_env('right_turn_lagged-sparse', vehicle={**make_env('right_turn-sparse').task['vehicle'], 'lag': 0.25})
 
 
 def test_a_list_of_exits_draws_one_per_episode_and_keeps_the_traffic():

@@ -48,6 +48,11 @@ class DrivingEnv(gym.Env):
         self.render_mode = render_mode
         frequency = int(round(1 / self.dt))
         assert abs(frequency * self.dt - 1) < 1e-9, f'dt must divide 1 s, got {dt}'
+        # the lag is a time, so the car is the same at any step length (10 Hz here, 20 Hz behind the ROS bridge)
+        self.lag_steps = int(round(spec['vehicle']['lag'] / self.dt))
+        if abs(self.lag_steps * self.dt - spec['vehicle']['lag']) > 1e-9:
+            raise ValueError(f"task {name}: vehicle.lag {spec['vehicle']['lag']} s is not a whole number of "
+                             f'{self.dt} s steps')
         traffic = dict(spec['traffic'])
         if 'spawn_rate' in traffic:   # spawn attempts per second in tasks.yaml -> probability per step
             traffic['spawn_probability'] = min(traffic['spawn_rate'] * self.dt, 1.0)
@@ -82,8 +87,8 @@ class DrivingEnv(gym.Env):
             self.lanes = scene_source.lanes_of(self.sim.road.network)
         self.route = self.sim.route_points() * scene_source.FLIP
         self.steps, self.acceleration, self.control = 0, 0.0, (0.0, 0.0, 0.0)
-        # controls commanded but not yet applied: the actuation lag (vehicle.lag_steps) starts coasting
-        self.pending = [(0.0, 0.0, 0.0)] * self.task['vehicle']['lag_steps']
+        # controls commanded but not yet applied: the actuation lag (vehicle.lag) starts coasting
+        self.pending = [(0.0, 0.0, 0.0)] * self.lag_steps
         self.pipeline.restart()
         step = self.pipeline.step(0.0, self.scene(), self.control)
         self.progress = step.progress
