@@ -1,0 +1,116 @@
+"""Does the world model see failures coming? Its reward and continue heads on a task's own drives.
+
+Imagination learns the policy from what the reward head and the continue head predict; if they predict no
+crash and no episode end, no policy step can learn to avoid them. For each task the agent drives
+`--episodes` episodes (sampled actions, as the finetuning runs collect data; seeds 20000+); every episode is
+filtered once and, at each step, the heads' predictions are compared with what happened:
+
+  reward |err|        mean absolute error of the predicted reward over all steps
+  crash: true / pred  mean true and predicted reward at collision steps (the penalty is -30 x speed)
+  cont @ fail         mean predicted continue probability at the last step of a failed episode (should be ~0)
+  cont @ arrive       the same at the last step of a successful one (should be ~0)
+  cont @ other        at every other step (should be ~1)
+
+    .venv/bin/python bench/bench_heads.py                       # the shipped checkpoint, every pair's tasks
+    .venv/bin/python bench/bench_heads.py --run runs/experiments/lag_density/adawm/seed0   # after finetuning
+
+`--run`: a finished finetuning run (its checkpoint with its adapters), on its own task unless --tasks.
+"""
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from adawm_planner.core.checkpoint import load_checkpoint
+from adawm_planner.core.networks import TwoHot
+from adawm_planner.share import package_share
+from adawm_planner.sim import default_task, make_env, shift_pairs
+
+SEED = 20_000
+OUTCOMES = ('success', 'collision', 'off_route', 'timeout')
+
+
+def drive(agent, task, episodes):
+    """Episodes of `task` in the replay's time convention (step t: o_t, a_{t-1}, r_t, is_terminal_t)."""
+    env = make_env(task, seed=SEED)
+    out = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=SEED + e)
+        agent.generator.manual_seed(SEED + e)
+        state, done = None, False
+        steps = {'bev': [obs['bev']], 'ego': [obs['ego']], 'action': [np.zeros(agent.action_dim, np.float32)],
+                 'reward': [0.0], 'collision': [False]}
+        while not done:
+            action, state, _ = agent.act(obs, state, 'sample')
+            obs, reward, terminated, truncated, info = env.step(action)
+            for key, value in (('bev', obs['bev']), ('ego', obs['ego']), ('action', state['action'].numpy()),
+                               ('reward', reward), ('collision', info['collision'])):
+                steps[key].append(value)
+            done = terminated or truncated
+        episode = {k: np.asarray(np.stack(v) if k in ('bev', 'ego', 'action') else v) for k, v in steps.items()}
+        episode['outcome'] = next(name for name in OUTCOMES if info[name])
+        out.append(episode)
+    env.close()
+    return out
+
+
+@torch.no_grad()
+def heads_report(agent, episodes) -> dict:
+    wm = agent.world_model
+    errors, crash_true, crash_pred, cont_fail, cont_arrive, cont_other = [], [], [], [], [], []
+    for e in episodes:
+        length = len(e['reward'])
+        first = torch.zeros(1, length, dtype=torch.bool)
+        first[0, 0] = True
+        posts, _ = wm.observe(torch.from_numpy(e['bev'])[None], torch.from_numpy(e['ego'])[None],
+                              torch.from_numpy(e['action'].astype(np.float32))[None], first)
+        feat = wm.feat(posts)[0, 1:]          # step 0 has no reward to predict
+        reward = TwoHot(wm.reward_head(feat), wm.bins).mean().numpy()
+        cont = torch.sigmoid(wm.cont_head(feat)[:, 0]).numpy()
+        true = e['reward'][1:]
+        errors.extend(np.abs(reward - true))
+        crash = e['collision'][1:]
+        crash_true.extend(true[crash])
+        crash_pred.extend(reward[crash])
+        ended = e['outcome'] != 'timeout'     # a timeout is not terminal: the episode is cut, not ended
+        (cont_arrive if e['outcome'] == 'success' else cont_fail).extend(cont[-1:] if ended else [])
+        cont_other.extend(cont[:-1] if ended else cont)
+    mean = lambda values: float(np.mean(values)) if len(values) else float('nan')
+    return {'steps': len(errors), 'reward_err': mean(errors), 'crashes': len(crash_true),
+            'crash_true': mean(crash_true), 'crash_pred': mean(crash_pred), 'failed': len(cont_fail),
+            'cont_fail': mean(cont_fail), 'cont_arrive': mean(cont_arrive), 'cont_other': mean(cont_other)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--checkpoint', default=str(package_share() / 'checkpoints' / 'right_turn-moderate-small'))
+    parser.add_argument('--run', default=None, help='a finished finetuning run: its agent with its adapters')
+    parser.add_argument('--tasks', nargs='+', default=None)
+    parser.add_argument('--episodes', type=int, default=20)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.run:
+        from adawm_planner.experiments.final_eval import agent_after
+        agent, result = agent_after(args.run)
+        tasks = args.tasks or [result['task']]
+        label = f"{args.run} ({result['strategy']})"
+    else:
+        agent, _ = load_checkpoint(args.checkpoint)
+        tasks = args.tasks or list(dict.fromkeys([default_task()] + [p['finetune'] for p in shift_pairs().values()]))
+        label = args.checkpoint
+    print(f'bench_heads: {label}, {args.episodes} episodes per task (sampled actions, seeds {SEED}+)')
+    print(f'{"task":46s} {"steps":>6s} {"outcomes s/c/o/t":>17s} {"reward |err|":>12s} {"crash: true / pred":>19s} '
+          f'{"cont @ fail":>11s} {"cont @ arrive":>13s} {"cont @ other":>12s}')
+    for task in tasks:
+        episodes = drive(agent, task, args.episodes)
+        r = heads_report(agent, episodes)
+        counts = '/'.join(str(sum(e['outcome'] == o for e in episodes)) for o in OUTCOMES)
+        print(f'{task:46s} {r["steps"]:6d} {counts:>17s} {r["reward_err"]:12.2f} '
+              f'{r["crash_true"]:9.1f} / {r["crash_pred"]:6.1f} {r["cont_fail"]:11.3f} {r["cont_arrive"]:13.3f} '
+              f'{r["cont_other"]:12.3f}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""bench/bench_heads.py: what the reward and continue heads predict at a task's crashes and episode ends."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adawm_planner.core.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope='module')
+def bench():
+    spec = importlib.util.spec_from_file_location('bench_heads', Path(__file__).parents[1] / 'bench/bench_heads.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_counts_crashes_and_ends_where_they_happened(bench, tiny_checkpoint):
+    agent, _ = load_checkpoint(tiny_checkpoint)
+    episodes = bench.drive(agent, 'right_turn-sparse', 2)
+    assert [len(e['reward']) for e in episodes] == [len(e['bev']) for e in episodes]
+    crashed = dict(episodes[0], outcome='collision', collision=np.arange(len(episodes[0]['reward'])) == 3,
+                   reward=np.where(np.arange(len(episodes[0]['reward'])) == 3, -120.0, 1.0))
+    cut = dict(episodes[1], outcome='timeout', collision=np.zeros(len(episodes[1]['reward']), bool))
+    report = bench.heads_report(agent, [crashed, cut])
+    assert report['steps'] == len(crashed['reward']) + len(cut['reward']) - 2    # step 0 predicts no reward
+    assert report['crashes'] == 1 and report['crash_true'] == -120.0
+    # the collision episode's last step is a failing end; a timeout is cut, not ended: its steps are 'other'
+    assert report['failed'] == 1 and np.isnan(report['cont_arrive'])
+    assert 0.0 <= report['cont_fail'] <= 1.0 and 0.0 <= report['cont_other'] <= 1.0
+
+
+def test_the_bench_prints_a_row_per_task(bench, tiny_checkpoint, capsys):
+    assert bench.main(['--checkpoint', str(tiny_checkpoint), '--tasks', 'right_turn-sparse', '--episodes', '1']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].split()[0] == 'right_turn-sparse' and len(lines[-1].split()) == 10
