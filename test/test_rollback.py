@@ -10,26 +10,47 @@ def drive(judge, returns, success=False):
 
 
 def test_worse_adapter_is_rolled_back_better_is_kept():
-    judge = AdapterJudge(episodes=3, margin=0.2)
-    assert drive(judge, [100, 110, 90]) == []
+    judge = AdapterJudge(episodes=3, margin=1.64)
+    assert not judge.has_bar()
+    assert drive(judge, [100, 110, 90]) == [] and judge.has_bar()
     judge.applied(1)
     [verdict] = drive(judge, [60, 70, 65])
     assert not verdict.keep and verdict.version == 1 and 'fell from 100.0 to 65.0' in verdict.reason
-    judge.applied(2)   # after the rollback the bar is still the episodes before adapter 1
+    # after a rollback the next adapter waits for fresh episodes of the restored state, which join the bar
+    assert not judge.has_bar()
+    drive(judge, [100, 104, 96])
+    judge.applied(2)
     [verdict] = drive(judge, [70, 72, 75])
-    assert not verdict.keep and 'fell from 100.0' in verdict.reason
+    assert not verdict.keep and 'fell from 100.0 to 72.3 over 3 episodes' in verdict.reason
+    drive(judge, [95, 105, 100])
     judge.applied(3)
     assert drive(judge, [95, 100, 99])[0].keep
 
 
-def test_within_margin_is_kept_and_success_drop_counts():
-    judge = AdapterJudge(episodes=2, margin=0.2)
-    drive(judge, [100, 100], success=True)
-    judge.applied(3)
-    assert drive(judge, [85, 85], success=True)[0].keep
-    judge.applied(4)
-    verdict = drive(judge, [85, 85], success=False)[0]
-    assert not verdict.keep and 'success rate fell' in verdict.reason
+def test_traffic_noise_is_not_a_worse_adapter():
+    """Returns that differ by the episodes' traffic (a crash costs ~150) are judged in standard errors: a
+    stretch of the same spread is kept, one far below it is not."""
+    judge = AdapterJudge(episodes=4, margin=1.64)
+    drive(judge, [300, -150, 250, 20])
+    judge.applied(1)
+    assert drive(judge, [-120, 280, -90, 40])[0].keep      # mean 27.5 against 105, well within the spread
+    drive(judge, [300, -150, 250, 20])
+    judge.applied(2)
+    verdict = drive(judge, [-150, -140, -160, -150])[0]
+    assert not verdict.keep and 'standard errors below the 4 before' in verdict.reason
+
+
+def test_a_kept_adapters_trial_is_not_its_bar():
+    """The episodes that passed a verdict are not the next bar (they passed because they were good): a kept
+    adapter is judged against what it drives after its verdict."""
+    judge = AdapterJudge(episodes=2, margin=1.64)
+    drive(judge, [10, 12])
+    judge.applied(1)
+    assert drive(judge, [500, 510])[0].keep
+    assert not judge.has_bar()
+    drive(judge, [20, 22])
+    judge.applied(2)
+    assert drive(judge, [19, 23])[0].keep      # against 20 and 22, not against the lucky 500 and 510
 
 
 def test_superseded_adapter_gets_no_verdict():
@@ -72,20 +93,24 @@ def test_lifecycle_versions_are_never_reused_across_restarts(tmp_path):
 
 def test_lifecycle_trial_keep_and_roll_back(tmp_path):
     from adawm_planner.core.rollback import AdapterLifecycle
-    life = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=0.2))
+    life = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=1.64))
     assert not life.ready()
     life.trained(['policy'])
     life.trained(['model', 'policy'])
-    assert life.ready() and life.take_round() == ['model', 'policy'] and not life.ready()
+    assert not life.ready()                         # no bar yet: nothing driven to judge an adapter against
     for r in (100, 100):
         assert life.episode(r, True) is None
+    assert life.ready() and life.take_round() == ['model', 'policy'] and not life.ready()
     v1 = {'model': FakeAdapter(life.next_version()), 'policy': FakeAdapter(life.next_version())}
     life.applied(v1)
     life.trained(['policy'])
     assert not life.ready()                         # one round on trial at a time
     life.episode(100, True)
     verdict = life.episode(98, True)
-    assert verdict.keep and life.settle(verdict) == [] and life.last_good == v1 and life.ready()
+    assert verdict.keep and life.settle(verdict) == [] and life.last_good == v1 and not life.ready()
+    for r in (99, 101):                             # the kept round's own bar
+        life.episode(r, True)
+    assert life.ready()
     life.take_round()
     v3 = {'policy': FakeAdapter(life.next_version())}
     life.applied(v3)

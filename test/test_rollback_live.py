@@ -32,7 +32,7 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
         start_node('sim_bridge_node', {'task': task}, log, remaps=['/adawm/episode:=/sim/episode']),
         start_node('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log),
         start_node('adaptation_node', {'checkpoint': tiny_checkpoint, 'push_every': 3, 'rollback_episodes': 3,
-                                       'rollback_margin': 0.2, 'state_dir': tmp_path / 'state',
+                                       'rollback_margin': 1.64, 'state_dir': tmp_path / 'state',
                                        'use_sim_time': 'true'}, log),
     ]
     context = Context()
@@ -90,11 +90,15 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
                    lambda: f'planning after the rollback ({len(monitor.command_stamps) - commands_before} commands; '
                            f'the planner says {monitor.diagnostics.get("message")!r})')
 
-        # the next round drives as well as the bar: kept, and it becomes the last good adapter ...
+        # the next round waits for episodes of the restored state (its bar), then drives as well as the bar:
+        # kept, and it becomes the last good adapter ...
+        assert not round_on_trial(restored)
+        episodes(3, 100.0, EpisodeOutcome.OUTCOME_SUCCESS)
         spin_until(lambda: round_on_trial(restored), 120, 'a second round of adapters')
         kept = round_on_trial(restored)
         episodes(3, 100.0, EpisodeOutcome.OUTCOME_SUCCESS)
-        # ... so when the round after it drives worse, that is what comes back
+        # ... so when the round after it (again after a bar of its own) drives worse, that is what comes back
+        episodes(3, 100.0, EpisodeOutcome.OUTCOME_SUCCESS)
         spin_until(lambda: round_on_trial(max(kept.values())), 120, 'a third round of adapters')
         episodes(3, 10.0, EpisodeOutcome.OUTCOME_COLLISION)
         spin_until(lambda: len(statuses(AdapterStatus.STATE_ROLLED_BACK)) > len(rolled), 30, 'a second rollback')

@@ -1,0 +1,36 @@
+"""bench/bench_judge.py: the rollback judge replayed on adaptation-off episodes (every rollback a false one)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope='module')
+def bench():
+    spec = importlib.util.spec_from_file_location('bench_judge', Path(__file__).parents[1] / 'bench/bench_judge.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_harmless_adapters_are_kept_and_broken_ones_caught(bench, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    outcomes = rng.random(200) < 0.6
+    episodes = [{'seed': k, 'outcome': 'success' if ok else 'collision',
+                 'return': float(rng.normal(300, 30) if ok else rng.normal(-100, 30))} for k, ok in enumerate(outcomes)]
+    runs = [{'arm': 'off', 'seed': 0, 'episode_list': episodes},
+            {'arm': 'adawm', 'seed': 0, 'episode_list': episodes[:5]}]     # adapting arms are not replayed
+    (tmp_path / 'runs.json').write_text(json.dumps(runs))
+    assert bench.main([str(tmp_path / 'runs.json'), '--episodes', '5', '--margins', '1.64', '--harm', '1.0']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert '1 adaptation-off runs, 200 episodes' in out[0]
+    episodes_on_trial, margin, verdicts, harmless, harmful = out[-1].split()
+    assert int(verdicts) == 20                                     # 5 bar + 5 trial episodes per verdict
+    assert float(harmless) <= 0.2 and float(harmful) >= 0.8
+
+
+def test_no_adaptation_off_run_is_refused(bench, tmp_path):
+    (tmp_path / 'runs.json').write_text(json.dumps([{'arm': 'adawm', 'seed': 0, 'episode_list': []}]))
+    assert bench.main([str(tmp_path / 'runs.json')]) == 2
