@@ -33,8 +33,14 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
     task = next(iter(shift_pairs().values()))['finetune']
     launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
     env = dict(os.environ, ADAWM_STATE_DIR=str(tmp_path / 'state'))
+    # the shipped adaptation parameters, but no rollback judge: it pushes an adapter only after episodes to
+    # judge it against (test_rollback_live tests it), and 45 s hold few; here every push must be applied
+    params = tmp_path / 'adaptation.yaml'
+    shipped = (find_package_share('adawm_planner') / 'config/adaptation.yaml').read_text()
+    params.write_text(shipped.rstrip('\n') + '\n    rollback_episodes: 0\n')
     stack = subprocess.Popen([sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), 'sim:=embedded',
-                              f'task:={task}', f'checkpoint:={tiny_checkpoint}', 'adapt:=true'],
+                              f'task:={task}', f'checkpoint:={tiny_checkpoint}', 'adapt:=true',
+                              f'adaptation_params:={params}'],
                              env=env, stdout=open(tmp_path / 'stack.log', 'w'), stderr=subprocess.STDOUT,
                              start_new_session=True)
     context = Context()
