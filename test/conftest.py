@@ -22,3 +22,17 @@ def tiny_checkpoint(tmp_path_factory):
     for the tests of plumbing (nodes, launch, bags), where what matters is that it loads and runs."""
     from adawm_planner.experiments.pretrain import save_untrained
     return save_untrained(tmp_path_factory.mktemp('ckpt') / 'tiny', 'tiny', scripted_steps=100)
+
+
+@pytest.fixture(scope='session')
+def bench_module():
+    """load('bench_x'): bench/bench_x.py as a module (the benches are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / 'bench' / f'{name}.py')
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -1,6 +1,4 @@
 """bench/bench_heads.py: what the reward and continue heads predict at a task's crashes and episode ends."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +6,9 @@ import pytest
 from adawm_planner.core.checkpoint import load_checkpoint
 
 
-@pytest.fixture(scope='module')
-def bench():
-    spec = importlib.util.spec_from_file_location('bench_heads', Path(__file__).parents[1] / 'bench/bench_heads.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(bench_module):
+    return bench_module('bench_heads')
 
 
 def test_the_report_counts_crashes_and_ends_where_they_happened(bench, tiny_checkpoint):

@@ -1,18 +1,13 @@
 """bench/bench_judge.py: the rollback judge replayed on adaptation-off episodes (every rollback a false one)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
-@pytest.fixture(scope='module')
-def bench():
-    spec = importlib.util.spec_from_file_location('bench_judge', Path(__file__).parents[1] / 'bench/bench_judge.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(bench_module):
+    return bench_module('bench_judge')
 
 
 def test_harmless_adapters_are_kept_and_broken_ones_caught(bench, tmp_path, capsys):

@@ -81,13 +81,8 @@ def test_table_and_comparison_print_every_window(run):
 
 
 @pytest.fixture
-def bench():
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location('bench_live', Path(__file__).parents[1] / 'bench/bench_live.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_module):
+    return bench_module('bench_live')
 
 
 def test_bench_summary_means_over_seeds(bench):
