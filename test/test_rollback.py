@@ -54,7 +54,7 @@ def test_a_kept_adapters_trial_is_not_its_bar():
 
 
 def test_superseded_adapter_gets_no_verdict():
-    judge = AdapterJudge(episodes=2)
+    judge = AdapterJudge(episodes=2, margin=1.64)
     drive(judge, [10, 10])
     judge.applied(5)
     drive(judge, [1])
@@ -64,7 +64,7 @@ def test_superseded_adapter_gets_no_verdict():
 
 
 def test_superseded_before_any_episode_keeps_the_bar():
-    judge = AdapterJudge(episodes=2)
+    judge = AdapterJudge(episodes=2, margin=1.64)
     drive(judge, [10, 10])
     judge.applied(7)
     judge.applied(8)
@@ -74,7 +74,7 @@ def test_superseded_before_any_episode_keeps_the_bar():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
-        AdapterJudge(episodes=0)
+        AdapterJudge(episodes=0, margin=1.64)
 
 
 class FakeAdapter:
@@ -85,7 +85,7 @@ class FakeAdapter:
 
 def test_lifecycle_versions_are_never_reused_across_restarts(tmp_path):
     from adawm_planner.core.rollback import AdapterLifecycle
-    first = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=0.2))
+    first = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=1.64))
     assert [first.next_version(), first.next_version()] == [1, 2]
     again = AdapterLifecycle(tmp_path, None)
     assert again.next_version() == 3

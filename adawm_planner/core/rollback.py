@@ -9,8 +9,7 @@ adapter is pushed only once `episodes` of those have come in since the last verd
 Standard errors, because consecutive episodes differ by their traffic far more than a harmless adapter
 changes them: on the live dynamics pair with adaptation off (bench/bench_judge.py) the judge this replaced
 — a fall of 20 % of the mean return, or 0.2 of the success rate, over 3 episodes — rolled back every one of
-55 harmless adapters. Returns carry the outcome (the destination reward, the collision penalty), so the
-success rate is not judged apart.
+55 harmless adapters.
 """
 from __future__ import annotations
 
@@ -32,21 +31,24 @@ class Verdict:
 
 
 class AdapterJudge:
-    def __init__(self, episodes: int = 3, margin: float = 1.64):
+    def __init__(self, episodes: int, margin: float):
+        """`episodes` and `margin`: LifecycleConfig's rollback_episodes and rollback_margin."""
         if episodes < 1 or margin < 0:
             raise ValueError('episodes must be >= 1 and margin >= 0')
         self.episodes, self.margin = episodes, margin
-        self.before = collections.deque(maxlen=BASELINE * episodes)   # (return, success) of good episodes
+        self.before = collections.deque(maxlen=BASELINE * episodes)   # returns of good episodes
         self.fresh = 0                # of them driven since the last verdict
-        self.trial: list[tuple[float, bool]] = []
+        self.trial: list[float] = []
         self.on_trial: int | None = None                     # version being judged
 
     def episode(self, episode_return: float, success: bool) -> Verdict | None:
+        """`success` is not judged apart: the return carries the outcome (destination reward, collision
+        penalty)."""
         if self.on_trial is None:
-            self.before.append((episode_return, success))
+            self.before.append(episode_return)
             self.fresh += 1
             return None
-        self.trial.append((episode_return, success))
+        self.trial.append(episode_return)
         if len(self.trial) < self.episodes:
             return None
         verdict = self._judge()
@@ -72,7 +74,7 @@ class AdapterJudge:
     def _judge(self) -> Verdict:
         if not self.before:
             return Verdict(self.on_trial, True, 'no episodes before the adapter to compare with')
-        base, new = [r for r, _ in self.before], [r for r, _ in self.trial]
+        base, new = list(self.before), self.trial
         base_mean, new_mean = sum(base) / len(base), sum(new) / len(new)
         variance = lambda xs, m: max(sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1), MIN_VARIANCE)
         error = math.sqrt(variance(base, base_mean) / len(base) + variance(new, new_mean) / len(new))
