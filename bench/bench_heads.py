@@ -40,12 +40,12 @@ def drive(agent, task, episodes):
         agent.generator.manual_seed(SEED + e)
         state, done = None, False
         steps = {'bev': [obs['bev']], 'ego': [obs['ego']], 'action': [np.zeros(agent.action_dim, np.float32)],
-                 'reward': [0.0], 'collision': [False]}
+                 'reward': [0.0]}
         while not done:
             action, state, _ = agent.act(obs, state, 'sample')
             obs, reward, terminated, truncated, info = env.step(action)
             for key, value in (('bev', obs['bev']), ('ego', obs['ego']), ('action', state['action'].numpy()),
-                               ('reward', reward), ('collision', info['collision'])):
+                               ('reward', reward)):
                 steps[key].append(value)
             done = terminated or truncated
         episode = {k: np.asarray(np.stack(v) if k in ('bev', 'ego', 'action') else v) for k, v in steps.items()}
@@ -70,9 +70,9 @@ def heads_report(agent, episodes) -> dict:
         cont = torch.sigmoid(wm.cont_head(feat)[:, 0]).numpy()
         true = e['reward'][1:]
         errors.extend(np.abs(reward - true))
-        crash = e['collision'][1:]
-        crash_true.extend(true[crash])
-        crash_pred.extend(reward[crash])
+        if e['outcome'] == 'collision':   # a collision ends the episode: its last step is the crash
+            crash_true.append(true[-1])
+            crash_pred.append(reward[-1])
         ended = e['outcome'] != 'timeout'     # a timeout is not terminal: the episode is cut, not ended
         (cont_arrive if e['outcome'] == 'success' else cont_fail).extend(cont[-1:] if ended else [])
         cont_other.extend(cont[:-1] if ended else cont)

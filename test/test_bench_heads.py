@@ -15,9 +15,9 @@ def test_the_report_counts_crashes_and_ends_where_they_happened(bench, tiny_chec
     agent, _ = load_checkpoint(tiny_checkpoint)
     episodes = bench.drive(agent, 'right_turn-sparse', 2)
     assert [len(e['reward']) for e in episodes] == [len(e['bev']) for e in episodes]
-    crashed = dict(episodes[0], outcome='collision', collision=np.arange(len(episodes[0]['reward'])) == 3,
-                   reward=np.where(np.arange(len(episodes[0]['reward'])) == 3, -120.0, 1.0))
-    cut = dict(episodes[1], outcome='timeout', collision=np.zeros(len(episodes[1]['reward']), bool))
+    last = len(episodes[0]['reward']) - 1
+    crashed = dict(episodes[0], outcome='collision', reward=np.where(np.arange(last + 1) == last, -120.0, 1.0))
+    cut = dict(episodes[1], outcome='timeout')
     report = bench.heads_report(agent, [crashed, cut])
     assert report['steps'] == len(crashed['reward']) + len(cut['reward']) - 2    # step 0 predicts no reward
     assert report['crashes'] == 1 and report['crash_true'] == -120.0
