@@ -63,8 +63,10 @@ def heads_report(agent, episodes) -> dict:
         length = len(e['reward'])
         first = torch.zeros(1, length, dtype=torch.bool)
         first[0, 0] = True
+        # the filter's latent draws from a generator of its own: the same episodes give the same report
         posts, _ = wm.observe(torch.from_numpy(e['bev'])[None], torch.from_numpy(e['ego'])[None],
-                              torch.from_numpy(e['action'].astype(np.float32))[None], first)
+                              torch.from_numpy(e['action'].astype(np.float32))[None], first,
+                              generator=torch.Generator().manual_seed(SEED))
         feat = wm.feat(posts)[0, 1:]          # step 0 has no reward to predict
         reward = TwoHot(wm.reward_head(feat), wm.bins).mean().numpy()
         cont = torch.sigmoid(wm.cont_head(feat)[:, 0]).numpy()
