@@ -444,6 +444,16 @@ def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_p
             time.sleep(0.1)
         assert 'adawm_recorder' in watcher.get_node_names(), (tmp_path / 'nodes.log').read_text()[-2000:]
         procs.append(node_procs.start_node('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log))
+        # The recorder subscribes to the commands once it sees the planner's publisher; a bridge started before
+        # that would be answered by commands nobody records (on a loaded machine, seconds of them).
+        command_topic = '/carla/ego_vehicle/vehicle_control_cmd'
+        def recording_commands():
+            return any(info.node_name == 'adawm_recorder'
+                       for info in watcher.get_subscriptions_info_by_topic(command_topic))
+        end = time.monotonic() + 120
+        while not recording_commands() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert recording_commands(), (tmp_path / 'nodes.log').read_text()[-2000:]
         bridge = node_procs.start_node('sim_bridge_node', {'wait_for_command': 'true', 'max_episodes': 2, 'seed': 7},
                                        log)
         procs.append(bridge)
