@@ -40,6 +40,28 @@ def test_traffic_noise_is_not_a_worse_adapter():
     assert not verdict.keep and 'standard errors below the 4 before' in verdict.reason
 
 
+def test_an_adapter_that_stops_short_is_rolled_back():
+    """The car that stops short of the goal keeps most of its return: arrivals are judged too (Fisher)."""
+    judge = AdapterJudge(episodes=5, margin=1.64)
+    for r in [300, 320, -150, 310, 290, 305, 20, 315, 300, 295]:
+        judge.episode(r, r > 250)
+    judge.applied(1)
+    verdicts = [judge.episode(r, False) for r in [200, 190, 210, 185, 205]]   # timeouts: return ~0.65 of arrival
+    assert not verdicts[-1].keep and 'arrivals fell from 8 of 10 to 0 of 5' in verdicts[-1].reason
+    # the same returns with arrivals as before are kept
+    for r in [300, 320, -150, 310, 290, 305, 20, 315, 300, 295]:
+        judge.episode(r, r > 250)
+    judge.applied(2)
+    assert [judge.episode(r, True) for r in [200, 190, 210, 185, 205]][-1].keep
+
+
+def test_fewer_arrivals_p_is_fishers_exact_test():
+    from adawm_planner.core.rollback import fewer_arrivals_p
+    assert fewer_arrivals_p(0, 5, 9, 15) == pytest.approx(462 / 15504)     # C(11,5) / C(20,5)
+    assert fewer_arrivals_p(5, 5, 9, 15) == pytest.approx(1.0)
+    assert fewer_arrivals_p(0, 3, 0, 6) == pytest.approx(1.0)               # nothing to fall from
+
+
 def test_a_kept_adapters_trial_is_not_its_bar():
     """The episodes that passed a verdict are not the next bar (they passed because they were good): a kept
     adapter is judged against what it drives after its verdict."""

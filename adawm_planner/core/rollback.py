@@ -2,14 +2,18 @@
 keep the adapters' lifecycle (versions, trial, last good, rollback).
 
 The adaptation node tells the judge about every finished episode and every adapter the planner applied.
-After `episodes` episodes with a new adapter, its mean return is compared with the mean over the last
-`BASELINE` × `episodes` episodes driven with the last good adapters (none at first) while nothing was on
-trial: a shortfall of more than `margin` standard errors (Welch's, one-sided) means roll back to them. A new
-adapter is pushed only once `episodes` of those have come in since the last verdict (AdapterLifecycle.ready).
+After `episodes` episodes with a new adapter, they are compared with the last `BASELINE` × `episodes`
+episodes driven with the last good adapters (none at first) while nothing was on trial, twice, each at the
+one-sided level that `margin` standard errors give (1.64: 5 %): the mean return (Welch's shortfall in
+standard errors) and the number of arrivals (Fisher's exact test). Either falling significantly means roll
+back to the last good adapters. A new adapter is pushed only once `episodes` of those have come in since
+the last verdict (AdapterLifecycle.ready).
 Standard errors, because consecutive episodes differ by their traffic far more than a harmless adapter
 changes them: on the live dynamics pair with adaptation off (bench/bench_judge.py) the judge this replaced
 — a fall of 20 % of the mean return, or 0.2 of the success rate, over 3 episodes — rolled back every one of
-55 harmless adapters.
+55 harmless adapters. Arrivals as well as returns, because an adapter that makes the car stop short of the
+goal keeps most of the return (live, the episodes that timed out returned ≈ 0.6 of an arrival's) and so
+passed a judge of returns alone.
 """
 from __future__ import annotations
 
@@ -36,19 +40,17 @@ class AdapterJudge:
         if episodes < 1 or margin < 0:
             raise ValueError('episodes must be >= 1 and margin >= 0')
         self.episodes, self.margin = episodes, margin
-        self.before = collections.deque(maxlen=BASELINE * episodes)   # returns of good episodes
+        self.before = collections.deque(maxlen=BASELINE * episodes)   # (return, arrived) of good episodes
         self.fresh = 0                # of them driven since the last verdict
-        self.trial: list[float] = []
+        self.trial: list[tuple[float, bool]] = []
         self.on_trial: int | None = None                     # version being judged
 
     def episode(self, episode_return: float, success: bool) -> Verdict | None:
-        """`success` is not judged apart: the return carries the outcome (destination reward, collision
-        penalty)."""
         if self.on_trial is None:
-            self.before.append(episode_return)
+            self.before.append((episode_return, bool(success)))
             self.fresh += 1
             return None
-        self.trial.append(episode_return)
+        self.trial.append((episode_return, bool(success)))
         if len(self.trial) < self.episodes:
             return None
         verdict = self._judge()
@@ -74,7 +76,7 @@ class AdapterJudge:
     def _judge(self) -> Verdict:
         if not self.before:
             return Verdict(self.on_trial, True, 'no episodes before the adapter to compare with')
-        base, new = list(self.before), self.trial
+        base, new = [r for r, _ in self.before], [r for r, _ in self.trial]
         base_mean, new_mean = sum(base) / len(base), sum(new) / len(new)
         variance = lambda xs, m: max(sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1), MIN_VARIANCE)
         error = math.sqrt(variance(base, base_mean) / len(base) + variance(new, new_mean) / len(new))
@@ -83,8 +85,23 @@ class AdapterJudge:
             return Verdict(self.on_trial, False, f'mean return fell from {base_mean:.1f} to {new_mean:.1f} over '
                            f'{len(new)} episodes: {shortfall:.1f} standard errors below the {len(base)} before '
                            f'(margin {self.margin:.2f})')
-        return Verdict(self.on_trial, True, f'mean return {new_mean:.1f} over {len(new)} episodes vs '
-                       f'{base_mean:.1f} over the {len(base)} before (margin {self.margin:.2f} standard errors)')
+        base_arrived, new_arrived = sum(a for _, a in self.before), sum(a for _, a in self.trial)
+        p = fewer_arrivals_p(new_arrived, len(new), base_arrived, len(base))
+        level = 0.5 * math.erfc(self.margin / math.sqrt(2))
+        if p < level:
+            return Verdict(self.on_trial, False, f'arrivals fell from {base_arrived} of {len(base)} to '
+                           f'{new_arrived} of {len(new)} episodes (one-sided p {p:.3f} < {level:.3f})')
+        return Verdict(self.on_trial, True, f'mean return {new_mean:.1f} and {new_arrived} arrivals over {len(new)} '
+                       f'episodes vs {base_mean:.1f} and {base_arrived} over the {len(base)} before (margin '
+                       f'{self.margin:.2f} standard errors)')
+
+
+def fewer_arrivals_p(new_arrived: int, new_count: int, base_arrived: int, base_count: int) -> float:
+    """Fisher's exact one-sided p: the chance that `new_count` episodes drawn from the pooled ones (without
+    replacement) hold at most `new_arrived` arrivals, were the arrival rate the same before and after."""
+    total, arrived = new_count + base_count, new_arrived + base_arrived
+    ways = lambda k: math.comb(arrived, k) * math.comb(total - arrived, new_count - k)
+    return sum(ways(k) for k in range(0, new_arrived + 1)) / math.comb(total, new_count)
 
 
 class AdapterLifecycle:
