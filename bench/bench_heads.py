@@ -10,6 +10,8 @@ filtered once and, at each step, the heads' predictions are compared with what h
   cont @ fail         mean predicted continue probability at the last step of a failed episode (should be ~0)
   cont @ arrive       the same at the last step of a successful one (should be ~0)
   cont @ other        at every other step (should be ~1)
+  BEV contact         share of crash steps / of all other steps whose raster shows another vehicle over the
+                      ego's box (channels 'vehicles' and 'ego' both lit): is the crash in the observation?
 
     .venv/bin/python bench/bench_heads.py                       # the shipped checkpoint, every pair's tasks
     .venv/bin/python bench/bench_heads.py --run runs/experiments/lag_density/adawm/seed0   # after finetuning
@@ -22,6 +24,7 @@ import sys
 import numpy as np
 import torch
 
+from adawm_planner.core.bev import CHANNELS
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.networks import TwoHot
 from adawm_planner.share import package_share
@@ -29,6 +32,12 @@ from adawm_planner.sim import default_task, make_env, shift_pairs
 
 SEED = 20_000
 OUTCOMES = ('success', 'collision', 'off_route', 'timeout')
+VEHICLES, EGO = CHANNELS.index('vehicles'), CHANNELS.index('ego')
+
+
+def bev_contact(bev: np.ndarray) -> np.ndarray:
+    """Per frame (T, H, W, C): whether any pixel has both another vehicle and the ego drawn on it."""
+    return ((bev[..., VEHICLES] > 0) & (bev[..., EGO] > 0)).any(axis=(-2, -1))
 
 
 def drive(agent, task, episodes):
@@ -59,6 +68,7 @@ def drive(agent, task, episodes):
 def heads_report(agent, episodes) -> dict:
     wm = agent.world_model
     errors, crash_true, crash_pred, cont_fail, cont_arrive, cont_other = [], [], [], [], [], []
+    contact_crash, contact_other = [], []
     for e in episodes:
         length = len(e['reward'])
         first = torch.zeros(1, length, dtype=torch.bool)
@@ -71,17 +81,22 @@ def heads_report(agent, episodes) -> dict:
         reward = TwoHot(wm.reward_head(feat), wm.bins).mean().numpy()
         cont = torch.sigmoid(wm.cont_head(feat)[:, 0]).numpy()
         true = e['reward'][1:]
+        contact = bev_contact(e['bev'][1:])
         errors.extend(np.abs(reward - true))
         if e['outcome'] == 'collision':   # a collision ends the episode: its last step is the crash
             crash_true.append(true[-1])
             crash_pred.append(reward[-1])
+            contact_crash.append(contact[-1])
+            contact = contact[:-1]
+        contact_other.extend(contact)
         ended = e['outcome'] != 'timeout'     # a timeout is not terminal: the episode is cut, not ended
         (cont_arrive if e['outcome'] == 'success' else cont_fail).extend(cont[-1:] if ended else [])
         cont_other.extend(cont[:-1] if ended else cont)
     mean = lambda values: float(np.mean(values)) if len(values) else float('nan')
     return {'steps': len(errors), 'reward_err': mean(errors), 'crashes': len(crash_true),
             'crash_true': mean(crash_true), 'crash_pred': mean(crash_pred), 'failed': len(cont_fail),
-            'cont_fail': mean(cont_fail), 'cont_arrive': mean(cont_arrive), 'cont_other': mean(cont_other)}
+            'cont_fail': mean(cont_fail), 'cont_arrive': mean(cont_arrive), 'cont_other': mean(cont_other),
+            'contact_crash': mean(contact_crash), 'contact_other': mean(contact_other)}
 
 
 def main(argv=None) -> int:
@@ -103,14 +118,14 @@ def main(argv=None) -> int:
         label = args.checkpoint
     print(f'bench_heads: {label}, {args.episodes} episodes per task (sampled actions, seeds {SEED}+)')
     print(f'{"task":46s} {"steps":>6s} {"outcomes s/c/o/t":>17s} {"reward |err|":>12s} {"crash: true / pred":>19s} '
-          f'{"cont @ fail":>11s} {"cont @ arrive":>13s} {"cont @ other":>12s}')
+          f'{"cont @ fail":>11s} {"cont @ arrive":>13s} {"cont @ other":>12s} {"BEV contact: crash / other":>26s}')
     for task in tasks:
         episodes = drive(agent, task, args.episodes)
         r = heads_report(agent, episodes)
         counts = '/'.join(str(sum(e['outcome'] == o for e in episodes)) for o in OUTCOMES)
         print(f'{task:46s} {r["steps"]:6d} {counts:>17s} {r["reward_err"]:12.2f} '
               f'{r["crash_true"]:9.1f} / {r["crash_pred"]:6.1f} {r["cont_fail"]:11.3f} {r["cont_arrive"]:13.3f} '
-              f'{r["cont_other"]:12.3f}', flush=True)
+              f'{r["cont_other"]:12.3f} {r["contact_crash"]:15.2f} / {r["contact_other"]:.4f}', flush=True)
     return 0
 
 

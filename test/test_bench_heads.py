@@ -24,9 +24,19 @@ def test_the_report_counts_crashes_and_ends_where_they_happened(bench, tiny_chec
     # the collision episode's last step is a failing end; a timeout is cut, not ended: its steps are 'other'
     assert report['failed'] == 1 and np.isnan(report['cont_arrive'])
     assert 0.0 <= report['cont_fail'] <= 1.0 and 0.0 <= report['cont_other'] <= 1.0
+    assert report['contact_crash'] in (0.0, 1.0) and 0.0 <= report['contact_other'] <= 1.0
+
+
+def test_bev_contact_is_another_vehicle_over_the_ego(bench):
+    from adawm_planner.core.bev import CHANNELS
+    bev = np.zeros((3, 8, 8, len(CHANNELS)), np.uint8)
+    bev[:, 3:5, 3:5, CHANNELS.index('ego')] = 255
+    bev[1, 0:2, 0:2, CHANNELS.index('vehicles')] = 255      # a vehicle beside the ego
+    bev[2, 4:6, 4:6, CHANNELS.index('vehicles')] = 255      # one over a corner of its box
+    assert bench.bev_contact(bev).tolist() == [False, False, True]
 
 
 def test_the_bench_prints_a_row_per_task(bench, tiny_checkpoint, capsys):
     assert bench.main(['--checkpoint', str(tiny_checkpoint), '--tasks', 'right_turn-sparse', '--episodes', '1']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].split()[0] == 'right_turn-sparse' and len(lines[-1].split()) == 10
+    assert lines[-1].split()[0] == 'right_turn-sparse' and len(lines[-1].split()) == 13
