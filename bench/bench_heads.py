@@ -40,13 +40,13 @@ def bev_contact(bev: np.ndarray) -> np.ndarray:
     return ((bev[..., VEHICLES] > 0) & (bev[..., EGO] > 0)).any(axis=(-2, -1))
 
 
-def drive(agent, task, episodes):
+def drive(agent, task, episodes, first_seed=SEED):
     """Episodes of `task` in the replay's time convention (step t: o_t, a_{t-1}, r_t, is_terminal_t)."""
-    env = make_env(task, seed=SEED)
+    env = make_env(task, seed=first_seed)
     out = []
     for e in range(episodes):
-        obs, _ = env.reset(seed=SEED + e)
-        agent.generator.manual_seed(SEED + e)
+        obs, _ = env.reset(seed=first_seed + e)
+        agent.generator.manual_seed(first_seed + e)
         state, done = None, False
         steps = {'bev': [obs['bev']], 'ego': [obs['ego']], 'action': [np.zeros(agent.action_dim, np.float32)],
                  'reward': [0.0]}

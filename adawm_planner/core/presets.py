@@ -47,6 +47,8 @@ class Preset:
     train_ratio: float
     replay_capacity: int
     prefill: int
+    # last, with a default: checkpoints saved before it existed load with the loss they were trained with
+    terminal_weight: float = 1.0
 
     def to_dict(self):
         return asdict(self)

@@ -227,6 +227,9 @@ class WorldModel(nn.Module):
         cont_target = 1.0 - batch['is_terminal'].float()
         cont_loss = F.binary_cross_entropy_with_logits(self.cont_head(feat)[..., 0], cont_target,
                                                        reduction='none')
+        if p.terminal_weight != 1.0:
+            weight = 1.0 + (p.terminal_weight - 1.0) * batch['is_terminal'].float()
+            reward_loss, cont_loss = reward_loss * weight, cont_loss * weight
         detach = lambda s: {k: v.detach() for k, v in s.items()}
         dyn = categorical_kl(detach(posts)['logits'], priors['logits'])
         rep = categorical_kl(posts['logits'], detach(priors)['logits'])
