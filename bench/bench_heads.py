@@ -6,7 +6,9 @@ crash and no episode end, no policy step can learn to avoid them. For each task 
 filtered once and, at each step, the heads' predictions are compared with what happened:
 
   reward |err|        mean absolute error of the predicted reward over all steps
-  crash: true / pred  mean true and predicted reward at collision steps (the penalty is -30 x speed)
+  crash: true / pred  mean true and predicted reward at collision steps (the penalty is -30 x speed), the
+                      latter from the filtered state (it has seen the crash frame)
+  crash: ahead        the same from the one-step prior (the crash frame not yet seen): what imagination sees
   cont @ fail         mean predicted continue probability at the last step of a failed episode (should be ~0)
   cont @ arrive       the same at the last step of a successful one (should be ~0)
   cont @ other        at every other step (should be ~1)
@@ -68,24 +70,26 @@ def drive(agent, task, episodes, first_seed=SEED):
 def heads_report(agent, episodes) -> dict:
     wm = agent.world_model
     errors, crash_true, crash_pred, cont_fail, cont_arrive, cont_other = [], [], [], [], [], []
-    contact_crash, contact_other = [], []
+    contact_crash, contact_other, crash_ahead = [], [], []
     for e in episodes:
         length = len(e['reward'])
         first = torch.zeros(1, length, dtype=torch.bool)
         first[0, 0] = True
         # the filter's latent draws from a generator of its own: the same episodes give the same report
-        posts, _ = wm.observe(torch.from_numpy(e['bev'])[None], torch.from_numpy(e['ego'])[None],
+        posts, priors = wm.observe(torch.from_numpy(e['bev'])[None], torch.from_numpy(e['ego'])[None],
                               torch.from_numpy(e['action'].astype(np.float32))[None], first,
                               generator=torch.Generator().manual_seed(SEED))
         feat = wm.feat(posts)[0, 1:]          # step 0 has no reward to predict
         reward = TwoHot(wm.reward_head(feat), wm.bins).mean().numpy()
         cont = torch.sigmoid(wm.cont_head(feat)[:, 0]).numpy()
+        ahead = TwoHot(wm.reward_head(wm.feat(priors)[0, -1:]), wm.bins).mean().numpy()
         true = e['reward'][1:]
         contact = bev_contact(e['bev'][1:])
         errors.extend(np.abs(reward - true))
         if e['outcome'] == 'collision':   # a collision ends the episode: its last step is the crash
             crash_true.append(true[-1])
             crash_pred.append(reward[-1])
+            crash_ahead.append(ahead[-1])
             contact_crash.append(contact[-1])
             contact = contact[:-1]
         contact_other.extend(contact)
@@ -94,7 +98,8 @@ def heads_report(agent, episodes) -> dict:
         cont_other.extend(cont[:-1] if ended else cont)
     mean = lambda values: float(np.mean(values)) if len(values) else float('nan')
     return {'steps': len(errors), 'reward_err': mean(errors), 'crashes': len(crash_true),
-            'crash_true': mean(crash_true), 'crash_pred': mean(crash_pred), 'failed': len(cont_fail),
+            'crash_true': mean(crash_true), 'crash_pred': mean(crash_pred), 'crash_ahead': mean(crash_ahead),
+            'failed': len(cont_fail),
             'cont_fail': mean(cont_fail), 'cont_arrive': mean(cont_arrive), 'cont_other': mean(cont_other),
             'contact_crash': mean(contact_crash), 'contact_other': mean(contact_other)}
 
@@ -118,13 +123,13 @@ def main(argv=None) -> int:
         label = args.checkpoint
     print(f'bench_heads: {label}, {args.episodes} episodes per task (sampled actions, seeds {SEED}+)')
     print(f'{"task":46s} {"steps":>6s} {"outcomes s/c/o/t":>17s} {"reward |err|":>12s} {"crash: true / pred":>19s} '
-          f'{"cont @ fail":>11s} {"cont @ arrive":>13s} {"cont @ other":>12s} {"BEV contact: crash / other":>26s}')
+          f'{"crash: ahead":>12s} {"cont @ fail":>11s} {"cont @ arrive":>13s} {"cont @ other":>12s} {"BEV contact: crash / other":>26s}')
     for task in tasks:
         episodes = drive(agent, task, args.episodes)
         r = heads_report(agent, episodes)
         counts = '/'.join(str(sum(e['outcome'] == o for e in episodes)) for o in OUTCOMES)
         print(f'{task:46s} {r["steps"]:6d} {counts:>17s} {r["reward_err"]:12.2f} '
-              f'{r["crash_true"]:9.1f} / {r["crash_pred"]:6.1f} {r["cont_fail"]:11.3f} {r["cont_arrive"]:13.3f} '
+              f'{r["crash_true"]:9.1f} / {r["crash_pred"]:6.1f} {r["crash_ahead"]:12.1f} {r["cont_fail"]:11.3f} {r["cont_arrive"]:13.3f} '
               f'{r["cont_other"]:12.3f} {r["contact_crash"]:15.2f} / {r["contact_other"]:.4f}', flush=True)
     return 0
 

@@ -5,7 +5,7 @@ From a checkpoint: the agent drives `--episodes` episodes of each `--tasks` (sam
 into a replay; for each weight W in `--weights`, a fresh copy of the world model trains `--updates` updates
 (the preset's batch and sequence length, its model optimiser) on it, and every `--every` updates its heads
 are read on `--heldout` held-out episodes of the first task (seeds 40000+) as bench_heads.py reads them:
-predicted reward at crashes, continue at failed ends, at arrivals and at every other step.
+predicted reward at crashes (filtered and one step ahead), continue at failed ends, at arrivals and at every other step.
 
     .venv/bin/python bench/bench_heads_repair.py --weights 1 30 --updates 300      # ~25 min on one core
 """
@@ -24,7 +24,7 @@ from adawm_planner.core.replay import Replay  # noqa: E402
 from adawm_planner.share import package_share  # noqa: E402
 
 TRAIN_SEED, HELDOUT_SEED = 30_000, 40_000
-COLUMNS = ('crash_true', 'crash_pred', 'cont_fail', 'cont_arrive', 'cont_other')
+COLUMNS = ('crash_true', 'crash_pred', 'crash_ahead', 'cont_fail', 'cont_arrive', 'cont_other')
 
 
 def replay_of(episodes, agent) -> Replay:

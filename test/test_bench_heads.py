@@ -20,7 +20,7 @@ def test_the_report_counts_crashes_and_ends_where_they_happened(bench, tiny_chec
     cut = dict(episodes[1], outcome='timeout')
     report = bench.heads_report(agent, [crashed, cut])
     assert report['steps'] == len(crashed['reward']) + len(cut['reward']) - 2    # step 0 predicts no reward
-    assert report['crashes'] == 1 and report['crash_true'] == -120.0
+    assert report['crashes'] == 1 and report['crash_true'] == -120.0 and np.isfinite(report['crash_ahead'])
     # the collision episode's last step is a failing end; a timeout is cut, not ended: its steps are 'other'
     assert report['failed'] == 1 and np.isnan(report['cont_arrive'])
     assert 0.0 <= report['cont_fail'] <= 1.0 and 0.0 <= report['cont_other'] <= 1.0
@@ -39,4 +39,4 @@ def test_bev_contact_is_another_vehicle_over_the_ego(bench):
 def test_the_bench_prints_a_row_per_task(bench, tiny_checkpoint, capsys):
     assert bench.main(['--checkpoint', str(tiny_checkpoint), '--tasks', 'right_turn-sparse', '--episodes', '1']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].split()[0] == 'right_turn-sparse' and len(lines[-1].split()) == 13
+    assert lines[-1].split()[0] == 'right_turn-sparse' and len(lines[-1].split()) == 14

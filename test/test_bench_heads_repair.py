@@ -33,4 +33,4 @@ def test_the_bench_trains_and_reports_per_weight(bench_module, tiny_checkpoint, 
                        '--heldout', '1', '--weights', '1', '5', '--updates', '2', '--every', '1']) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(',')[0].strip() for line in lines[3:]] == ['W 1', 'W 1', 'W 5', 'W 5']
-    assert lines[2].split()[0] == 'before' and len(lines[2].split()) == 6
+    assert lines[2].split()[0] == 'before' and len(lines[2].split()) == 7
