@@ -77,19 +77,18 @@ def heads_report(agent, episodes) -> dict:
         first[0, 0] = True
         # the filter's latent draws from a generator of its own: the same episodes give the same report
         posts, priors = wm.observe(torch.from_numpy(e['bev'])[None], torch.from_numpy(e['ego'])[None],
-                              torch.from_numpy(e['action'].astype(np.float32))[None], first,
-                              generator=torch.Generator().manual_seed(SEED))
+                                   torch.from_numpy(e['action'].astype(np.float32))[None], first,
+                                   generator=torch.Generator().manual_seed(SEED))
         feat = wm.feat(posts)[0, 1:]          # step 0 has no reward to predict
         reward = TwoHot(wm.reward_head(feat), wm.bins).mean().numpy()
         cont = torch.sigmoid(wm.cont_head(feat)[:, 0]).numpy()
-        ahead = TwoHot(wm.reward_head(wm.feat(priors)[0, -1:]), wm.bins).mean().numpy()
         true = e['reward'][1:]
         contact = bev_contact(e['bev'][1:])
         errors.extend(np.abs(reward - true))
         if e['outcome'] == 'collision':   # a collision ends the episode: its last step is the crash
             crash_true.append(true[-1])
             crash_pred.append(reward[-1])
-            crash_ahead.append(ahead[-1])
+            crash_ahead.append(TwoHot(wm.reward_head(wm.feat(priors)[0, -1]), wm.bins).mean().item())
             contact_crash.append(contact[-1])
             contact = contact[:-1]
         contact_other.extend(contact)
