@@ -429,34 +429,42 @@ def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_p
     import time
 
     import rclpy
+    from carla_msgs.msg import CarlaEgoVehicleControl
     from rclpy.context import Context
 
     import node_procs
+    from adawm_planner.nodes import bag, qos
     log = open(tmp_path / 'nodes.log', 'w')
     context = Context()
     rclpy.init(context=context)
     watcher = rclpy.create_node('dataset_test_watcher', context=context)
     procs = [subprocess.Popen([sys.executable, '-m', 'adawm_planner.cli', 'record', str(tmp_path / 'bag')],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)]
-    try:   # the recorder is up before the first frame; every wait is for an event, with room for a busy machine
+    try:   # every wait is for an event, with room for a busy machine
         end = time.monotonic() + 120
         while 'adawm_recorder' not in watcher.get_node_names() and time.monotonic() < end:
             time.sleep(0.1)
         assert 'adawm_recorder' in watcher.get_node_names(), (tmp_path / 'nodes.log').read_text()[-2000:]
-        procs.append(node_procs.start_node('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log))
-        # The recorder subscribes to the commands once it sees the planner's publisher; a bridge started before
-        # that would be answered by commands nobody records (on a loaded machine, seconds of them).
+        # The recorder subscribes to a topic once it sees a publisher of it, while the lockstep runs as fast as the
+        # planner answers: a topic discovered seconds late on a loaded machine misses whole episodes. So every
+        # topic is recorded before the planner starts: the bridge comes first (without a planner it steps once
+        # per command_timeout), and the commands' publisher is stood in for until the planner's joins it.
         command_topic = '/carla/ego_vehicle/vehicle_control_cmd'
-        def recording_commands():
-            return any(info.node_name == 'adawm_recorder'
-                       for info in watcher.get_subscriptions_info_by_topic(command_topic))
-        end = time.monotonic() + 120
-        while not recording_commands() and time.monotonic() < end:
-            time.sleep(0.1)
-        assert recording_commands(), (tmp_path / 'nodes.log').read_text()[-2000:]
-        bridge = node_procs.start_node('sim_bridge_node', {'wait_for_command': 'true', 'max_episodes': 2, 'seed': 7},
-                                       log)
+        watcher.create_publisher(CarlaEgoVehicleControl, command_topic, qos.STREAM)
+        bridge = node_procs.start_node('sim_bridge_node', {'wait_for_command': 'true', 'max_episodes': 2, 'seed': 7,
+                                                           'command_timeout': 5.0}, log)
         procs.append(bridge)
+        planner_topics = {'/adawm/mismatch', '/adawm/adapter_status', '/diagnostics'}
+        wanted = [t for t in bag.DEFAULT_TOPICS if t not in planner_topics]
+
+        def unrecorded():
+            return [t for t in wanted if not any(info.node_name == 'adawm_recorder'
+                                                 for info in watcher.get_subscriptions_info_by_topic(t))]
+        end = time.monotonic() + 120
+        while unrecorded() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not unrecorded(), (unrecorded(), (tmp_path / 'nodes.log').read_text()[-2000:])
+        procs.append(node_procs.start_node('planner_node', {'checkpoint': tiny_checkpoint, 'mode': 'actor'}, log))
         assert bridge.wait(timeout=600) == 0, (tmp_path / 'nodes.log').read_text()[-2000:]
     finally:
         node_procs.stop_nodes(procs)
@@ -486,7 +494,6 @@ def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_p
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
 
-    from adawm_planner.nodes import qos
     context = Context()
     rclpy.init(context=context)
     watcher = rclpy.create_node('dataset_test_watcher', context=context)
