@@ -9,7 +9,8 @@ live.csv (one row per arm x seed x window, appended as each run ends), runs.json
 live.png (success per window, one line per arm: the mean over seeds), live.md (the tables and the command);
 prints the table. Resumable: run again with the same --out, pair and --minutes and the (arm, seed) runs that
 covered their simulated minutes are kept, not rerun (a 30-minute comparison is hours of wall time). Episode k of a run has seed `seed + k` in every arm, so the arms are also compared episode
-by episode: of the episode seeds every arm finished, where one succeeded and the other did not.
+by episode: of the episode seeds every arm finished, where one succeeded and the other did not; and per window, whether an
+arm sits below or above off beyond noise (the seeds' episodes pooled, Fisher's exact test).
 
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 chrt --idle 0 \\
         .venv/bin/python bench/bench_live.py --pair density --seeds 0 1 2 --minutes 30 --out runs/live/density
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 from adawm_planner import live
+from adawm_planner.core.rollback import fewer_arrivals_p
 from adawm_planner.nodes.monitor import OUTCOME_NAMES
 
 ARMS = (live.OFF, 'adawm', 'policy')
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
                 print(f'  [{arm}, seed {seed}] done: {run.sim_end:.0f} simulated s in {run.wall_s:.0f} s wall',
                       flush=True)
 
-    text = summary_text(rows, args.arms) + '\n\n' + paired_text(runs)
+    text = summary_text(rows, args.arms) + '\n\n' + paired_text(runs) + '\n\n' + beyond_noise_text(rows, args.arms)
     print(text)
     plot(rows, args.arms, out / 'live.png', f'{pair}: {task}, seeds {args.seeds}')
     (out / 'live.md').write_text(
@@ -196,6 +198,30 @@ def paired_text(runs) -> str:
                 counts[{(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}[
                     (mine[episode_seed], base[episode_seed])]] += 1
         lines.append(f'{arm:8s} {counts[0]} / {counts[1]} / {counts[2]} / {counts[3]}  ({sum(counts)} episodes)')
+    return '\n'.join(lines)
+
+
+def beyond_noise_text(rows, arms) -> str:
+    """Per adapting arm and window: its successes over all seeds against off's in the same window, with
+    Fisher's exact one-sided p that the arm's rate is no lower (below) / no higher (above) than off's; a
+    window is marked where p < 0.05. Pooling the seeds' episodes: one seed's window holds 10-35 episodes,
+    too few to tell a dip from the traffic."""
+    counts = {}
+    for r in rows:
+        if r['success_rate'] is not None:
+            won, total = counts.get((r['arm'], r['window']), (0, 0))
+            counts[(r['arm'], r['window'])] = (won + round(r['success_rate'] * r['episodes']), total + r['episodes'])
+    lines = ['beyond noise? per window, successes over the seeds against off; Fisher one-sided p that the arm is '
+             'no lower / no higher than off',
+             f'{"arm":8s} {"window":>6s} {"arm won":>8s} {"off won":>8s} {"p below":>8s} {"p above":>8s}']
+    for arm in arms:
+        for window in sorted(w for a, w in counts if a == arm and arm != live.OFF and (live.OFF, w) in counts):
+            (won, total), (base_won, base_total) = counts[(arm, window)], counts[(live.OFF, window)]
+            below = fewer_arrivals_p(won, total, base_won, base_total)
+            above = fewer_arrivals_p(base_won, base_total, won, total)
+            mark = '  below' if below < 0.05 else '  above' if above < 0.05 else ''
+            lines.append(f'{arm:8s} {window:>6d} {f"{won}/{total}":>8s} {f"{base_won}/{base_total}":>8s} '
+                         f'{below:>8.3f} {above:>8.3f}{mark}')
     return '\n'.join(lines)
 
 
