@@ -1,7 +1,8 @@
 """Live comparison: the embedded stack in lockstep (launch arg lockstep:=true: the bridge steps only when the
 planner has answered and the adaptation node has caught up, the planner plans its full horizon; so CPU speed
 cannot change the outcome) on a shift pair's new task, the SAME bridge seeds run with adaptation off, with
-AdaWM (strategy adawm) and with policy-only finetuning (strategy policy), N simulated minutes each.
+AdaWM (strategy adawm) and with policy-only finetuning (strategy policy), N simulated minutes each; on request
+(--arms) also with model-only finetuning or the two sides alternating (strategies model, alternate).
 
 Per arm, seed and window of simulated time (default 5 min): episodes, success rate, collision rate, mean
 return, adapters applied / rolled back, finetuning steps per simulated minute. Writes into --out:
@@ -32,6 +33,7 @@ from adawm_planner.core.rollback import fewer_arrivals_p
 from adawm_planner.nodes.monitor import OUTCOME_NAMES
 
 ARMS = (live.OFF, 'adawm', 'policy')
+EXTRA_ARMS = ('model', 'alternate')   # the other fixed sides, on request (the oracle of a pair shifted on both)
 FIELDS = ['pair', 'task', 'arm', 'seed', 'window', 'start_s', 'end_s', 'episodes', 'success_rate', 'collision_rate',
           'mean_return', 'adapters_applied', 'adapters_rolled_back', 'finetune_steps_per_min']
 
@@ -40,7 +42,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--pair', default=None, help='shift pair from config/tasks.yaml (default: default_pair)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0], help='bridge seeds (first episode\'s seed)')
-    parser.add_argument('--arms', nargs='+', default=list(ARMS), choices=ARMS)
+    parser.add_argument('--arms', nargs='+', default=list(ARMS), choices=ARMS + EXTRA_ARMS)
     parser.add_argument('--minutes', type=float, default=30.0, help='simulated minutes per run (default 30)')
     parser.add_argument('--window', type=float, default=5.0, help='simulated minutes per window (default 5)')
     parser.add_argument('--checkpoint', default='', help='pretrained checkpoint (default: the shipped one)')
@@ -116,9 +118,10 @@ def main(argv=None) -> int:
                 print(f'  [{arm}, seed {seed}] done: {run.sim_end:.0f} simulated s in {run.wall_s:.0f} s wall',
                       flush=True)
 
-    text = summary_text(rows, args.arms) + '\n\n' + paired_text(runs) + '\n\n' + beyond_noise_text(rows, args.arms)
+    shown = [arm for arm in ARMS + EXTRA_ARMS if any(r['arm'] == arm for r in rows)]   # the kept runs' arms too
+    text = summary_text(rows, shown) + '\n\n' + paired_text(runs) + '\n\n' + beyond_noise_text(rows, shown)
     print(text)
-    plot(rows, args.arms, out / 'live.png', f'{pair}: {task}, seeds {args.seeds}')
+    plot(rows, shown, out / 'live.png', f'{pair}: {task}, seeds {sorted({r["seed"] for r in rows})}')
     (out / 'live.md').write_text(
         f'# Live comparison: {pair} ({pairs[pair]["pretrain"]} -> {task})\n\n'
         f'`{command_line}` — {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, load average '
