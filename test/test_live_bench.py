@@ -39,19 +39,3 @@ def test_bench_live_runs_both_arms_for_their_simulated_time(tiny_checkpoint, tmp
     assert 'kept adawm seed 0, off seed 0' in again.stdout and 'done:' not in again.stdout
     assert (out / 'live.csv').read_text() == first_csv and (out / 'runs.json').read_text() == first_runs
 
-
-def test_beyond_noise_pools_the_seeds_and_marks_only_clear_differences():
-    sys.path.insert(0, str(ROOT / 'bench'))
-    import bench_live
-
-    def row(arm, seed, window, episodes, success):
-        return {'arm': arm, 'seed': seed, 'window': window, 'episodes': episodes, 'success_rate': success}
-    rows = [row('off', s, w, 20, 0.5) for s in (0, 1) for w in (0, 1, 2)]
-    rows += [row('adawm', 0, 0, 20, 0.45), row('adawm', 1, 0, 20, 0.55),   # level with off: 20/40 vs 20/40
-             row('adawm', 0, 1, 20, 0.9), row('adawm', 1, 1, 20, 0.95),    # 37/40: above
-             row('adawm', 0, 2, 10, 0.0), row('adawm', 1, 2, 10, 0.1)]     # 1/20: below
-    text = bench_live.beyond_noise_text(rows, ['off', 'adawm'])
-    lines = text.splitlines()[2:]
-    assert lines[0].split() == ['adawm', '0', '20/40', '20/40', '0.588', '0.588']   # level: no mark
-    assert lines[1].split()[2:4] == ['37/40', '20/40'] and lines[1].endswith('above')
-    assert lines[2].split()[2:4] == ['1/20', '20/40'] and lines[2].endswith('below')

@@ -122,3 +122,17 @@ def test_progress_report_round_trip():
     assert progress.progress_of_msg(progress.progress_msg(None, 0, 0, 0, 0)) == (-1.0, 0)
     with pytest.raises(ValueError, match='not an adaptation progress report'):
         progress.progress_of_msg(DiagnosticStatus(values=[KeyValue(key='frame', value='1.0')]))
+
+
+def test_beyond_noise_pools_the_seeds_and_marks_only_clear_differences(bench):
+    def row(arm, seed, window, episodes, success):
+        return {'arm': arm, 'seed': seed, 'window': window, 'episodes': episodes, 'success_rate': success}
+    rows = [row('off', s, w, 20, 0.5) for s in (0, 1) for w in (0, 1, 2)]
+    rows += [row('adawm', 0, 0, 20, 0.45), row('adawm', 1, 0, 20, 0.55),   # level with off: 20/40 vs 20/40
+             row('adawm', 0, 1, 20, 0.9), row('adawm', 1, 1, 20, 0.95),    # 37/40: above
+             row('adawm', 0, 2, 10, 0.0), row('adawm', 1, 2, 10, 0.1)]     # 1/20: below
+    text = bench.beyond_noise_text(rows, ['off', 'adawm'])
+    lines = text.splitlines()[2:]
+    assert lines[0].split() == ['adawm', '0', '20/40', '20/40', '0.588', '0.588']   # level: no mark
+    assert lines[1].split()[2:4] == ['37/40', '20/40'] and lines[1].endswith('above')
+    assert lines[2].split()[2:4] == ['1/20', '20/40'] and lines[2].endswith('below')
