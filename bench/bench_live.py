@@ -217,8 +217,8 @@ def beyond_noise_text(rows, arms) -> str:
     lines = ['beyond noise? per window, successes over the seeds against off; Fisher one-sided p that the arm is '
              'no lower / no higher than off',
              f'{"arm":9s} {"window":>6s} {"arm won":>8s} {"off won":>8s} {"p below":>8s} {"p above":>8s}']
-    for arm in arms:
-        for window in sorted(w for a, w in counts if a == arm and arm != live.OFF and (live.OFF, w) in counts):
+    for arm in (a for a in arms if a != live.OFF):
+        for window in sorted(w for a, w in counts if a == arm and (live.OFF, w) in counts):
             (won, total), (base_won, base_total) = counts[(arm, window)], counts[(live.OFF, window)]
             below = fewer_arrivals_p(won, total, base_won, base_total)
             above = fewer_arrivals_p(base_won, base_total, won, total)

@@ -38,4 +38,3 @@ def test_bench_live_runs_both_arms_for_their_simulated_time(tiny_checkpoint, tmp
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert 'kept adawm seed 0, off seed 0' in again.stdout and 'done:' not in again.stdout
     assert (out / 'live.csv').read_text() == first_csv and (out / 'runs.json').read_text() == first_runs
-
