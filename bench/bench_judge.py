@@ -1,20 +1,25 @@
-"""How often does the rollback judge throw away a harmless adapter, and how often does it catch a harmful one?
+"""How often does the rollback judge throw away a harmless adapter, and how often does it catch a harmful one
+or a drifting chain?
 
-The judge (core/rollback.AdapterJudge) compares the episodes driven with a new adapter against those before
-it. Replayed here on the episodes of live runs with adaptation off (bench_live.py's runs.json): nothing
+The judge (core/rollback.AdapterJudge) compares the episodes driven with adapters against those before them
+and against those driven without any (the floor). Replayed here on the episodes of live runs with adaptation off (bench_live.py's runs.json): nothing
 changes between episodes there, so an adapter "applied" at any point is harmless by construction and every
 rollback is a false one. The same streams with a harmful adapter: while it is on trial each episode fails
 with probability `--harm` (drawn from a fixed seed; its return becomes the stream's mean failed return), or,
 with `--stall`, stops short of the goal: no arrival, and a return of STALL_RETURN × the stream's mean
-arrival return (what the live AdaWM episodes that timed out kept).
+arrival return (what the live AdaWM episodes that timed out kept). And a drifting chain: each adapter fails
+`--drift` more often than the last good one, so each step is small and the chain's sum is not.
 
     .venv/bin/python bench/bench_judge.py runs/live/dynamics/runs.json [more runs.json ...]
 
-For each judge setting (episodes on trial, margin) it prints the verdicts replayed, the share of harmless
-adapters rolled back and the share of harmful ones caught, so the live loop's defaults can be chosen by
+For each judge setting (episodes on trial, margin), with the floor and with the bar alone (`bar`: each adapter
+against the last good one's episodes), it prints the verdicts replayed, the share of harmless adapters rolled back
+(and of them back to the base), the share of harmful ones caught, and the arrivals the drifting chain kept
+of the stream's own, so the live loop's defaults can be chosen by
 measurement (an adapter is pushed again as soon as the previous verdict is in, as the adaptation node does).
 """
 import argparse
+import collections
 import json
 import sys
 
@@ -35,54 +40,74 @@ def off_streams(paths) -> list[list[tuple[float, bool]]]:
 STALL_RETURN = 0.6   # live dynamics pair, AdaWM: timeouts returned 185-233, arrivals 296-387 (runs.json)
 
 
-def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False) -> tuple[int, int]:
-    """(verdicts, rollbacks) over `stream`, an adapter applied whenever none is on trial."""
+def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False, drift: float = 0.0) -> dict:
+    """Verdicts, rollbacks (to the base among them) and arrivals over `stream`, an adapter applied whenever
+    none is on trial. An adapter on trial fails each episode with probability `harm`; or, with `drift`, with
+    the last good adapter's probability plus `drift` — a chain each step of which is a little worse. Kept
+    adapters go on failing at their probability; a rollback restores the last good one's (0 at the base)."""
     failed = [r for r, success in stream if not success]
     arrived = [r for r, success in stream if success]
     failed_return = (STALL_RETURN * float(np.mean(arrived)) if stall and arrived else
                      float(np.mean(failed)) if failed else 0.0)
-    verdicts = rollbacks = 0
-    version = 0
+    counts = dict(verdicts=0, rollbacks=0, to_base=0, arrivals=0)
+    version, good, trial = 0, 0.0, 0.0
     for episode_return, success in stream:
         if judge.on_trial is None and judge.has_bar():
             version += 1
             judge.applied(version)
-        if judge.on_trial is not None and rng.random() < harm:
+            trial = min(good + drift, 1.0) if drift else harm
+        if rng.random() < (trial if judge.on_trial is not None else good):
             episode_return, success = failed_return, False
+        counts['arrivals'] += success
         verdict = judge.episode(episode_return, success)
         if verdict is not None:
-            verdicts += 1
-            rollbacks += not verdict.keep
-    return verdicts, rollbacks
+            counts['verdicts'] += 1
+            counts['rollbacks'] += not verdict.keep
+            counts['to_base'] += verdict.to_base
+            good = trial if verdict.keep else 0.0 if verdict.to_base else good
+    return counts
+
+
+def bar_only(judge: AdapterJudge) -> AdapterJudge:
+    """The judge as it was before the floor: each adapter against the last good one's episodes alone."""
+    judge.floor = collections.deque(maxlen=0)
+    return judge
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('runs', nargs='+', help="bench_live.py runs.json files (their 'off' arms are replayed)")
-    parser.add_argument('--episodes', type=int, nargs='+', default=[3, 5, 8])
-    parser.add_argument('--margins', type=float, nargs='+', default=[0.2, 0.3, 0.5])
+    parser.add_argument('--episodes', type=int, nargs='+', default=[8])
+    parser.add_argument('--margins', type=float, nargs='+', default=[1.64])
     parser.add_argument('--harm', type=float, default=0.5, help='failure probability of an episode on a harmful '
                         'adapter (default 0.5)')
-    parser.add_argument('--stall', action='store_true', help='the harmful adapter stops the car short of the goal')
+    parser.add_argument('--drift', type=float, default=0.1, help='failure probability each adapter of the '
+                        'drifting chain adds to the last good one (default 0.1)')
+    parser.add_argument('--stall', action='store_true', help='a failing episode stops the car short of the goal')
     args = parser.parse_args(argv)
     streams = off_streams(args.runs)
     if not streams:
         print('bench_judge: no adaptation-off runs in ' + ', '.join(args.runs), file=sys.stderr)
         return 2
     episodes = sum(len(s) for s in streams)
-    success = sum(ok for s in streams for _, ok in s) / episodes
-    print(f'bench_judge: {len(streams)} adaptation-off runs, {episodes} episodes, success rate {success:.2f}; '
-          f'a harmful adapter {"stops short in" if args.stall else "fails"} each episode with probability {args.harm:g}')
-    print(f'{"episodes":>8s} {"margin":>6s} {"verdicts":>8s} {"harmless rolled back":>21s} {"harmful caught":>15s}')
+    arrivals = sum(ok for s in streams for _, ok in s)
+    print(f'bench_judge: {len(streams)} adaptation-off runs, {episodes} episodes, success rate {arrivals / episodes:.2f}; '
+          f'a harmful adapter {"stops short in" if args.stall else "fails"} each episode with probability '
+          f'{args.harm:g}; each adapter of the drifting chain adds {args.drift:g}')
+    print(f'{"episodes":>8s} {"margin":>6s} {"judge":>8s} {"verdicts":>8s} {"harmless rolled back":>21s} '
+          f'{"(to base)":>9s} {"harmful caught":>15s} {"drifting: arrivals kept":>24s}')
     for n in args.episodes:
         for margin in args.margins:
-            rows = []
-            for harm in (0.0, args.harm):
-                rng = np.random.default_rng(0)
-                counts = [replay(AdapterJudge(n, margin), s, harm, rng, args.stall) for s in streams]
-                verdicts, rollbacks = (sum(c[i] for c in counts) for i in (0, 1))
-                rows.append((verdicts, rollbacks / max(verdicts, 1)))
-            print(f'{n:8d} {margin:6.2f} {rows[0][0]:8d} {rows[0][1]:21.2f} {rows[1][1]:15.2f}')
+            for name, make in (('floor', AdapterJudge), ('bar', lambda *a: bar_only(AdapterJudge(*a)))):
+                def total(harm, drift=0.0):
+                    rng = np.random.default_rng(0)
+                    runs = [replay(make(n, margin), s, harm, rng, args.stall, drift) for s in streams]
+                    return {k: sum(r[k] for r in runs) for k in runs[0]}
+                harmless, harmful, drifting = total(0.0), total(args.harm), total(0.0, args.drift)
+                share = lambda c, k: c[k] / max(c['verdicts'], 1)
+                print(f'{n:8d} {margin:6.2f} {name:>8s} {harmless["verdicts"]:8d} {share(harmless, "rollbacks"):21.2f} '
+                      f'{share(harmless, "to_base"):9.2f} {share(harmful, "rollbacks"):15.2f} '
+                      f'{drifting["arrivals"] / max(arrivals, 1):24.2f}')
     return 0
 
 

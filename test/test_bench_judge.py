@@ -18,12 +18,19 @@ def test_harmless_adapters_are_kept_and_broken_ones_caught(bench, tmp_path, caps
     runs = [{'arm': 'off', 'seed': 0, 'episode_list': episodes},
             {'arm': 'adawm', 'seed': 0, 'episode_list': episodes[:5]}]     # adapting arms are not replayed
     (tmp_path / 'runs.json').write_text(json.dumps(runs))
-    assert bench.main([str(tmp_path / 'runs.json'), '--episodes', '5', '--margins', '1.64', '--harm', '1.0']) == 0
+    assert bench.main([str(tmp_path / 'runs.json'), '--episodes', '5', '--margins', '1.64', '--harm', '1.0',
+                       '--drift', '0.2']) == 0
     out = capsys.readouterr().out.splitlines()
     assert '1 adaptation-off runs, 200 episodes' in out[0]
-    episodes_on_trial, margin, verdicts, harmless, harmful = out[-1].split()
-    assert int(verdicts) == 20                                     # 5 bar + 5 trial episodes per verdict
-    assert float(harmless) <= 0.2 and float(harmful) >= 0.8
+    rows = {}
+    for line in out[-2:]:
+        episodes_on_trial, margin, judge, verdicts, harmless, to_base, harmful, drifting = line.split()
+        rows[judge] = float(harmless), float(to_base), float(harmful), float(drifting)
+        assert int(verdicts) == 20                                 # 5 bar + 5 trial episodes per verdict
+    for harmless, to_base, harmful, drifting in rows.values():
+        assert harmless <= 0.2 and harmful >= 0.8 and to_base <= harmless and 0 < drifting <= 1.2
+    assert rows['bar'][1] == 0                                     # the bar alone never goes past the last good
+    assert rows['floor'][3] > rows['bar'][3]                       # the floor stops the drifting chain sooner
 
 
 def test_no_adaptation_off_run_is_refused(bench, tmp_path):

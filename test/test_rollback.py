@@ -149,3 +149,51 @@ def test_lifecycle_without_judge_keeps_what_was_applied(tmp_path):
     adapter = FakeAdapter(life.next_version())
     life.applied({'model': adapter})
     assert life.last_good == {'model': adapter} and life.on_trial == {} and life.episode(1.0, True) is None
+
+
+def test_a_drifting_chain_falls_through_the_floor():
+    """Each adapter no worse than the one before beyond noise, yet together well below no adapter at all: the
+    floor (the unadapted planner's episodes) catches the chain, and the verdict goes back to the base."""
+    judge = AdapterJudge(episodes=4, margin=1.64)
+    drive(judge, [100] * 4, success=True)                   # the unadapted planner: 4 arrivals of 4
+    arrivals_per_trial = [3, 3, 2, 2, 1, 1, 0]                # each step down is within the noise of 4 episodes
+    verdicts = []
+    for version, arrivals in enumerate(arrivals_per_trial, start=1):
+        judge.applied(version)
+        trial = [judge.episode(100, i < arrivals) for i in range(4)]
+        verdicts.append(trial[-1])
+        if verdicts[-1].to_base:
+            break
+        for i in range(4):                                  # the kept state's own bar, driven like its trial
+            judge.episode(100, i < arrivals)
+    assert all(v.keep for v in verdicts[:-1]) and len(verdicts) > 1
+    last = verdicts[-1]
+    assert not last.keep and last.to_base and 'worse than none' in last.reason and 'driven without adapters' in last.reason
+    assert not judge.in_force and not judge.has_bar()
+    # against its predecessor's bar alone (4 episodes) the step that was caught is within the noise
+    from adawm_planner.core.rollback import fewer_arrivals_p
+    step = len(verdicts) - 1
+    assert step >= 2 and fewer_arrivals_p(arrivals_per_trial[step], 4, arrivals_per_trial[step - 1], 4) > 0.05
+
+
+def test_a_rejected_trial_does_not_count_against_the_adapters_restored():
+    judge = AdapterJudge(episodes=2, margin=1.64)
+    drive(judge, [100, 100], success=True)
+    judge.applied(1)
+    assert drive(judge, [100, 100], success=True)[0].keep
+    drive(judge, [100, 100], success=True)
+    judge.applied(2)
+    [verdict] = drive(judge, [-100, -100])
+    assert not verdict.keep and not verdict.to_base
+    assert list(judge.adapted) == [(100, True)] * 4
+
+
+def test_lifecycle_back_to_the_base_drops_every_adapter(tmp_path):
+    from adawm_planner.core.rollback import AdapterLifecycle, Verdict
+    life = AdapterLifecycle(tmp_path, AdapterJudge(episodes=2, margin=1.64))
+    model, policy = FakeAdapter(1), FakeAdapter(2)
+    life.last_good = {'model': model}
+    life.on_trial = {'policy': policy}
+    rollbacks = life.settle(Verdict(2, False, 'worse than none', to_base=True))
+    assert rollbacks == [('model', model, None), ('policy', policy, None)]
+    assert life.last_good == {} and life.on_trial == {}

@@ -44,14 +44,16 @@ class FinetuneConfig:
 @dataclasses.dataclass
 class LifecycleConfig:
     push_every: int = knob(10, 'finetuning steps per adapter pushed to the planner', low=1)
-    # 8 and 1.64, measured (bench/bench_judge.py on four live runs with adaptation off): 5 % of harmless
-    # adapters rolled back, 70 % of broken ones (every episode failing) and 57 % of stalling ones caught;
-    # 5 episodes: 12 %, 58 %, 6 % (too few to see arrivals fall from a success rate of 0.35)
+    # 8 and 1.64, measured (bench/bench_judge.py on eight live runs with adaptation off, the judge with its
+    # floor): 9 % of harmless adapters rolled back, 61 % of broken ones (every episode failing) and 51 % of
+    # stalling ones caught; 5 episodes: 10 % of harmless ones, and too few to see arrivals fall from a
+    # success rate of 0.38; 2.33 standard errors: 3 % of harmless ones, 5 % of half-broken ones caught
     rollback_episodes: int = knob(8, 'episodes an applied adapter is judged on, and episodes of the last good '
                                   'state needed before the next is pushed; 0 = no judging', low=0)
     rollback_margin: float = knob(1.64, 'standard errors by which the mean return with an adapter may fall '
-                                  'below the last good state before the adapter is rolled back (its arrivals: '
-                                  'at the same one-sided level)', low=0.0)
+                                  'below the last good state (or the recent adapted episodes below the unadapted '
+                                  'ones) before a rollback '
+                                  '(arrivals: at the same one-sided level)', low=0.0)
 
     def __post_init__(self):
         check(self)

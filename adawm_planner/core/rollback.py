@@ -1,13 +1,19 @@
-"""Safe adaptation: judge each applied adapter by the episodes driven with it, against those before it, and
-keep the adapters' lifecycle (versions, trial, last good, rollback).
+"""Safe adaptation: judge each applied adapter by the episodes driven with it, against those before it and
+against the unadapted planner, and keep the adapters' lifecycle (versions, trial, last good, rollback).
 
 The adaptation node tells the judge about every finished episode and every adapter the planner applied.
-After `episodes` episodes with a new adapter, they are compared with the last `BASELINE` × `episodes`
-episodes driven with the last good adapters (none at first) while nothing was on trial, twice, each at the
-one-sided level that `margin` standard errors give (1.64: 5 %): the mean return (Welch's shortfall in
-standard errors) and the number of arrivals (Fisher's exact test). Either falling significantly means roll
-back to the last good adapters. A new adapter is pushed only once `episodes` of those have come in since
-the last verdict (AdapterLifecycle.ready).
+After `episodes` episodes with a new adapter it gives a verdict, from two comparisons, each made twice at
+the one-sided level that `margin` standard errors give (1.64: 5 %): the mean return (Welch's shortfall in
+standard errors) and the number of arrivals (Fisher's exact test).
+- The floor: the last `BASELINE` × `episodes` episodes driven with adapters in force (kept or on trial)
+  against the last `BASELINE` × `episodes` driven with none — the unadapted planner on this task. Falling
+  below it means back to the plain base, every adapter. Without it the bar below ratchets: a chain of
+  adapters each no worse than the one before beyond noise drifts anywhere (live, steering + behaviour: from
+  8 of 8 arrivals to 0 of 22 with every step kept against its predecessor).
+- The bar: the trial's episodes against the last `BASELINE` × `episodes` driven with the last good adapters
+  (none at first) while nothing was on trial. Falling below it means back to the last good adapters.
+A new adapter is pushed only once `episodes` of the bar's have come in since the last verdict
+(AdapterLifecycle.ready).
 Standard errors, because consecutive episodes differ by their traffic far more than a harmless adapter
 changes them: on the live dynamics pair with adaptation off (bench/bench_judge.py) the judge this replaced
 — a fall of 20 % of the mean return, or 0.2 of the success rate, over 3 episodes — rolled back every one of
@@ -32,6 +38,7 @@ class Verdict:
     version: int
     keep: bool
     reason: str
+    to_base: bool = False     # rolled back past the last good adapters to none: the floor test failed
 
 
 class AdapterJudge:
@@ -42,15 +49,21 @@ class AdapterJudge:
         self.episodes, self.margin = episodes, margin
         self.before = collections.deque(maxlen=BASELINE * episodes)   # (return, arrived) of good episodes
         self.fresh = 0                # of them driven since the last verdict
+        self.floor = collections.deque(maxlen=BASELINE * episodes)    # driven with no adapter in force
+        self.adapted = collections.deque(maxlen=BASELINE * episodes)  # driven with adapters in force
+        self.in_force = False         # whether kept adapters drive between trials
         self.trial: list[tuple[float, bool]] = []
         self.on_trial: int | None = None                     # version being judged
 
     def episode(self, episode_return: float, success: bool) -> Verdict | None:
+        outcome = (episode_return, bool(success))
         if self.on_trial is None:
-            self.before.append((episode_return, bool(success)))
+            self.before.append(outcome)
             self.fresh += 1
+            (self.adapted if self.in_force else self.floor).append(outcome)
             return None
-        self.trial.append((episode_return, bool(success)))
+        self.trial.append(outcome)
+        self.adapted.append(outcome)
         if len(self.trial) < self.episodes:
             return None
         verdict = self._judge()
@@ -59,6 +72,11 @@ class AdapterJudge:
             # this verdict because they happened to be good: a bar of them would sit high and roll back
             # the next harmless adapter (measured: 60 % of harmless adapters rolled back that way)
             self.before.clear()
+            self.in_force = True
+        elif verdict.to_base:
+            self.before.clear()
+            self.adapted.clear()
+            self.in_force = False
         self.trial, self.on_trial, self.fresh = [], None, 0
         return verdict
 
@@ -74,26 +92,44 @@ class AdapterJudge:
         self.on_trial, self.trial = version, []
 
     def _judge(self) -> Verdict:
+        """Worse than the bar: back to the last good adapters, or past them to the base if their own recent
+        episodes fall below the floor. Else worse than the floor with the trial's episodes: back to the base."""
+        worse = self._worse(self.trial, self.before) if self.before else ''
+        if worse:
+            for _ in self.trial:   # the rejected adapter's episodes say nothing of the adapters restored
+                self.adapted.pop()
+        below_floor = (self._worse(self.adapted, self.floor)
+                       if len(self.floor) >= self.episodes and self.adapted else '')
+        if below_floor:
+            return Verdict(self.on_trial, False, f'the adapters drive worse than none: {below_floor} driven '
+                           f'without adapters', to_base=True)
+        if worse:
+            return Verdict(self.on_trial, False, f'{worse} before')
         if not self.before:
             return Verdict(self.on_trial, True, 'no episodes before the adapter to compare with')
-        base, new = [r for r, _ in self.before], [r for r, _ in self.trial]
-        base_mean, new_mean = sum(base) / len(base), sum(new) / len(new)
+        new, base = [r for r, _ in self.trial], [r for r, _ in self.before]
+        return Verdict(self.on_trial, True, f'mean return {sum(new) / len(new):.1f} and '
+                       f'{sum(a for _, a in self.trial)} arrivals over {len(new)} episodes vs '
+                       f'{sum(base) / len(base):.1f} and {sum(a for _, a in self.before)} over the {len(base)} '
+                       f'before (margin {self.margin:.2f} standard errors)')
+
+    def _worse(self, new, base) -> str:
+        """Why the (return, arrived) episodes `new` drive significantly worse than `base`, or ''."""
+        new_returns, base_returns = [r for r, _ in new], [r for r, _ in base]
+        base_mean, new_mean = sum(base_returns) / len(base), sum(new_returns) / len(new)
         variance = lambda xs, m: max(sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1), MIN_VARIANCE)
-        error = math.sqrt(variance(base, base_mean) / len(base) + variance(new, new_mean) / len(new))
+        error = math.sqrt(variance(base_returns, base_mean) / len(base) + variance(new_returns, new_mean) / len(new))
         shortfall = (base_mean - new_mean) / error
         if shortfall > self.margin:
-            return Verdict(self.on_trial, False, f'mean return fell from {base_mean:.1f} to {new_mean:.1f} over '
-                           f'{len(new)} episodes: {shortfall:.1f} standard errors below the {len(base)} before '
-                           f'(margin {self.margin:.2f})')
-        base_arrived, new_arrived = sum(a for _, a in self.before), sum(a for _, a in self.trial)
+            return (f'mean return fell from {base_mean:.1f} to {new_mean:.1f} over {len(new)} episodes: '
+                    f'{shortfall:.1f} standard errors below the {len(base)}')
+        base_arrived, new_arrived = sum(a for _, a in base), sum(a for _, a in new)
         p = fewer_arrivals_p(new_arrived, len(new), base_arrived, len(base))
         level = 0.5 * math.erfc(self.margin / math.sqrt(2))
         if p < level:
-            return Verdict(self.on_trial, False, f'arrivals fell from {base_arrived} of {len(base)} to '
-                           f'{new_arrived} of {len(new)} episodes (one-sided p {p:.3f} < {level:.3f})')
-        return Verdict(self.on_trial, True, f'mean return {new_mean:.1f} and {new_arrived} arrivals over {len(new)} '
-                       f'episodes vs {base_mean:.1f} and {base_arrived} over the {len(base)} before (margin '
-                       f'{self.margin:.2f} standard errors)')
+            return (f'arrivals fell from {base_arrived} of {len(base)} to {new_arrived} of {len(new)} episodes '
+                    f'(one-sided p {p:.3f} < {level:.3f}) against the {len(base)}')
+        return ''
 
 
 def fewer_arrivals_p(new_arrived: int, new_count: int, base_arrived: int, base_count: int) -> float:
@@ -158,11 +194,15 @@ class AdapterLifecycle:
 
     def settle(self, verdict: Verdict) -> list[tuple[str, object, object | None]]:
         """Acts on a verdict. Kept: the adapters on trial become the last good ones; returns []. Rolled back:
-        returns (target, bad adapter, last good adapter or None for the plain base) per adapter on trial."""
+        returns (target, bad adapter, last good adapter or None for the plain base) per adapter on trial,
+        and, back to the base, per last good adapter too."""
         trial, self.on_trial = self.on_trial, {}
         if verdict.keep:
             self.last_good.update(trial)
             return []
+        if verdict.to_base:
+            bad, self.last_good = {**self.last_good, **trial}, {}
+            return [(target, adapter, None) for target, adapter in sorted(bad.items())]
         return [(target, bad, self.last_good.get(target)) for target, bad in sorted(trial.items())]
 
     def _load_version(self) -> int:
