@@ -12,10 +12,10 @@ arrival return (what the live AdaWM episodes that timed out kept). And a driftin
 
     .venv/bin/python bench/bench_judge.py runs/live/dynamics/runs.json [more runs.json ...]
 
-For each judge setting (episodes on trial, margin), with the floor and with the bar alone (`bar`: each adapter
-against the last good one's episodes), it prints the verdicts replayed, the share of harmless adapters rolled back
-(and of them back to the base), the share of harmful ones caught, and the arrivals the drifting chain kept
-of the stream's own, so the live loop's defaults can be chosen by
+For each judge setting (episodes on trial, margin), the judge (`floor`) and the one before 2026-12-01 (`bar`:
+each adapter against the last good one's episodes alone, no backing off after rollbacks), it prints the verdicts replayed, the share of harmless adapters rolled back
+(and of them back to the base), the share of harmful ones caught, and the arrivals kept of the stream's own
+with the harmful adapters and with the drifting chain, so the live loop's defaults can be chosen by
 measurement (an adapter is pushed again as soon as the previous verdict is in, as the adaptation node does).
 """
 import argparse
@@ -68,10 +68,16 @@ def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False, d
     return counts
 
 
-def bar_only(judge: AdapterJudge) -> AdapterJudge:
-    """The judge as it was before the floor: each adapter against the last good one's episodes alone."""
-    judge.floor = collections.deque(maxlen=0)
-    return judge
+class BarOnly(AdapterJudge):
+    """The judge before 2026-12-01: each adapter against the last good one's episodes alone (no floor), the
+    next trial after `episodes` of them whatever came before (no backing off)."""
+
+    def __init__(self, episodes: int, margin: float):
+        super().__init__(episodes, margin)
+        self.floor = collections.deque(maxlen=0)
+
+    def has_bar(self) -> bool:
+        return self.fresh >= self.episodes
 
 
 def main(argv=None) -> int:
@@ -94,20 +100,20 @@ def main(argv=None) -> int:
     print(f'bench_judge: {len(streams)} adaptation-off runs, {episodes} episodes, success rate {arrivals / episodes:.2f}; '
           f'a harmful adapter {"stops short in" if args.stall else "fails"} each episode with probability '
           f'{args.harm:g}; each adapter of the drifting chain adds {args.drift:g}')
-    print(f'{"episodes":>8s} {"margin":>6s} {"judge":>8s} {"verdicts":>8s} {"harmless rolled back":>21s} '
-          f'{"(to base)":>9s} {"harmful caught":>15s} {"drifting: arrivals kept":>24s}')
+    print(f'{"episodes":>8s} {"margin":>6s} {"judge":>6s} {"verdicts":>8s} {"harmless rolled back":>21s} '
+          f'{"(to base)":>9s} {"harmful caught":>15s} {"arrivals kept":>13s} {"drifting: arrivals kept":>24s}')
     for n in args.episodes:
         for margin in args.margins:
-            for name, make in (('floor', AdapterJudge), ('bar', lambda *a: bar_only(AdapterJudge(*a)))):
+            for name, make in (('floor', AdapterJudge), ('bar', BarOnly)):
                 def total(harm, drift=0.0):
                     rng = np.random.default_rng(0)
                     runs = [replay(make(n, margin), s, harm, rng, args.stall, drift) for s in streams]
                     return {k: sum(r[k] for r in runs) for k in runs[0]}
                 harmless, harmful, drifting = total(0.0), total(args.harm), total(0.0, args.drift)
                 share = lambda c, k: c[k] / max(c['verdicts'], 1)
-                print(f'{n:8d} {margin:6.2f} {name:>8s} {harmless["verdicts"]:8d} {share(harmless, "rollbacks"):21.2f} '
+                print(f'{n:8d} {margin:6.2f} {name:>6s} {harmless["verdicts"]:8d} {share(harmless, "rollbacks"):21.2f} '
                       f'{share(harmless, "to_base"):9.2f} {share(harmful, "rollbacks"):15.2f} '
-                      f'{drifting["arrivals"] / max(arrivals, 1):24.2f}')
+                      f'{harmful["arrivals"] / max(arrivals, 1):13.2f} {drifting["arrivals"] / max(arrivals, 1):24.2f}')
     return 0
 
 

@@ -24,13 +24,15 @@ def test_harmless_adapters_are_kept_and_broken_ones_caught(bench, tmp_path, caps
     assert '1 adaptation-off runs, 200 episodes' in out[0]
     rows = {}
     for line in out[-2:]:
-        episodes_on_trial, margin, judge, verdicts, harmless, to_base, harmful, drifting = line.split()
-        rows[judge] = float(harmless), float(to_base), float(harmful), float(drifting)
-        assert int(verdicts) == 20                                 # 5 bar + 5 trial episodes per verdict
-    for harmless, to_base, harmful, drifting in rows.values():
-        assert harmless <= 0.2 and harmful >= 0.8 and to_base <= harmless and 0 < drifting <= 1.2
-    assert rows['bar'][1] == 0                                     # the bar alone never goes past the last good
-    assert rows['floor'][3] > rows['bar'][3]                       # the floor stops the drifting chain sooner
+        episodes_on_trial, margin, judge, verdicts, harmless, to_base, harmful, kept, drifting = line.split()
+        rows[judge] = int(verdicts), float(harmless), float(to_base), float(harmful), float(kept), float(drifting)
+    for verdicts, harmless, to_base, harmful, kept, drifting in rows.values():
+        assert verdicts >= 10 and harmless <= 0.2 and harmful >= 0.8 and to_base <= harmless
+        assert 0 < kept <= 1.2 and 0 < drifting <= 1.2
+    assert rows['bar'][0] == 20                                    # 5 bar + 5 trial episodes per verdict
+    assert rows['bar'][2] == 0                                     # the bar alone never goes past the last good
+    assert rows['floor'][4] > rows['bar'][4]                       # backing off: fewer episodes on broken trials
+    assert rows['floor'][5] > rows['bar'][5]                       # the floor stops the drifting chain sooner
 
 
 def test_no_adaptation_off_run_is_refused(bench, tmp_path):

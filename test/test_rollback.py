@@ -18,13 +18,35 @@ def test_worse_adapter_is_rolled_back_better_is_kept():
     assert not verdict.keep and verdict.version == 1 and 'fell from 100.0 to 65.0' in verdict.reason
     # after a rollback the next adapter waits for fresh episodes of the restored state, which join the bar
     assert not judge.has_bar()
-    drive(judge, [100, 104, 96])
+    drive(judge, [100, 104, 96] * 2)
     judge.applied(2)
     [verdict] = drive(judge, [70, 72, 75])
     assert not verdict.keep and 'fell from 100.0 to 72.3 over 3 episodes' in verdict.reason
-    drive(judge, [95, 105, 100])
+    drive(judge, [95, 105, 100] * 4)
     judge.applied(3)
     assert drive(judge, [95, 100, 99])[0].keep
+
+
+def test_rollbacks_in_a_row_wait_longer_for_the_next_trial():
+    """Each rollback in a row doubles the episodes of the restored state before the next trial (a finetuner
+    whose adapters keep failing would otherwise drive half the time with them), up to 8 times; a kept
+    adapter resets it."""
+    judge = AdapterJudge(episodes=2, margin=1.64)
+    waits = []
+    drive(judge, [100, 100], success=True)
+    for version in range(1, 7):
+        judge.applied(version)
+        assert not drive(judge, [-100, -100])[0].keep
+        wait = 0
+        while not judge.has_bar():
+            judge.episode(100, True)
+            wait += 1
+        waits.append(wait)
+    assert waits == [4, 8, 16, 16, 16, 16]
+    judge.applied(7)
+    assert drive(judge, [100, 100], success=True)[0].keep
+    drive(judge, [100, 100], success=True)
+    assert judge.has_bar()
 
 
 def test_traffic_noise_is_not_a_worse_adapter():

@@ -90,10 +90,10 @@ def test_worse_adapter_is_rolled_back(tiny_checkpoint, tmp_path):
                    lambda: f'planning after the rollback ({len(monitor.command_stamps) - commands_before} commands; '
                            f'the planner says {monitor.diagnostics.get("message")!r})')
 
-        # the next round waits for episodes of the restored state (its bar), then drives as well as the bar:
-        # kept, and it becomes the last good adapter ...
+        # the next round waits for episodes of the restored state (its bar; twice the 3, after a rollback),
+        # then drives as well as the bar: kept, and it becomes the last good adapter ...
         assert not round_on_trial(restored)
-        episodes(3, 100.0, EpisodeOutcome.OUTCOME_SUCCESS)
+        episodes(6, 100.0, EpisodeOutcome.OUTCOME_SUCCESS)
         spin_until(lambda: round_on_trial(restored), 120, 'a second round of adapters')
         kept = round_on_trial(restored)
         episodes(3, 100.0, EpisodeOutcome.OUTCOME_SUCCESS)

@@ -13,7 +13,10 @@ standard errors) and the number of arrivals (Fisher's exact test).
 - The bar: the trial's episodes against the last `BASELINE` × `episodes` driven with the last good adapters
   (none at first) while nothing was on trial. Falling below it means back to the last good adapters.
 A new adapter is pushed only once `episodes` of the bar's have come in since the last verdict
-(AdapterLifecycle.ready).
+(AdapterLifecycle.ready), twice as many after each rollback in a row, up to `2**MAX_DOUBLINGS` times: a
+rejected trial's episodes are driven with an adapter that drives worse, and a finetuner whose adapters keep
+failing (live, steering + behaviour: five rounds in a row arrived 0 times in 8) would otherwise spend half
+the drive on them.
 Standard errors, because consecutive episodes differ by their traffic far more than a harmless adapter
 changes them: on the live dynamics pair with adaptation off (bench/bench_judge.py) the judge this replaced
 — a fall of 20 % of the mean return, or 0.2 of the success rate, over 3 episodes — rolled back every one of
@@ -30,6 +33,7 @@ import os
 from pathlib import Path
 
 BASELINE = 3            # good episodes kept as the bar, in units of the trial's `episodes`
+MAX_DOUBLINGS = 3       # of the wait for the next trial after rollbacks in a row: at most 8 × `episodes`
 MIN_VARIANCE = 1.0      # of a return, so two constant samples still compare (returns are in the hundreds)
 
 
@@ -52,6 +56,7 @@ class AdapterJudge:
         self.floor = collections.deque(maxlen=BASELINE * episodes)    # driven with no adapter in force
         self.adapted = collections.deque(maxlen=BASELINE * episodes)  # driven with adapters in force
         self.in_force = False         # whether kept adapters drive between trials
+        self.rejections = 0           # rollbacks in a row
         self.trial: list[tuple[float, bool]] = []
         self.on_trial: int | None = None                     # version being judged
 
@@ -73,7 +78,8 @@ class AdapterJudge:
             # the next harmless adapter (measured: 60 % of harmless adapters rolled back that way)
             self.before.clear()
             self.in_force = True
-        elif verdict.to_base:
+        self.rejections = 0 if verdict.keep else self.rejections + 1
+        if verdict.to_base:
             self.before.clear()
             self.adapted.clear()
             self.in_force = False
@@ -81,10 +87,10 @@ class AdapterJudge:
         return verdict
 
     def has_bar(self) -> bool:
-        """Whether `episodes` episodes of the last good state have come in since the last verdict: each
-        adapter is judged against traffic as recent as its own (else one lucky stretch at the start is the
-        bar for every adapter after a rollback)."""
-        return self.fresh >= self.episodes
+        """Whether `episodes` episodes of the last good state have come in since the last verdict (twice as
+        many per rollback in a row, up to MAX_DOUBLINGS): each adapter is judged against traffic as recent as
+        its own (else one lucky stretch at the start is the bar for every adapter after a rollback)."""
+        return self.fresh >= self.episodes * 2 ** min(self.rejections, MAX_DOUBLINGS)
 
     def applied(self, version: int) -> None:
         """A new adapter is in force; the one on trial (if any) is superseded without a verdict, and its
