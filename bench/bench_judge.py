@@ -1,22 +1,24 @@
-"""How often does the rollback judge throw away a harmless adapter, and how often does it catch a harmful one
-or a drifting chain?
+"""How often does the rollback judge throw away a harmless adapter, and how often does it catch a harmful one or
+a drifting chain?
 
 The judge (core/rollback.AdapterJudge) compares the episodes driven with adapters against those before them
-and against those driven without any (the floor). Replayed here on the episodes of live runs with adaptation off (bench_live.py's runs.json): nothing
-changes between episodes there, so an adapter "applied" at any point is harmless by construction and every
-rollback is a false one. The same streams with a harmful adapter: while it is on trial each episode fails
-with probability `--harm` (drawn from a fixed seed; its return becomes the stream's mean failed return), or,
-with `--stall`, stops short of the goal: no arrival, and a return of STALL_RETURN × the stream's mean
-arrival return (what the live AdaWM episodes that timed out kept). And a drifting chain: each adapter fails
-`--drift` more often than the last good one, so each step is small and the chain's sum is not.
+and against those driven without any (the floor). Replayed here on the episodes of live runs with adaptation
+off (bench_live.py's runs.json): nothing changes between episodes there, so an adapter "applied" at any point
+is harmless by construction and every rollback is a false one. The same streams with a harmful adapter: while
+it is on trial each episode fails with probability `--harm` (drawn from a fixed seed; its return becomes the
+stream's mean failed return), or, with `--stall`, stops short of the goal: no arrival, and a return of
+STALL_RETURN × the stream's mean arrival return (what the live AdaWM episodes that timed out kept). And a
+drifting chain: each adapter fails `--drift` more often than the last good one, so each step is small and the
+chain's sum is not.
 
     .venv/bin/python bench/bench_judge.py runs/live/dynamics/runs.json [more runs.json ...]
 
 For each judge setting (episodes on trial, margin), the judge (`floor`) and the one before 2026-12-01 (`bar`:
-each adapter against the last good one's episodes alone, no backing off after rollbacks), it prints the verdicts replayed, the share of harmless adapters rolled back
-(and of them back to the base), the share of harmful ones caught, and the arrivals kept of the stream's own
-with the harmful adapters and with the drifting chain, so the live loop's defaults can be chosen by
-measurement (an adapter is pushed again as soon as the previous verdict is in, as the adaptation node does).
+each adapter against the last good one's episodes alone, no backing off after rollbacks), it prints the
+verdicts replayed, the share of harmless adapters rolled back (and of them back to the base), the share of
+harmful ones caught, and the arrivals kept of the stream's own with the harmful adapters and with the drifting
+chain, so the live loop's defaults can be chosen by measurement (an adapter is pushed as soon as the judge
+has its bar, as the adaptation node does; a harmful adapter kept goes on harming).
 """
 import argparse
 import collections
