@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 OFF = 'off'   # the arm without the adaptation node
+ARM_WIDTH = 9  # characters of an arm's name in the tables ('alternate')
 
 
 @dataclasses.dataclass
@@ -145,11 +146,11 @@ def fmt(value, digits=2) -> str:
 
 def window_table(rows: list[dict]) -> str:
     """A plain-text table, one line per window (and per arm, when rows carry 'arm')."""
-    head = f'{"arm":9s} {"seed":>4s} ' if rows and 'arm' in rows[0] else ''
+    head = f'{"arm":{ARM_WIDTH}s} {"seed":>4s} ' if rows and 'arm' in rows[0] else ''
     lines = [head + f'{"window (sim s)":>15s} {"episodes":>8s} {"success":>7s} {"collision":>9s} {"return":>7s} '
                     f'{"applied":>7s} {"rolled back":>11s} {"ft steps/min":>12s}']
     for r in rows:
-        prefix = f'{r["arm"]:9s} {r["seed"]:>4d} ' if head else ''
+        prefix = f'{r["arm"]:{ARM_WIDTH}s} {r["seed"]:>4d} ' if head else ''
         lines.append(prefix + f'{r["start_s"]:>7.0f}-{r["end_s"]:<7.0f} {r["episodes"]:>8d} '
                      f'{fmt(r["success_rate"]):>7s} {fmt(r["collision_rate"]):>9s} {fmt(r["mean_return"], 1):>7s} {r["adapters_applied"]:>7d} '
                      f'{r["adapters_rolled_back"]:>11d} {r["finetune_steps_per_min"]:>12.1f}')

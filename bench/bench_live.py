@@ -176,12 +176,12 @@ def summary_text(rows, arms) -> str:
     for arm in arms:
         success = mean_by_window(rows, arm, 'success_rate')
         if not success:
-            lines.append(f'{arm:9s} no episode finished')
+            lines.append(f'{arm:{live.ARM_WIDTH}s} no episode finished')
             continue
         first, last = success[min(success)], success[max(success)]
         versus = (f', {last - off_last:+.2f} vs off in the last window'
                   if off_last is not None and arm != live.OFF else '')
-        lines.append(f'{arm:9s} success (mean over seeds) first window {first:.2f}, last window {last:.2f} '
+        lines.append(f'{arm:{live.ARM_WIDTH}s} success (mean over seeds) first window {first:.2f}, last window {last:.2f} '
                      f'({last - first:+.2f}){versus}')
     return '\n'.join(lines)
 
@@ -200,7 +200,7 @@ def paired_text(runs) -> str:
             for episode_seed in mine.keys() & base.keys():
                 counts[{(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}[
                     (mine[episode_seed], base[episode_seed])]] += 1
-        lines.append(f'{arm:9s} {counts[0]} / {counts[1]} / {counts[2]} / {counts[3]}  ({sum(counts)} episodes)')
+        lines.append(f'{arm:{live.ARM_WIDTH}s} {counts[0]} / {counts[1]} / {counts[2]} / {counts[3]}  ({sum(counts)} episodes)')
     return '\n'.join(lines)
 
 
@@ -216,14 +216,14 @@ def beyond_noise_text(rows, arms) -> str:
             counts[(r['arm'], r['window'])] = (won + round(r['success_rate'] * r['episodes']), total + r['episodes'])
     lines = ['beyond noise? per window, successes over the seeds against off; Fisher one-sided p that the arm is '
              'no lower / no higher than off',
-             f'{"arm":9s} {"window":>6s} {"arm won":>8s} {"off won":>8s} {"p below":>8s} {"p above":>8s}']
+             f'{"arm":{live.ARM_WIDTH}s} {"window":>6s} {"arm won":>8s} {"off won":>8s} {"p below":>8s} {"p above":>8s}']
     for arm in (a for a in arms if a != live.OFF):
         for window in sorted(w for a, w in counts if a == arm and (live.OFF, w) in counts):
             (won, total), (base_won, base_total) = counts[(arm, window)], counts[(live.OFF, window)]
             below = fewer_arrivals_p(won, total, base_won, base_total)
             above = fewer_arrivals_p(base_won, base_total, won, total)
             mark = '  below' if below < 0.05 else '  above' if above < 0.05 else ''
-            lines.append(f'{arm:9s} {window:>6d} {f"{won}/{total}":>8s} {f"{base_won}/{base_total}":>8s} '
+            lines.append(f'{arm:{live.ARM_WIDTH}s} {window:>6d} {f"{won}/{total}":>8s} {f"{base_won}/{base_total}":>8s} '
                          f'{below:>8.3f} {above:>8.3f}{mark}')
     return '\n'.join(lines)
 

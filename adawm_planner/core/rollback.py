@@ -83,6 +83,9 @@ class AdapterJudge:
             self.before.clear()
             self.adapted.clear()
             self.in_force = False
+        elif not verdict.keep:   # back to the last good adapters: the rejected one's episodes say nothing of them
+            for _ in self.trial:
+                self.adapted.pop()
         self.trial, self.on_trial, self.fresh = [], None, 0
         return verdict
 
@@ -101,11 +104,9 @@ class AdapterJudge:
         """Worse than the bar: back to the last good adapters, or past them to the base if their own recent
         episodes fall below the floor. Else worse than the floor with the trial's episodes: back to the base."""
         worse = self._worse(self.trial, self.before) if self.before else ''
-        if worse:
-            for _ in self.trial:   # the rejected adapter's episodes say nothing of the adapters restored
-                self.adapted.pop()
-        below_floor = (self._worse(self.adapted, self.floor)
-                       if len(self.floor) >= self.episodes and self.adapted else '')
+        # the adapters that would drive on: without the trial's episodes when it is rolled back
+        driving = list(self.adapted)[:len(self.adapted) - len(self.trial)] if worse else list(self.adapted)
+        below_floor = self._worse(driving, self.floor) if len(self.floor) >= self.episodes and driving else ''
         if below_floor:
             return Verdict(self.on_trial, False, f'the adapters drive worse than none: {below_floor} driven '
                            f'without adapters', to_base=True)
