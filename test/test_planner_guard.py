@@ -189,7 +189,12 @@ def test_an_interleaved_nan_flood_stops_for_the_fault_and_the_hold(tiny_checkpoi
             executor.spin_once(timeout_sec=0.05)
         for _ in range(30):   # healthy, past any start-up hold
             answer_to(bridge.frame())
-        assert answer_to(bridge.frame()).brake < 1.0, 'the planner does not drive on healthy frames'
+        # on a loaded machine one slow spin can outlast input_timeout (0.5 s of wall time): a stale stop and its
+        # hold, not a fault of the frames, so the planner gets up to 200 more healthy frames to drive on
+        healthy = [answer_to(bridge.frame())]
+        while healthy[-1].brake == 1.0 and len(healthy) < 200:
+            healthy.append(answer_to(bridge.frame()))
+        assert healthy[-1].brake < 1.0, 'the planner does not drive on healthy frames'
 
         def poisoned(stamp):
             msg = bridge.convert.odometry_msg(bridge.sim.scene().ego, stamp, 'ego_vehicle')
