@@ -13,8 +13,9 @@ chain's sum is not.
 
     .venv/bin/python bench/bench_judge.py runs/live/dynamics/runs.json [more runs.json ...]
 
-For each judge setting (episodes on trial, margin), the judge (`floor`) and the one before 2026-12-01 (`bar`:
-each adapter against the last good one's episodes alone, no backing off after rollbacks), it prints the
+For each judge setting (episodes on trial, margin), the judge (`looks`), the same without its interim looks
+(`final`: a verdict only after all `episodes` of a trial; until 2026-12-01 07:40 UTC) and the one before
+(`bar`: each adapter against the last good one's episodes alone, no backing off after rollbacks), it prints the
 verdicts replayed, the share of harmless adapters rolled back (and of them back to the base), the share of
 harmful ones caught, and the arrivals kept of the stream's own with the harmful adapters and with the drifting
 chain, so the live loop's defaults can be chosen by measurement (an adapter is pushed as soon as the judge
@@ -42,11 +43,14 @@ def off_streams(paths) -> list[list[tuple[float, bool]]]:
 STALL_RETURN = 0.6   # live dynamics pair, AdaWM: timeouts returned 185-233, arrivals 296-387 (runs.json)
 
 
-def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False, drift: float = 0.0) -> dict:
+def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False, drift: float = 0.0,
+           share: float = 1.0) -> dict:
     """Verdicts, rollbacks (to the base among them) and arrivals over `stream`, an adapter applied whenever
     none is on trial. An adapter on trial fails each episode with probability `harm`; or, with `drift`, with
     the last good adapter's probability plus `drift` — a chain each step of which is a little worse. Kept
-    adapters go on failing at their probability; a rollback restores the last good one's (0 at the base)."""
+    adapters go on failing at their probability; a rollback restores the last good one's (0 at the base).
+    With `share` < 1 only that share of the adapters is harmful, the rest harmless: a finetuner whose rounds
+    mostly drive as well as the last good one, now and then one that breaks."""
     failed = [r for r, success in stream if not success]
     arrived = [r for r, success in stream if success]
     failed_return = (STALL_RETURN * float(np.mean(arrived)) if stall and arrived else
@@ -57,7 +61,7 @@ def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False, d
         if judge.on_trial is None and judge.has_bar():
             version += 1
             judge.applied(version)
-            trial = min(good + drift, 1.0) if drift else harm
+            trial = min(good + drift, 1.0) if drift else harm if share >= 1 or rng.random() < share else good
         if rng.random() < (trial if judge.on_trial is not None else good):
             episode_return, success = failed_return, False
         counts['arrivals'] += success
@@ -70,7 +74,14 @@ def replay(judge: AdapterJudge, stream, harm: float, rng, stall: bool = False, d
     return counts
 
 
-class BarOnly(AdapterJudge):
+class FinalOnly(AdapterJudge):
+    """The judge without interim looks: a verdict after all `episodes` of a trial."""
+
+    def _clearly_worse(self) -> bool:
+        return False
+
+
+class BarOnly(FinalOnly):
     """The judge before 2026-12-01: each adapter against the last good one's episodes alone (no floor), the
     next trial after `episodes` of them whatever came before (no backing off)."""
 
@@ -91,6 +102,9 @@ def main(argv=None) -> int:
                         'adapter (default 0.5)')
     parser.add_argument('--drift', type=float, default=0.1, help='failure probability each adapter of the '
                         'drifting chain adds to the last good one (default 0.1)')
+    parser.add_argument('--share', type=float, default=0.25, help='share of harmful adapters in the mixed stream, '
+                        'the rest harmless (default 0.25)')
+    parser.add_argument('--repeats', type=int, default=20, help='draws of the failures averaged (default 20)')
     parser.add_argument('--stall', action='store_true', help='a failing episode stops the car short of the goal')
     args = parser.parse_args(argv)
     streams = off_streams(args.runs)
@@ -101,21 +115,28 @@ def main(argv=None) -> int:
     arrivals = sum(ok for s in streams for _, ok in s)
     print(f'bench_judge: {len(streams)} adaptation-off runs, {episodes} episodes, success rate {arrivals / episodes:.2f}; '
           f'a harmful adapter {"stops short in" if args.stall else "fails"} each episode with probability '
-          f'{args.harm:g}; each adapter of the drifting chain adds {args.drift:g}')
+          f'{args.harm:g}; each adapter of the drifting chain adds {args.drift:g}; in the mixed stream '
+          f'{args.share:g} of the adapters are harmful')
     print(f'{"episodes":>8s} {"margin":>6s} {"judge":>6s} {"verdicts":>8s} {"harmless rolled back":>21s} '
-          f'{"(to base)":>9s} {"harmful caught":>15s} {"arrivals kept":>13s} {"drifting: arrivals kept":>24s}')
+          f'{"(to base)":>9s} {"harmful caught":>15s} {"arrivals kept":>13s} {"drifting: arrivals kept":>24s} '
+          f'{"mixed: arrivals kept":>21s}')
     for n in args.episodes:
         for margin in args.margins:
-            for name, make in (('floor', AdapterJudge), ('bar', BarOnly)):
-                def total(harm, drift=0.0):
-                    rng = np.random.default_rng(0)
-                    runs = [replay(make(n, margin), s, harm, rng, args.stall, drift) for s in streams]
-                    return {k: sum(r[k] for r in runs) for k in runs[0]}
+            for name, make in (('looks', AdapterJudge), ('final', FinalOnly), ('bar', BarOnly)):
+                def total(harm, drift=0.0, share=1.0):
+                    # one verdict changes every later one, so a single draw of the failures is noisy: averaged
+                    # over `repeats` draws (the harmless replay draws nothing)
+                    repeats = args.repeats if harm or drift else 1
+                    runs = [replay(make(n, margin), s, harm, np.random.default_rng(seed), args.stall, drift, share)
+                            for seed in range(repeats) for s in streams]
+                    return {k: sum(r[k] for r in runs) / repeats for k in runs[0]}
                 harmless, harmful, drifting = total(0.0), total(args.harm), total(0.0, args.drift)
+                mixed = total(args.harm, share=args.share)
                 share = lambda c, k: c[k] / max(c['verdicts'], 1)
-                print(f'{n:8d} {margin:6.2f} {name:>6s} {harmless["verdicts"]:8d} {share(harmless, "rollbacks"):21.2f} '
+                print(f'{n:8d} {margin:6.2f} {name:>6s} {harmless["verdicts"]:8.0f} {share(harmless, "rollbacks"):21.2f} '
                       f'{share(harmless, "to_base"):9.2f} {share(harmful, "rollbacks"):15.2f} '
-                      f'{harmful["arrivals"] / max(arrivals, 1):13.2f} {drifting["arrivals"] / max(arrivals, 1):24.2f}')
+                      f'{harmful["arrivals"] / max(arrivals, 1):13.2f} {drifting["arrivals"] / max(arrivals, 1):24.2f} '
+                      f'{mixed["arrivals"] / max(arrivals, 1):21.2f}')
     return 0
 
 

@@ -23,16 +23,18 @@ def test_harmless_adapters_are_kept_and_broken_ones_caught(bench, tmp_path, caps
     out = capsys.readouterr().out.splitlines()
     assert '1 adaptation-off runs, 200 episodes' in out[0]
     rows = {}
-    for line in out[-2:]:
-        episodes_on_trial, margin, judge, verdicts, harmless, to_base, harmful, kept, drifting = line.split()
-        rows[judge] = int(verdicts), float(harmless), float(to_base), float(harmful), float(kept), float(drifting)
-    for verdicts, harmless, to_base, harmful, kept, drifting in rows.values():
+    for line in out[-3:]:
+        episodes_on_trial, margin, judge, verdicts, harmless, to_base, harmful, kept, drifting, mixed = line.split()
+        rows[judge] = (int(verdicts), float(harmless), float(to_base), float(harmful), float(kept), float(drifting),
+                       float(mixed))
+    for verdicts, harmless, to_base, harmful, kept, drifting, mixed in rows.values():
         assert verdicts >= 10 and harmless <= 0.2 and harmful >= 0.8 and to_base <= harmless
-        assert 0 < kept <= 1.2 and 0 < drifting <= 1.2
+        assert 0 < kept <= 1.2 and 0 < drifting <= 1.2 and kept < mixed <= 1.2
     assert rows['bar'][0] == 20                                    # 5 bar + 5 trial episodes per verdict
     assert rows['bar'][2] == 0                                     # the bar alone never goes past the last good
-    assert rows['floor'][4] > rows['bar'][4]                       # backing off: fewer episodes on broken trials
-    assert rows['floor'][5] > rows['bar'][5]                       # the floor stops the drifting chain sooner
+    for judge in ('looks', 'final'):
+        assert rows[judge][4] > rows['bar'][4]                     # backing off: fewer episodes on broken trials
+        assert rows[judge][5] > rows['bar'][5]                     # the floor stops the drifting chain sooner
 
 
 def test_no_adaptation_off_run_is_refused(bench, tmp_path):

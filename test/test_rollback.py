@@ -77,6 +77,25 @@ def test_an_adapter_that_stops_short_is_rolled_back():
     assert [judge.episode(r, True) for r in [200, 190, 210, 185, 205]][-1].keep
 
 
+def test_a_broken_adapter_is_rolled_back_before_its_trial_ends():
+    """Interim looks: against a bar of arrivals, a trial that keeps stopping short is rolled back once that
+    is significant at the level divided over the looks — here after 5 of its 8 episodes, not 8."""
+    judge = AdapterJudge(episodes=8, margin=1.64)
+    bar = [(r, r > 250) for r in [300, 320, -150, 310, 290, 305, 20, 315]]
+    for r, arrived in bar * 3:
+        judge.episode(r, arrived)
+    judge.applied(1)
+    verdicts = [judge.episode(r, False) for r in [200, 190, 210, 185, 205]]   # 0 of 4 vs 18 of 24: p 0.010
+    assert verdicts[:4] == [None] * 4 and not verdicts[4].keep
+    assert 'from 18 of 24 to 0 of 5 episodes' in verdicts[4].reason and judge.on_trial is None
+    # a harmless trial's early failures are not significant at the interim level: it runs to its verdict
+    for r, arrived in bar * 4:
+        judge.episode(r, arrived)
+    judge.applied(2)
+    verdicts = [judge.episode(r, arrived) for r, arrived in [(-150, False), (20, False)] + bar[:6]]
+    assert verdicts[:-1] == [None] * 7 and verdicts[-1].keep
+
+
 def test_fewer_arrivals_p_is_fishers_exact_test():
     from adawm_planner.core.rollback import fewer_arrivals_p
     assert fewer_arrivals_p(0, 5, 9, 15) == pytest.approx(462 / 15504)     # C(11,5) / C(20,5)

@@ -45,8 +45,8 @@ class FinetuneConfig:
 class LifecycleConfig:
     push_every: int = knob(10, 'finetuning steps per adapter pushed to the planner', low=1)
     # 8 and 1.64, measured (bench/bench_judge.py on eight live runs with adaptation off): 13 % of harmless
-    # adapters rolled back, 50 % of broken ones (every episode failing) caught; 5 episodes: 9 %, but too few
-    # to see arrivals fall from a success rate of 0.38 (9 % caught); 2.33 standard errors: 3 %, 21 %
+    # adapters rolled back, 50 % of broken ones (every episode failing) caught; 5 episodes: 13 %, but too few
+    # to see arrivals fall from a success rate of 0.38 (13 % caught); 2.33 standard errors: 3 %, 21 %
     rollback_episodes: int = knob(8, 'episodes an applied adapter is judged on, and episodes of the last good '
                                   'state needed before the next is pushed; 0 = no judging', low=0)
     rollback_margin: float = knob(1.64, 'standard errors by which the mean return with an adapter may fall '

@@ -12,6 +12,11 @@ standard errors) and the number of arrivals (Fisher's exact test).
   8 of 8 arrivals to 0 of 22 with every step kept against its predecessor).
 - The bar: the trial's episodes against the last `BASELINE` × `episodes` driven with the last good adapters
   (none at first) while nothing was on trial. Falling below it means back to the last good adapters.
+The bar is also looked at after each trial episode before the last, at the one-sided level divided over the
+`episodes` looks (Bonferroni: the looks together cannot roll back a harmless adapter more often than the
+level again): an adapter that stops the car short fails it within a few episodes and is rolled back then,
+not after all `episodes` of them (live, dynamics: three rounds of timeouts, each 8 episodes of 30 s, were 12
+of a 30-minute drive's minutes).
 A new adapter is pushed only once `episodes` of the bar's have come in since the last verdict
 (AdapterLifecycle.ready), twice as many after each rollback in a row, up to `2**MAX_DOUBLINGS` times: a
 rejected trial's episodes are driven with an adapter that drives worse, and a finetuner whose adapters keep
@@ -31,10 +36,12 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from statistics import NormalDist
 
 BASELINE = 3            # good episodes kept as the bar, in units of the trial's `episodes`
 MAX_DOUBLINGS = 3       # of the wait for the next trial after rollbacks in a row: at most 8 × `episodes`
 MIN_VARIANCE = 1.0      # of a return, so two constant samples still compare (returns are in the hundreds)
+MIN_LOOK = 3            # trial episodes before the first interim look: Welch's error from two is too noisy
 
 
 @dataclasses.dataclass
@@ -51,6 +58,8 @@ class AdapterJudge:
         if episodes < 1 or margin < 0:
             raise ValueError('episodes must be >= 1 and margin >= 0')
         self.episodes, self.margin = episodes, margin
+        level = 0.5 * math.erfc(margin / math.sqrt(2))          # one-sided
+        self.look_margin = NormalDist().inv_cdf(1 - level / episodes) if level > 0 else math.inf
         self.before = collections.deque(maxlen=BASELINE * episodes)   # (return, arrived) of good episodes
         self.fresh = 0                # of them driven since the last verdict
         self.floor = collections.deque(maxlen=BASELINE * episodes)    # driven with no adapter in force
@@ -69,7 +78,7 @@ class AdapterJudge:
             return None
         self.trial.append(outcome)
         self.adapted.append(outcome)
-        if len(self.trial) < self.episodes:
+        if len(self.trial) < self.episodes and not self._clearly_worse():
             return None
         verdict = self._judge()
         if verdict.keep:
@@ -100,13 +109,18 @@ class AdapterJudge:
         episodes stay out of the bar (not judged good)."""
         self.on_trial, self.trial = version, []
 
+    def _clearly_worse(self) -> bool:
+        """The interim look: the trial so far is worse than the bar at the level divided over the looks."""
+        return (len(self.trial) >= MIN_LOOK and bool(self.before)
+                and bool(self._worse(self.trial, self.before, self.look_margin)))
+
     def _judge(self) -> Verdict:
         """Worse than the bar: back to the last good adapters, or past them to the base if their own recent
         episodes fall below the floor. Else worse than the floor with the trial's episodes: back to the base."""
-        worse = self._worse(self.trial, self.before) if self.before else ''
+        worse = self._worse(self.trial, self.before, self.margin) if self.before else ''
         # the adapters that would drive on: without the trial's episodes when it is rolled back
         driving = list(self.adapted)[:len(self.adapted) - len(self.trial)] if worse else list(self.adapted)
-        below_floor = self._worse(driving, self.floor) if len(self.floor) >= self.episodes and driving else ''
+        below_floor = self._worse(driving, self.floor, self.margin) if len(self.floor) >= self.episodes and driving else ''
         if below_floor:
             return Verdict(self.on_trial, False, f'the adapters drive worse than none: {below_floor} driven '
                            f'without adapters', to_base=True)
@@ -120,19 +134,20 @@ class AdapterJudge:
                        f'{sum(base) / len(base):.1f} and {sum(a for _, a in self.before)} over the {len(base)} '
                        f'before (margin {self.margin:.2f} standard errors)')
 
-    def _worse(self, new, base) -> str:
-        """Why the (return, arrived) episodes `new` drive significantly worse than `base`, or ''."""
+    def _worse(self, new, base, margin: float) -> str:
+        """Why the (return, arrived) episodes `new` drive worse than `base` by `margin` standard errors (or
+        arrivals at that one-sided level), or ''."""
         new_returns, base_returns = [r for r, _ in new], [r for r, _ in base]
         base_mean, new_mean = sum(base_returns) / len(base), sum(new_returns) / len(new)
         variance = lambda xs, m: max(sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1), MIN_VARIANCE)
         error = math.sqrt(variance(base_returns, base_mean) / len(base) + variance(new_returns, new_mean) / len(new))
         shortfall = (base_mean - new_mean) / error
-        if shortfall > self.margin:
+        if shortfall > margin:
             return (f'mean return fell from {base_mean:.1f} to {new_mean:.1f} over {len(new)} episodes: '
                     f'{shortfall:.1f} standard errors below the {len(base)}')
         base_arrived, new_arrived = sum(a for _, a in base), sum(a for _, a in new)
         p = fewer_arrivals_p(new_arrived, len(new), base_arrived, len(base))
-        level = 0.5 * math.erfc(self.margin / math.sqrt(2))
+        level = 0.5 * math.erfc(margin / math.sqrt(2))
         if p < level:
             return (f'arrivals fell from {base_arrived} of {len(base)} to {new_arrived} of {len(new)} episodes '
                     f'(one-sided p {p:.3f} < {level:.3f}) against the {len(base)}')
