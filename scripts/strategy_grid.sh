@@ -7,12 +7,42 @@
 # oracle), BASELINE_SEEDS (3: alternate elsewhere, full), STEPS (3000), OUT (runs/experiments),
 # EXTRA (more `adawm experiment` flags), ONLY (these strategies alone). The C sweep, e.g.:
 #   ONLY=adawm SEEDS=3 EXTRA="--threshold-c 5" OUT=runs/c-sweep/c5 scripts/strategy_grid.sh dynamics lag_density
-# After each pair's round its finished runs are evaluated again in plan mode (experiments/final_eval.py).
+# After each run the finished runs are evaluated again in plan mode (experiments/final_eval.py), and
+# what the report needs of each complete run (result.json, curve.csv, trace.csv, after_plan.json; not the
+# adapters) is copied to KEEP (docs/results/raw/<OUT below runs/>) and committed there, that path alone: a
+# session's processes and its runs/ end with it. A run kept there and missing from OUT is copied back before
+# the grid starts, so the grid resumes on a fresh clone too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 SEEDS=${SEEDS:-5} BASELINE_SEEDS=${BASELINE_SEEDS:-3} STEPS=${STEPS:-3000} OUT=${OUT:-runs/experiments}
+KEEP=${KEEP:-docs/results/raw/${OUT#runs/}}
 py=.venv/bin/python
+RUN_FILES="result.json curve.csv trace.csv after_plan.json"
+
+keep() {   # keep PAIR: the complete runs of OUT/PAIR into KEEP/PAIR, committed
+  local run
+  for run in "$OUT/$1"/*/seed*; do
+    [ -f "$run/result.json" ] || continue
+    [ -f "$run/after_plan.json" ] || grep -q '"strategy": "full"' "$run/result.json" || continue
+    local dest="$KEEP/$1/${run#"$OUT/$1/"}"
+    mkdir -p "$dest"
+    for f in $RUN_FILES; do [ -f "$run/$f" ] && cp "$run/$f" "$dest/"; done
+  done
+  if [ -d "$KEEP/$1" ]; then
+    git add -- "$KEEP/$1"
+    git diff --cached --quiet -- "$KEEP/$1" || git commit -q -m "strategy grid: $1 runs so far ($(date -u +%FT%TZ))" -- "$KEEP/$1"
+  fi
+}
+
+for pair in "$@"; do   # runs kept by an earlier session, missing here
+  [ -d "$KEEP/$pair" ] || continue
+  for kept in "$KEEP/$pair"/*/seed*; do
+    run="$OUT/$pair/${kept#"$KEEP/$pair/"}"
+    [ -f "$run/result.json" ] && continue
+    mkdir -p "$run" && cp "$kept"/* "$run/"
+  done
+done
 for ((round = 1; round <= SEEDS; round++)); do
   for pair in "$@"; do
     known=$($py -c "from adawm_planner.sim import shift_pairs; print(shift_pairs()['$pair'].get('known_side', ''))")
@@ -21,10 +51,13 @@ for ((round = 1; round <= SEEDS; round++)); do
     if [ $round -le "$BASELINE_SEEDS" ]; then strategies="$strategies full"; fi
     strategies=${ONLY:-$strategies}
     echo "=== $(date -u +%FT%TZ) seed round $round, $pair: $strategies"
-    chrt --idle 0 $py -m adawm_planner.cli experiment --pair "$pair" --seeds $round --strategies $strategies \
-      --steps "$STEPS" --eval-every $((STEPS / 5)) --eval-episodes 20 --out "$OUT/$pair" ${EXTRA:-}
-    # the final agents again in plan mode (where a model step reaches the road directly)
-    chrt --idle 0 $py -m adawm_planner.experiments.final_eval "$OUT/$pair" --mode plan --episodes 20
+    for strategy in $strategies; do   # one at a time, each kept as soon as it is complete
+      chrt --idle 0 $py -m adawm_planner.cli experiment --pair "$pair" --seeds $round --strategies $strategy \
+        --steps "$STEPS" --eval-every $((STEPS / 5)) --eval-episodes 20 --out "$OUT/$pair" ${EXTRA:-}
+      # the final agent again in plan mode (where a model step reaches the road directly)
+      chrt --idle 0 $py -m adawm_planner.experiments.final_eval "$OUT/$pair" --mode plan --episodes 20
+      keep "$pair"
+    done
   done
 done
 echo "=== $(date -u +%FT%TZ) done; publish with: $py -m adawm_planner.experiments.report $OUT docs/results"

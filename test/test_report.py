@@ -1,6 +1,7 @@
 """The strategy table: intervals, area under the success curve, runs from several grid processes."""
 import csv
 import json
+import shutil
 import math
 
 import pytest
@@ -101,3 +102,39 @@ def test_known_side_share_over_the_run_and_by_quarter(tmp_path):
     assert known_side_shares(decisions_of(run), 'model', parts=1, updates_only=True) == [pytest.approx(5 / 7)]
     publish(runs, docs)
     assert '| dyn | model | 1 | 0.62 (0.62–0.62) | 1.00 / 1.00 / 0.50 / 0.00 | 0.71 |' in (docs / 'summary.md').read_text()
+
+
+def test_publish_keeps_pairs_whose_run_folders_are_gone(tmp_path):
+    """A new machine has the committed record but not the earlier runs' folders: publishing the pairs run
+    there keeps the others' rows, their summary lines and their known-answer shares."""
+    runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+    for seed, final in enumerate((0.8, 0.9)):
+        fake_run(runs / 'old', 'adawm', seed, final, {'model': 1, 'policy': 3})
+        fake_run(runs / 'old', 'model', seed, final - 0.7, {'model': 4})
+    run = runs / 'old' / 'adawm' / 'seed0'
+    result = json.loads((run / 'result.json').read_text())
+    result['config']['known_side'] = 'model'
+    (run / 'result.json').write_text(json.dumps(result))
+    with open(run / 'trace.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, ['finetune_step', 'eps_model', 'eps_policy', 'decision'])
+        writer.writeheader()
+        writer.writerows([{'finetune_step': i, 'eps_model': 0.5, 'eps_policy': 0.1, 'decision': 'model'}
+                          for i in range(4)])
+    publish(runs, docs)
+    before = (docs / 'summary.md').read_text()
+    assert '| old | +0.70 ± 0.30 (2/2) **win** |' in before and '| old | model | 1 |' in before
+
+    shutil.rmtree(runs / 'old')
+    fake_run(runs / 'new', 'adawm', 0, 0.5, {'policy': 4})
+    fake_run(runs / 'new', 'policy', 0, 0.4, {'policy': 4})
+    publish(runs, docs)
+    with open(docs / 'runs.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['pair'], r['strategy'], r['seed']) for r in rows] == [
+        ('new', 'adawm', '0'), ('new', 'policy', '0'), ('old', 'adawm', '0'), ('old', 'adawm', '1'),
+        ('old', 'model', '0'), ('old', 'model', '1')]
+    after = (docs / 'summary.md').read_text()
+    assert '| old | — | +0.70 ± 0.30 (2/2) **win** |' in after and '| new | +0.10 ± nan (1/1) ? | — |' in after
+    known = [line for line in before.splitlines() if line.startswith('| old | model |')]
+    assert known and known[0] in after
+    assert (docs / 'old' / 'table.md').exists()

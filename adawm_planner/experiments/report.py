@@ -210,6 +210,16 @@ def versus(runs: list[dict], key: str, ours: str = 'adawm') -> list[dict]:
     return rows
 
 
+def known_side_lines(summary: Path) -> dict[str, str]:
+    """The known-answer table's line per pair in an earlier summary.md (the shares need the runs' traces)."""
+    if not summary.exists():
+        return {}
+    text = summary.read_text()
+    section = text[text.find("## AdaWM's choices"):] if "## AdaWM's choices" in text else ''
+    return {line.split('|')[1].strip(): line for line in section.splitlines()
+            if line.startswith('| ') and not line.startswith('| pair ')}
+
+
 def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
     """docs_root/summary.md: per pair, AdaWM minus each other strategy (final success, success AUC, final
     success in plan mode) with its 95 % Welch interval and the verdict it supports."""
@@ -245,7 +255,12 @@ def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
               'mismatches read 0). The issue\'s criterion: ≥ 0.80 over the run.', '',
               '| pair | known side | seeds | share over the run | by quarter | of the steps that updated |',
               '|---|---|---|---|---|---|']
+    carried = known_side_lines(docs_root / 'summary.md')
     for pair, runs in runs_by_pair.items():
+        if not any('dir' in r for r in runs):   # published earlier, folders gone: its line as it was
+            if pair in carried:
+                lines.append(carried[pair])
+            continue
         mine = [r for r in runs if r['strategy'] == 'adawm' and r['config'].get('known_side') in ('model', 'policy')]
         if not mine:
             continue
@@ -266,10 +281,25 @@ RUN_FIELDS = ['pair', 'task', 'strategy', 'seed', 'threshold_c', 'steps', 'succe
               'wall_s']
 
 
+def published_runs(docs_root: Path, skip) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The rows of docs_root/runs.csv whose pair is not in `skip`, and per such pair the runs as far as
+    versus() needs them: runs published earlier whose folders are gone (another machine, a wiped runs/)
+    stay in the record and in the summary."""
+    path = docs_root / 'runs.csv'
+    rows = [r for r in read_csv(path) if r['pair'] not in skip] if path.exists() else []
+    runs_by_pair = {}
+    for r in rows:
+        runs_by_pair.setdefault(r['pair'], []).append(
+            {'strategy': r['strategy'], 'after': {'success': float(r['success_after'])},
+             'auc': float(r['success_auc']), 'success_plan': float(r['success_plan']) if r['success_plan'] else None})
+    return rows, runs_by_pair
+
+
 def publish(runs_root, docs_root) -> None:
     """Each experiment folder under runs_root (one per pair, or per pair and C) reported again, its table and
     plots copied to docs_root/<folder>/, and every run as a row of docs_root/runs.csv: the committed record
-    of a grid that is still running."""
+    of a grid that is still running. Pairs already in that record but not under runs_root keep their rows,
+    their table and their summary lines."""
     import shutil
     runs_root, docs_root = Path(runs_root), Path(docs_root)
     every, runs_by_pair = [], {}
@@ -292,11 +322,12 @@ def publish(runs_root, docs_root) -> None:
                           'return_after': round(r['after']['return'], 2), 'model_steps': d['model'] + d['both'],
                           'policy_steps': d['policy'] + d['both'], 'success_plan': r['success_plan'],
                           'wall_s': r['wall_s']})
+    kept, kept_runs = published_runs(docs_root, set(runs_by_pair))
     with open(docs_root / 'runs.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, RUN_FIELDS)
         writer.writeheader()
-        writer.writerows(every)
-    write_summary(runs_by_pair, docs_root)
+        writer.writerows(sorted(kept + every, key=lambda r: r['pair']))
+    write_summary(dict(sorted({**kept_runs, **runs_by_pair}.items())), docs_root)
 
 
 if __name__ == '__main__':
