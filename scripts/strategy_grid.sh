@@ -29,10 +29,11 @@ keep() {   # keep PAIR: the complete runs of OUT/PAIR into KEEP/PAIR, committed
     mkdir -p "$dest"
     for f in $RUN_FILES; do [ -f "$run/$f" ] && cp "$run/$f" "$dest/"; done
   done
-  if [ -d "$KEEP/$1" ]; then
-    git add -- "$KEEP/$1"
-    git diff --cached --quiet -- "$KEEP/$1" || git commit -q -m "strategy grid: $1 runs so far ($(date -u +%FT%TZ))" -- "$KEEP/$1"
-  fi
+  [ -d "$KEEP/$1" ] || return 0
+  # not fatal (e.g. someone else holds the index lock): the next run's keep commits it
+  { git add -- "$KEEP/$1" && { git diff --cached --quiet -- "$KEEP/$1" ||
+      git commit -q -m "strategy grid: $1 runs so far ($(date -u +%FT%TZ))" -- "$KEEP/$1"; }; } ||
+    echo "strategy_grid: could not commit $KEEP/$1 now; kept on disk" >&2
 }
 
 for pair in "$@"; do   # runs kept by an earlier session, missing here
