@@ -1,0 +1,176 @@
+"""Does the world model rank plans as the task does, before and after a model-side repair?
+
+Plan mode picks, among candidate action sequences, the one imagination scores best. That choice is only as
+good as imagination's *ranking* of the candidates, which a one-step (or k-step) prediction error does not
+measure. Here the ranking is checked against the simulator itself: at states of the new task, each
+candidate's H actions are also driven open loop in copies of the environment (the traffic reacting), and
+its true discounted H-step return is compared with the return imagination gives it.
+
+1. The frozen pretrained agent drives `--steps` steps of the pair's new task with sampled actions (the
+   finetuning runs' exploration; seeds 20000+), and model-only LoRA (`Finetuner(strategy='model')`, the
+   FinetuneConfig defaults: the prior head) trains `--updates` steps on them, as AdaWM's model steps do.
+2. The pretrained agent drives actor-mode episodes of the task (the evaluation seeds 10000+); every
+   `--every` steps, K candidates are drawn as the planner draws them (one round from the pretrained model,
+   candidate 0 the actor's mode), driven in the simulator, and imagined open loop by the pretrained and the
+   repaired model under the same `--particles` prior draws (their mean).
+Per model: the rank correlation (Spearman) between imagined and true H-step returns over the candidates,
+the mean absolute error of the imagined return, and what picking by imagination earns in truth: the true
+return of the candidate the model scores best (H-step rewards alone, and the planner's full score with the
+critic's value and the actor prior) minus the true return of the actor's own plan, candidate 0.
+
+    .venv/bin/python bench/bench_plan_fidelity.py --pair steering_behaviour [--updates 150] [--episodes 10]
+"""
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from adawm_planner.core.adaptation import Finetuner
+from adawm_planner.core.checkpoint import load_checkpoint
+from adawm_planner.core.config import FinetuneConfig
+from adawm_planner.core.networks import gumbel
+from adawm_planner.core.planner import Rollout, plan, score
+from adawm_planner.experiments import mismatch_reference
+from adawm_planner.experiments.pretrain import EVAL_SEED
+from adawm_planner.share import package_share
+from adawm_planner.sim import make_env, shift_pairs
+
+TRAIN_SEED = 20_000
+
+
+def replay_of(episodes, action_dim):
+    from adawm_planner.core.replay import Replay
+    replay = Replay(sum(len(e['is_first']) for e in episodes), episodes[0]['bev'].shape[1:],
+                    episodes[0]['ego'].shape[1], action_dim)
+    for e in episodes:
+        for t in range(len(e['is_first'])):
+            replay.add({'bev': e['bev'][t], 'ego': e['ego'][t]}, e['action'][t], float(e['reward'][t]),
+                       bool(e['is_first'][t]), bool(e['is_terminal'][t]))
+    return replay
+
+
+def true_returns(env, actions, gamma) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate, its actions (K, H) driven open loop from a copy of `env`: the discounted return (0
+    after the episode ends) and whether the episode failed within the H steps (a collision or off route)."""
+    returns, failed = np.zeros(len(actions)), np.zeros(len(actions), bool)
+    for k, sequence in enumerate(actions):
+        copy_env = copy.deepcopy(env)
+        for t, action in enumerate(sequence):
+            _, reward, terminated, truncated, info = copy_env.step(int(action))
+            returns[k] += gamma ** t * reward
+            if terminated or truncated:
+                failed[k] = bool(info.get('collision') or info.get('off_route'))
+                break
+    return returns, failed
+
+
+@torch.inference_mode()
+def imagined(world_model, actor_critic, latent, actions, particles, gamma, prior_weight, generator):
+    """Per candidate (K, H actions): the mean over `particles` prior draws of the imagined discounted H-step
+    return and of the planner's score (+ the critic's value at the end and the actor prior)."""
+    rssm = world_model.rssm
+    candidates, horizon = actions.shape
+    prior = gumbel((horizon, particles, rssm.stoch, rssm.classes), generator).repeat(1, candidates, 1, 1)
+    rollout = Rollout(world_model, actor_critic, latent, (None, prior), actions=actions.repeat_interleave(particles, 0).t())
+    for _ in range(horizon):
+        rollout.step()
+    traj = rollout.result()
+    alive = torch.cumprod(torch.cat([torch.ones_like(traj['conts'][:, :1]), traj['conts'][:, :-1]], 1), 1)
+    rewards = (gamma ** torch.arange(horizon) * alive * traj['rewards']).sum(1)
+    per_candidate = lambda x: x.reshape(candidates, particles).mean(1).numpy()
+    return per_candidate(rewards), per_candidate(score(traj, gamma, prior_weight))
+
+
+def ranks(x) -> np.ndarray:
+    """Ranks from 0, tied values sharing their mean rank (candidates often repeat a sequence)."""
+    order = np.argsort(x, kind='stable')
+    ranked = np.empty(len(x))
+    ranked[order] = np.arange(len(x))
+    _, groups = np.unique(x, return_inverse=True)
+    return (np.bincount(groups, ranked) / np.bincount(groups))[groups]
+
+
+def spearman(a, b) -> float:
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float('nan')
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--checkpoint', default=str(package_share() / 'checkpoints' / 'right_turn-moderate-small'))
+    parser.add_argument('--pair', default='steering_behaviour')
+    parser.add_argument('--task', help='measure on this task instead of the pair\'s new one (the repair still '
+                        'trains on the pair\'s), e.g. the pretraining task as a control')
+    parser.add_argument('--steps', type=int, default=3000, help='new-task steps the repair trains on')
+    parser.add_argument('--updates', type=int, default=150)
+    parser.add_argument('--episodes', type=int, default=10, help='actor-mode episodes measured')
+    parser.add_argument('--every', type=int, default=5, help='env steps between measured states')
+    parser.add_argument('--candidates', type=int, default=16)
+    parser.add_argument('--particles', type=int, default=8)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.time()
+    agent, _ = load_checkpoint(args.checkpoint, seed=0)
+    p = agent.preset
+    train_task = shift_pairs()[args.pair]['finetune']
+    task = args.task or train_task
+
+    episodes = mismatch_reference.collect(agent, train_task, 10_000, TRAIN_SEED, mode='sample', max_steps=args.steps)
+    replay = replay_of(episodes, agent.action_dim)
+    tuner = Finetuner(agent, FinetuneConfig(strategy='model'))
+    for _ in range(args.updates):
+        tuner.update_model(replay.sample(p.batch, p.seq_len))
+    models = {'pretrained': tuner.pretrained, 'repaired': agent}
+    print(f'bench_plan_fidelity: {args.pair}: repair {args.updates} model-only updates on {len(replay)} steps of '
+          f'{train_task}; measured on {task}, {args.episodes} actor-mode episodes, a state every {args.every} '
+          f'steps, K={args.candidates} candidates × H={p.plan_horizon}, {args.particles} prior draws', flush=True)
+
+    driver = tuner.pretrained   # the prior head is all the repair changed: both filter and act alike
+    env = make_env(task, seed=EVAL_SEED)
+    rows = {name: [] for name in models}
+    generator = torch.Generator().manual_seed(0)
+    for episode in range(args.episodes):
+        obs, _ = env.reset(seed=EVAL_SEED + episode)
+        state, done, t = None, False, 0
+        while not done:
+            action, state, _ = driver.act(obs, state, 'actor')
+            if t % args.every == 0:
+                _, info = plan(driver.world_model, driver.actor_critic, state['latent'], args.candidates,
+                               p.plan_horizon, p.plan_prior_weight, generator)
+                candidates = info['actions'].argmax(-1)                     # (K, H) indices
+                truth, failed = true_returns(env, candidates, p.gamma)
+                # the state the candidates start from is after the filter step, before `action` is taken:
+                # candidate 0's first action is the actor's mode, `action`
+                seed = int(torch.randint(0, 2 ** 31, (1,), generator=generator))
+                for name, model in models.items():
+                    reward_sum, full = imagined(model.world_model, model.actor_critic, state['latent'], candidates,
+                                                args.particles, p.gamma, p.plan_prior_weight,
+                                                torch.Generator().manual_seed(seed))
+                    pick = full.argmax()
+                    rows[name].append((spearman(reward_sum, truth), float(np.abs(reward_sum - truth).mean()),
+                                       truth[reward_sum.argmax()] - truth[0], truth[pick] - truth[0],
+                                       truth.max() - truth[0], failed[pick], failed[0], failed.mean()))
+            obs, _, terminated, truncated, _ = env.step(action)
+            done, t = terminated or truncated, t + 1
+    # mean ± the half-width of a normal 95 % interval over states (consecutive states are correlated: wider
+    # in truth); and the repaired model minus the pretrained one, paired by state
+    columns = ('rank corr', '|error|', 'pick (rewards) - actor', 'pick (score) - actor', 'best - actor',
+               'pick fails', 'actor fails', 'candidates fail')
+    def cell(x):
+        x = x[np.isfinite(x)]   # rank correlations are undefined where every candidate drove alike
+        return f'{x.mean():.2f} ± {1.96 * x.std() / np.sqrt(len(x)):.2f}' if len(x) else 'n/a'
+    table = {name: np.array(values, np.float64) for name, values in rows.items()}
+    table['repaired - pretrained'] = table['repaired'] - table['pretrained']
+    print('| model | states | ' + ' | '.join(columns) + ' |\n|' + '---|' * (len(columns) + 2))
+    for name, v in table.items():
+        print(f'| {name} | {len(v)} | ' + ' | '.join(cell(v[:, i]) for i in range(len(columns))) + ' |')
+    print(f'wall {time.time() - started:.0f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
