@@ -7,12 +7,14 @@ candidate's H actions are also driven open loop in copies of the environment (th
 its true discounted H-step return is compared with the return imagination gives it.
 
 1. The frozen pretrained agent drives `--steps` steps of the pair's new task with sampled actions (the
-   finetuning runs' exploration; seeds 20000+), and model-only LoRA (`Finetuner(strategy='model')`, the
-   FinetuneConfig defaults: the prior head) trains `--updates` steps on them, as AdaWM's model steps do.
+   finetuning runs' exploration; seeds 20000+), and two repairs train `--updates` steps on them: `prior
+   head`, AdaWM's model step (`Finetuner(strategy='model')`, FinetuneConfig defaults: LoRA on the prior
+   head, the one-step dynamics KL), and `open loop` (LoRA of the same rank and rate on the whole imagination
+   step — input layer, GRU, prior head — trained on H-step open-loop predictions; open_loop_repair).
 2. The pretrained agent drives actor-mode episodes of the task (the evaluation seeds 10000+); every
    `--every` steps, K candidates are drawn as the planner draws them (one round from the pretrained model,
-   candidate 0 the actor's mode), driven in the simulator, and imagined open loop by the pretrained and the
-   repaired model under the same `--particles` prior draws (their mean).
+   candidate 0 the actor's mode), driven in the simulator, and imagined open loop by each model from the
+   pretrained filter's state, under the same `--particles` prior draws (their mean).
 Per model: the rank correlation (Spearman) between imagined and true H-step returns over the candidates,
 the mean absolute error of the imagined return, and what picking by imagination earns in truth: the true
 return of the candidate the model scores best (H-step rewards alone, and the planner's full score with the
@@ -27,10 +29,11 @@ import time
 import numpy as np
 import torch
 
-from adawm_planner.core.adaptation import Finetuner
+from adawm_planner.core import lora
+from adawm_planner.core.adaptation import Finetuner, linear_names
 from adawm_planner.core.checkpoint import load_checkpoint
 from adawm_planner.core.config import FinetuneConfig
-from adawm_planner.core.networks import gumbel
+from adawm_planner.core.networks import categorical_kl, gumbel
 from adawm_planner.core.planner import Rollout, plan, score
 from adawm_planner.experiments import mismatch_reference
 from adawm_planner.experiments.pretrain import EVAL_SEED
@@ -92,6 +95,37 @@ def ranks(x) -> np.ndarray:
     return (np.bincount(groups, ranked) / np.bincount(groups))[groups]
 
 
+def open_loop_repair(agent, base, replay, updates, horizon, config) -> None:
+    """LoRA on the whole imagination step (img_in, the GRU, the prior head) of `agent`'s world model, trained
+    on open-loop predictions: from `base`'s filtered posteriors at t, `horizon` imagined steps with the
+    actions taken, each prior against base's posterior there (the dynamics KL with its free nats). Adapting
+    the GRU changes the filter too, which the actor reads (docs/adaptation.md), so such a repair can only
+    serve imagination, starting from the unadapted filter's states — as here."""
+    wm, frozen = agent.world_model, base.world_model
+    p = agent.preset
+    targets = linear_names(wm, ('rssm.img_in', 'rssm.gru', 'rssm.img_out', 'rssm.prior'))
+    agent.requires_grad_(False)
+    lora.attach(wm, 'model', config.rank, config.alpha, targets)
+    optimizer = torch.optim.Adam([q for q in wm.parameters() if q.requires_grad], config.model_lr)
+    for _ in range(updates):
+        batch = replay.sample(p.batch, p.seq_len)
+        with torch.no_grad():
+            posts, _ = frozen.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
+        starts = batch['is_first'].shape[1] - horizon
+        state = {k: posts[k][:, :starts].flatten(0, 1) for k in ('deter', 'stoch', 'logits')}
+        running = torch.ones(state['deter'].shape[0])
+        loss = 0.0
+        for j in range(1, horizon + 1):
+            running = running * (~batch['is_first'][:, j:starts + j].flatten()).float()   # same episode as t
+            state = wm.rssm.img_step(state, batch['action'][:, j:starts + j].flatten(0, 1))
+            kl = categorical_kl(posts['logits'][:, j:starts + j].flatten(0, 1), state['logits'])
+            loss = loss + (running * torch.clamp(kl, min=p.free_nats)).sum() / running.sum().clamp(min=1.0)
+        loss = p.dyn_scale * loss / horizon
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 def spearman(a, b) -> float:
     ra, rb = ranks(a), ranks(b)
     if ra.std() == 0 or rb.std() == 0:
@@ -114,22 +148,27 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.time()
-    agent, _ = load_checkpoint(args.checkpoint, seed=0)
-    p = agent.preset
+    base, _ = load_checkpoint(args.checkpoint, seed=0)
+    p = base.preset
     train_task = shift_pairs()[args.pair]['finetune']
     task = args.task or train_task
 
-    episodes = mismatch_reference.collect(agent, train_task, 10_000, TRAIN_SEED, mode='sample', max_steps=args.steps)
-    replay = replay_of(episodes, agent.action_dim)
-    tuner = Finetuner(agent, FinetuneConfig(strategy='model'))
+    episodes = mismatch_reference.collect(base, train_task, 10_000, TRAIN_SEED, mode='sample', max_steps=args.steps)
+    replay = replay_of(episodes, base.action_dim)
+    prior_head = copy.deepcopy(base)
+    tuner = Finetuner(prior_head, FinetuneConfig(strategy='model'))
     for _ in range(args.updates):
         tuner.update_model(replay.sample(p.batch, p.seq_len))
-    models = {'pretrained': tuner.pretrained, 'repaired': agent}
-    print(f'bench_plan_fidelity: {args.pair}: repair {args.updates} model-only updates on {len(replay)} steps of '
+    open_loop = copy.deepcopy(base)
+    open_loop_repair(open_loop, base, replay, args.updates, p.plan_horizon, FinetuneConfig(strategy='model'))
+    models = {'pretrained': base, 'prior head': prior_head, 'open loop': open_loop}
+    print(f'bench_plan_fidelity: {args.pair}: repairs of {args.updates} updates on {len(replay)} steps of '
           f'{train_task}; measured on {task}, {args.episodes} actor-mode episodes, a state every {args.every} '
           f'steps, K={args.candidates} candidates × H={p.plan_horizon}, {args.particles} prior draws', flush=True)
 
-    driver = tuner.pretrained   # the prior head is all the repair changed: both filter and act alike
+    # every model starts its imagination from the pretrained filter's state: the prior-head repair leaves
+    # the filter as it was, and the open-loop one is meant for imagination alone
+    driver = base
     env = make_env(task, seed=EVAL_SEED)
     rows = {name: [] for name in models}
     generator = torch.Generator().manual_seed(0)
@@ -164,7 +203,8 @@ def main(argv=None) -> int:
         x = x[np.isfinite(x)]   # rank correlations are undefined where every candidate drove alike
         return f'{x.mean():.2f} ± {1.96 * x.std() / np.sqrt(len(x)):.2f}' if len(x) else 'n/a'
     table = {name: np.array(values, np.float64) for name, values in rows.items()}
-    table['repaired - pretrained'] = table['repaired'] - table['pretrained']
+    for name in ('prior head', 'open loop'):
+        table[f'{name} - pretrained'] = table[name] - table['pretrained']
     print('| model | states | ' + ' | '.join(columns) + ' |\n|' + '---|' * (len(columns) + 2))
     for name, v in table.items():
         print(f'| {name} | {len(v)} | ' + ' | '.join(cell(v[:, i]) for i in range(len(columns))) + ' |')

@@ -3,6 +3,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 
 def test_true_returns_drive_copies_and_leave_the_env_alone(bench_module):
@@ -32,8 +33,29 @@ def test_the_bench_repairs_and_compares_both_models(bench_module, tiny_checkpoin
                        '--particles', '2']) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split('|')[1].strip(): line.split('|')[2:-1] for line in lines if line.startswith('| ')}
-    assert set(rows) == {'model', 'pretrained', 'repaired', 'repaired - pretrained'}
+    assert set(rows) == {'model', 'pretrained', 'prior head', 'open loop', 'prior head - pretrained',
+                         'open loop - pretrained'}
     states = int(rows['pretrained'][0])
-    assert states >= 1 and int(rows['repaired'][0]) == states
-    # the same candidates and truth for both: what the best candidate earns over the actor's is the same
-    assert rows['pretrained'][5] == rows['repaired'][5] and rows['repaired - pretrained'][5].strip().startswith('0.00')
+    assert states >= 1 and int(rows['prior head'][0]) == int(rows['open loop'][0]) == states
+    # the same candidates and truth for all: what the best candidate earns over the actor's is the same
+    assert rows['pretrained'][5] == rows['prior head'][5] == rows['open loop'][5]
+    assert rows['open loop - pretrained'][5].strip().startswith('0.00')
+
+
+def test_the_open_loop_repair_trains_the_imagination_step_only(bench_module, tiny_checkpoint):
+    from adawm_planner.core.checkpoint import load_checkpoint
+    bench = bench_module('bench_plan_fidelity')
+    from adawm_planner.core.config import FinetuneConfig
+    from adawm_planner.experiments import mismatch_reference
+    base, _ = load_checkpoint(tiny_checkpoint, seed=0)
+    agent, _ = load_checkpoint(tiny_checkpoint, seed=0)
+    agent.preset = agent.preset.replace(free_nats=0.0)   # an untrained model's KLs sit below the free nat
+    episodes = mismatch_reference.collect(base, 'right_turn_lagged-moderate', 5, 7, mode='sample', max_steps=80)
+    replay = bench.replay_of(episodes, base.action_dim)
+    before = {k: v.clone() for k, v in agent.world_model.state_dict().items()}
+    bench.open_loop_repair(agent, base, replay, 3, 4, FinetuneConfig(strategy='model'))
+    after = agent.world_model.state_dict()
+    moved = {k for k in after if '.lora_B.' in k and after[k].abs().sum() > 0}
+    assert moved and all(k.startswith(('rssm.img_in', 'rssm.gru', 'rssm.img_out', 'rssm.prior')) for k in moved)
+    base_weights = {k.replace('.base_layer.', '.'): v for k, v in after.items() if '.lora_' not in k}
+    assert all(torch.equal(before[k], v) for k, v in base_weights.items())
