@@ -15,8 +15,8 @@ standard errors) and the number of arrivals (Fisher's exact test).
 The bar is also looked at after each trial episode before the last, at the one-sided level divided over the
 `episodes` looks (Bonferroni: the looks together cannot roll back a harmless adapter more often than the
 level again): an adapter that stops the car short fails it within a few episodes and is rolled back then,
-not after all `episodes` of them (live, dynamics: three rounds of timeouts, each 8 episodes of 30 s, were 12
-of a 30-minute drive's minutes).
+not after all `episodes` of them (live, dynamics, one run: three rounds of timeouts after good ones, 7–8
+episodes of 30 s each, were 11.5 of a 30-minute drive's minutes).
 A new adapter is pushed only once `episodes` of the bar's have come in since the last verdict
 (AdapterLifecycle.ready), twice as many after each rollback in a row, up to `2**MAX_DOUBLINGS` times: a
 rejected trial's episodes are driven with an adapter that drives worse, and a finetuner whose adapters keep
