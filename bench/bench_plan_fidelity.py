@@ -24,7 +24,9 @@ critic's value and the actor prior) minus the true return of the actor's own pla
 """
 import argparse
 import copy
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,18 +42,10 @@ from adawm_planner.experiments.pretrain import EVAL_SEED
 from adawm_planner.share import package_share
 from adawm_planner.sim import make_env, shift_pairs
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mismatch_repair import replay_of  # noqa: E402  (episodes -> Replay, as that bench builds it)
+
 TRAIN_SEED = 20_000
-
-
-def replay_of(episodes, action_dim):
-    from adawm_planner.core.replay import Replay
-    replay = Replay(sum(len(e['is_first']) for e in episodes), episodes[0]['bev'].shape[1:],
-                    episodes[0]['ego'].shape[1], action_dim)
-    for e in episodes:
-        for t in range(len(e['is_first'])):
-            replay.add({'bev': e['bev'][t], 'ego': e['ego'][t]}, e['action'][t], float(e['reward'][t]),
-                       bool(e['is_first'][t]), bool(e['is_terminal'][t]))
-    return replay
 
 
 def true_returns(env, actions, gamma) -> tuple[np.ndarray, np.ndarray]:
