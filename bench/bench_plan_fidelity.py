@@ -19,6 +19,11 @@ Per model: the rank correlation (Spearman) between imagined and true H-step retu
 the mean absolute error of the imagined return, and what picking by imagination earns in truth: the true
 return of the candidate the model scores best (H-step rewards alone, and the planner's full score with the
 critic's value and the actor prior) minus the true return of the actor's own plan, candidate 0.
+Beyond the horizon: after each candidate's H actions the actor drives on in the copy (its filter fed the
+candidate's path) to the episode's end (or `--tail` steps), and that discounted return to go is what the
+critic's value at the candidate's last imagined state stands for. Per model: their rank correlation, the
+value's bias and absolute error (candidates still running after H steps), and the pick's advantage over the
+actor's plan in the whole return to the episode's end (H-step rewards + γ^H × return to go).
 
     .venv/bin/python bench/bench_plan_fidelity.py --pair steering_behaviour [--updates 150] [--episodes 10]
 """
@@ -48,25 +53,45 @@ from bench_mismatch_repair import replay_of  # noqa: E402  (episodes -> Replay, 
 TRAIN_SEED = 20_000
 
 
-def true_returns(env, actions, gamma) -> tuple[np.ndarray, np.ndarray]:
-    """Per candidate, its actions (K, H) driven open loop from a copy of `env`: the discounted return (0
-    after the episode ends) and whether the episode failed within the H steps (a collision or off route)."""
+def true_returns(env, actions, gamma, agent, state, tail) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per candidate, its actions (K, H) driven open loop from a copy of `env`: the discounted H-step return
+    (0 after the episode ends), whether the episode failed within the H steps (a collision or off route),
+    and, where it is still running after them, the discounted return to go from there with `agent`'s actor
+    driving (actor mode, its filter fed the candidate's path; at most `tail` steps, the episode's end where
+    None) — what the critic's value at the plan's last state estimates; NaN where the episode ended.
+    `state` is the agent's state at `env`'s current observation (its filter has seen it)."""
+    onehot = lambda a: torch.nn.functional.one_hot(torch.tensor(int(a)), agent.action_dim).float()
     returns, failed = np.zeros(len(actions)), np.zeros(len(actions), bool)
+    to_go = np.full(len(actions), np.nan)
     for k, sequence in enumerate(actions):
-        copy_env = copy.deepcopy(env)
+        copy_env, running = copy.deepcopy(env), {'latent': state['latent'], 'action': onehot(sequence[0])}
+        obs = None   # the first action's observation is the one `state` has seen
         for t, action in enumerate(sequence):
-            _, reward, terminated, truncated, info = copy_env.step(int(action))
+            if t:   # the filter follows the candidate's path; its action replaces the actor's
+                _, running, _ = agent.act(obs, running, 'actor')
+                running['action'] = onehot(action)
+            obs, reward, terminated, truncated, info = copy_env.step(int(action))
             returns[k] += gamma ** t * reward
             if terminated or truncated:
                 failed[k] = bool(info.get('collision') or info.get('off_route'))
                 break
-    return returns, failed
+        else:
+            to_go[k], t = 0.0, 0
+            while tail is None or t < tail:
+                action, running, _ = agent.act(obs, running, 'actor')
+                obs, reward, terminated, truncated, _ = copy_env.step(action)
+                to_go[k] += gamma ** t * reward
+                t += 1
+                if terminated or truncated:
+                    break
+    return returns, failed, to_go
 
 
 @torch.inference_mode()
 def imagined(world_model, actor_critic, latent, actions, particles, gamma, prior_weight, generator):
     """Per candidate (K, H actions): the mean over `particles` prior draws of the imagined discounted H-step
-    return and of the planner's score (+ the critic's value at the end and the actor prior)."""
+    return, of the planner's score (+ the critic's value at the end and the actor prior) and of the critic's
+    value at the last imagined state."""
     rssm = world_model.rssm
     candidates, horizon = actions.shape
     prior = gumbel((horizon, particles, rssm.stoch, rssm.classes), generator).repeat(1, candidates, 1, 1)
@@ -77,7 +102,8 @@ def imagined(world_model, actor_critic, latent, actions, particles, gamma, prior
     alive = torch.cumprod(torch.cat([torch.ones_like(traj['conts'][:, :1]), traj['conts'][:, :-1]], 1), 1)
     rewards = (gamma ** torch.arange(horizon) * alive * traj['rewards']).sum(1)
     per_candidate = lambda x: x.reshape(candidates, particles).mean(1).numpy()
-    return per_candidate(rewards), per_candidate(score(traj, gamma, prior_weight))
+    return (per_candidate(rewards), per_candidate(score(traj, gamma, prior_weight)),
+            per_candidate(traj['terminal_values']))
 
 
 def ranks(x) -> np.ndarray:
@@ -139,6 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument('--every', type=int, default=5, help='env steps between measured states')
     parser.add_argument('--candidates', type=int, default=16)
     parser.add_argument('--particles', type=int, default=8)
+    parser.add_argument('--tail', type=int, help='steps of return to go driven after each candidate (the '
+                        "actor's, to judge the critic's terminal value); the episode's end by default")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.time()
@@ -175,24 +203,32 @@ def main(argv=None) -> int:
                 _, info = plan(driver.world_model, driver.actor_critic, state['latent'], args.candidates,
                                p.plan_horizon, p.plan_prior_weight, generator)
                 candidates = info['actions'].argmax(-1)                     # (K, H) indices
-                truth, failed = true_returns(env, candidates, p.gamma)
+                truth, failed, to_go = true_returns(env, candidates, p.gamma, driver, state, args.tail)
+                alive = np.isfinite(to_go)
+                total = truth + p.gamma ** p.plan_horizon * np.nan_to_num(to_go)   # the return to the end
                 # the state the candidates start from is after the filter step, before `action` is taken:
                 # candidate 0's first action is the actor's mode, `action`
                 seed = int(torch.randint(0, 2 ** 31, (1,), generator=generator))
                 for name, model in models.items():
-                    reward_sum, full = imagined(model.world_model, model.actor_critic, state['latent'], candidates,
+                    reward_sum, full, value = imagined(model.world_model, model.actor_critic, state['latent'], candidates,
                                                 args.particles, p.gamma, p.plan_prior_weight,
                                                 torch.Generator().manual_seed(seed))
                     pick = full.argmax()
                     rows[name].append((spearman(reward_sum, truth), float(np.abs(reward_sum - truth).mean()),
                                        truth[reward_sum.argmax()] - truth[0], truth[pick] - truth[0],
-                                       truth.max() - truth[0], failed[pick], failed[0], failed.mean()))
+                                       truth.max() - truth[0],
+                                       spearman(value[alive], to_go[alive]) if alive.sum() > 2 else np.nan,
+                                       (value[alive] - to_go[alive]).mean() if alive.any() else np.nan,
+                                       np.abs(value[alive] - to_go[alive]).mean() if alive.any() else np.nan,
+                                       total[pick] - total[0], total.max() - total[0],
+                                       failed[pick], failed[0], failed.mean()))
             obs, _, terminated, truncated, _ = env.step(action)
             done, t = terminated or truncated, t + 1
     # mean ± the half-width of a normal 95 % interval over states (consecutive states are correlated: wider
     # in truth); and the repaired model minus the pretrained one, paired by state
     columns = ('rank corr', '|error|', 'pick (rewards) - actor', 'pick (score) - actor', 'best - actor',
-               'pick fails', 'actor fails', 'candidates fail')
+               'value corr', 'value - to go', '|value - to go|', 'pick (score) - actor, to end',
+               'best - actor, to end', 'pick fails', 'actor fails', 'candidates fail')
     def cell(x):
         x = x[np.isfinite(x)]   # rank correlations are undefined where every candidate drove alike
         return f'{x.mean():.2f} ± {1.96 * x.std() / np.sqrt(len(x)):.2f}' if len(x) else 'n/a'

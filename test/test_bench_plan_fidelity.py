@@ -6,15 +6,21 @@ import pytest
 import torch
 
 
-def test_true_returns_drive_copies_and_leave_the_env_alone(bench_module):
+def test_true_returns_drive_copies_and_leave_the_env_alone(bench_module, tiny_checkpoint):
+    from adawm_planner.core.checkpoint import load_checkpoint
     from adawm_planner.sim import make_env
     bench = bench_module('bench_plan_fidelity')
+    agent, _ = load_checkpoint(tiny_checkpoint, seed=0)
     env = make_env('right_turn-sparse', seed=3)
-    env.reset(seed=3)
+    obs, _ = env.reset(seed=3)
+    _, state, _ = agent.act(obs, None, 'actor')
     before = copy.deepcopy(env)
     actions = np.array([[2] * 5, [4] * 5, [2] * 5])
-    returns, failed = bench.true_returns(env, actions, gamma=0.99)
-    assert returns.shape == (3,) and failed.dtype == bool and returns[0] == returns[2]   # copies: same start
+    returns, failed, to_go = bench.true_returns(env, actions, 0.99, agent, state, tail=3)
+    assert returns.shape == to_go.shape == (3,) and failed.dtype == bool
+    assert returns[0] == returns[2]   # copies: the same start, the same actions
+    # five steps from the start nothing ends the episode: the actor drove on after every candidate
+    assert np.isfinite(to_go).all() and not failed.any()
     # the env itself did not move: its next step is what a copy's is
     assert env.step(2)[1] == before.step(2)[1]
 
@@ -30,7 +36,7 @@ def test_the_bench_repairs_and_compares_both_models(bench_module, tiny_checkpoin
     bench = bench_module('bench_plan_fidelity')
     assert bench.main(['--checkpoint', str(tiny_checkpoint), '--pair', 'dynamics', '--steps', '60',
                        '--updates', '2', '--episodes', '1', '--every', '25', '--candidates', '4',
-                       '--particles', '2']) == 0
+                       '--particles', '2', '--tail', '5']) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split('|')[1].strip(): line.split('|')[2:-1] for line in lines if line.startswith('| ')}
     assert set(rows) == {'model', 'pretrained', 'prior head', 'open loop', 'prior head - pretrained',
@@ -40,6 +46,8 @@ def test_the_bench_repairs_and_compares_both_models(bench_module, tiny_checkpoin
     # the same candidates and truth for all: what the best candidate earns over the actor's is the same
     assert rows['pretrained'][5] == rows['prior head'][5] == rows['open loop'][5]
     assert rows['open loop - pretrained'][5].strip().startswith('0.00')
+    # ... and over the whole return, the actor driving on after each candidate's horizon
+    assert rows['pretrained'][10] == rows['prior head'][10] == rows['open loop'][10]
 
 
 def test_the_open_loop_repair_trains_the_imagination_step_only(bench_module, tiny_checkpoint):

@@ -524,8 +524,13 @@ def test_the_commands_on_a_recording_of_the_running_stack(tiny_checkpoint, tmp_p
      '--behaviour-cloning must be 0 or more'),
     (['pretrain', '--steps', '10', '--behaviour-cloning', '1'], '--behaviour-cloning is for --dataset'),
 ])
-def test_refusals(args, message, tiny_checkpoint, tmp_path):
+def test_refusals(args, message, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from adawm_planner import cli
     args = [str(tiny_checkpoint) if a == 'CKPT' else str(tmp_path / 'out') if a == 'OUT' else a for a in args]
-    result = subprocess.run([sys.executable, '-m', 'adawm_planner.cli', *args], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path)
-    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    monkeypatch.chdir(tmp_path)   # in-process: `adawm` as the shell runs it, without a fresh interpreter each
+    try:
+        code = cli.main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    stderr = capsys.readouterr().err
+    assert code == 2 and message in stderr and len(stderr.splitlines()) == 1, stderr
