@@ -23,7 +23,14 @@ EVAL_SEED = 10_000  # evaluation episodes use seeds EVAL_SEED + i, never seen in
 
 def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continuous=False):
     """Run `episodes` evaluation episodes; returns success/collision/off-route/timeout rates, TTC,
-    route completion, return and length (means over episodes).
+    route completion, return and length (means over the episodes of evaluation_episodes)."""
+    rows = evaluation_episodes(agent, task, episodes, mode, make_env, continuous)
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def evaluation_episodes(agent, task, episodes, mode='plan', make_env=make_task_env, continuous=False):
+    """Per evaluation episode: its outcome (success/collision/off_route/timeout as 0/1), TTC, route
+    completion, return and length.
 
     Episode i runs on seed EVAL_SEED + i for the simulator and for the agent's sampling (the filter's latent
     draws, the planner's candidates): the same agent scores the same on every call, different agents meet
@@ -47,7 +54,7 @@ def evaluate(agent, task, episodes, mode='plan', make_env=make_task_env, continu
                      'route_completion': float(info['route_completion']), 'return': ret, 'length': length})
     env.close()
     agent.generator.set_state(training_rng)
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return rows
 
 
 def pretrain(task, preset, steps, out_dir, seed=0, eval_every=5000, eval_episodes=10, eval_mode='actor',
