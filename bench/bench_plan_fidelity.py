@@ -60,16 +60,15 @@ def true_returns(env, actions, gamma, agent, state, tail) -> tuple[np.ndarray, n
     driving (actor mode, its filter fed the candidate's path; at most `tail` steps, the episode's end where
     None) — what the critic's value at the plan's last state estimates; NaN where the episode ended.
     `state` is the agent's state at `env`'s current observation (its filter has seen it)."""
-    onehot = lambda a: torch.nn.functional.one_hot(torch.tensor(int(a)), agent.action_dim).float()
     returns, failed = np.zeros(len(actions)), np.zeros(len(actions), bool)
     to_go = np.full(len(actions), np.nan)
     for k, sequence in enumerate(actions):
-        copy_env, running = copy.deepcopy(env), {'latent': state['latent'], 'action': onehot(sequence[0])}
+        copy_env, running = copy.deepcopy(env), {'latent': state['latent'], 'action': agent.encode_action(sequence[0])}
         obs = None   # the first action's observation is the one `state` has seen
         for t, action in enumerate(sequence):
             if t:   # the filter follows the candidate's path; its action replaces the actor's
                 _, running, _ = agent.act(obs, running, 'actor')
-                running['action'] = onehot(action)
+                running['action'] = agent.encode_action(action)
             obs, reward, terminated, truncated, info = copy_env.step(int(action))
             returns[k] += gamma ** t * reward
             if terminated or truncated:
@@ -213,13 +212,13 @@ def main(argv=None) -> int:
                     reward_sum, full, value = imagined(model.world_model, model.actor_critic, state['latent'], candidates,
                                                 args.particles, p.gamma, p.plan_prior_weight,
                                                 torch.Generator().manual_seed(seed))
-                    pick = full.argmax()
+                    pick, error = full.argmax(), value[alive] - to_go[alive]   # the critic against the truth
                     rows[name].append((spearman(reward_sum, truth), float(np.abs(reward_sum - truth).mean()),
                                        truth[reward_sum.argmax()] - truth[0], truth[pick] - truth[0],
                                        truth.max() - truth[0],
                                        spearman(value[alive], to_go[alive]) if alive.sum() > 2 else np.nan,
-                                       (value[alive] - to_go[alive]).mean() if alive.any() else np.nan,
-                                       np.abs(value[alive] - to_go[alive]).mean() if alive.any() else np.nan,
+                                       error.mean() if alive.any() else np.nan,
+                                       np.abs(error).mean() if alive.any() else np.nan,
                                        total[pick] - total[0], total.max() - total[0],
                                        failed[pick], failed[0], failed.mean()))
             obs, _, terminated, truncated, _ = env.step(action)
