@@ -78,3 +78,17 @@ def test_runs_read_the_episodes_outcomes_against_the_reference(toy_checkpoint, t
         rows = list(csv.DictReader(f))
     assert len(rows) == 8   # a step every 8 of the 64 env steps
     assert all(0.0 <= float(row['eps_policy_episodes']) <= 1.0 for row in rows)
+
+
+def test_experiment_takes_any_pair_with_task_overrides(tiny_checkpoint, tmp_path, capsys):
+    """`adawm experiment --from/--to` with a changed field: the run drives the overridden task and says so."""
+    import json
+    from adawm_planner.cli import main
+    out = tmp_path / 'grid'
+    to = 'right_turn-moderate@lag=0.3,traffic.spawn_rate=1.0'
+    assert main(['experiment', '--from', 'right_turn-moderate', '--to', to, '--checkpoint', str(tiny_checkpoint),
+                 '--seeds', '1', '--strategies', 'policy', '--steps', '16', '--eval-every', '16',
+                 '--eval-episodes', '1', '--train-every', '8', '--window', '8', '--out', str(out)]) == 0
+    result = json.loads((out / 'policy/seed0/result.json').read_text())
+    assert result['task'] == to and result['steps'] == 16
+    assert '| policy | 1 |' in capsys.readouterr().out

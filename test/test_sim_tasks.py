@@ -232,3 +232,34 @@ def test_a_list_of_exits_draws_one_per_episode_and_keeps_the_traffic():
         assert env.route[-1].tolist() != single.route[-1].tolist() or env.sim.destination == 'o3'
         assert np.array_equal(env.scene().agents.x, single.scene().agents.x)   # drawn after the traffic
     assert exits == {'o3', 'o2'}
+
+
+def test_a_task_name_may_change_fields_of_a_named_task():
+    from adawm_planner.sim import tasks_config
+    from adawm_planner.sim.envs import resolve
+    config = tasks_config()
+    assert resolve(config, 'right_turn-moderate@lag=0.5') == resolve(config, 'right_turn_lagged-moderate')
+    spec = resolve(config, 'right_turn-dense-aggressive@steer_gain=0.5, traffic.initial_vehicle_count=7,'
+                           'drivers.politeness=0.2,drivers.yields=true,v_des=5')
+    assert spec['vehicle']['steer_gain'] == 0.5 and spec['vehicle']['lag'] == 0.0
+    assert spec['traffic'] == {'initial_vehicle_count': 7, 'spawn_rate': 1.5} and spec['v_des'] == 5.0
+    assert spec['drivers']['politeness'] == 0.2 and spec['drivers']['yields'] is True
+    assert config['drivers']['aggressive']['politeness'] == 0.0   # the shared config is left as it was
+    for name, says in [('right_turn-moderate@wheels=3', "unknown override 'wheels'; known: steer_gain"),
+                       ('right_turn-moderate@lag', 'is not FIELD=VALUE'),
+                       ('right_turn-moderate@lag=soon', 'lag takes a number'),
+                       ('right_turn-moderate@lag=-0.2', 'of the sign of its default'),
+                       ('right_turn-moderate@lag=inf', 'finite'),
+                       ('right_turn-moderate@traffic.initial_vehicle_count=2.5', 'takes a whole number'),
+                       ('right_turn-moderate@drivers.yields=2', 'takes true or false')]:
+        with pytest.raises((KeyError, ValueError), match=says):
+            resolve(config, name)
+
+
+def test_an_overridden_task_drives_as_its_named_twin():
+    named, overridden = make_env('right_turn_lagged-moderate', seed=3), make_env('right_turn-moderate@lag=0.5', seed=3)
+    for env in (named, overridden):
+        env.reset(seed=3)
+    for action in [12, 12, 7, 7, 2, 12, 12, 12]:
+        a, b = named.step(action), overridden.step(action)
+        assert np.array_equal(a[0]['bev'], b[0]['bev']) and a[1] == b[1]

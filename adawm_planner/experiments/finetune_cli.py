@@ -23,7 +23,9 @@ def register(commands):
     which = experiment.add_mutually_exclusive_group(required=True)
     which.add_argument('--pair', help='shift pair name (config/tasks.yaml)')
     which.add_argument('--from', dest='from_task', metavar='TASK', help='or any pair: the pretraining task ...')
-    experiment.add_argument('--to', dest='to_task', metavar='TASK', help='... and the new task (with --from)')
+    experiment.add_argument('--to', dest='to_task', metavar='TASK',
+                            help="... and the new task (with --from); either may change fields of a named task, "
+                                 "e.g. 'right_turn-moderate@lag=0.3,steer_gain=0.7' (docs/tasks.md)")
     experiment.add_argument('--checkpoint', default=None,
                             help='pretrained checkpoint (default: the shipped one for the pair\'s pretrain task)')
     experiment.add_argument('--seeds', type=int, default=3)

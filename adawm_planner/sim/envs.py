@@ -142,10 +142,12 @@ class DrivingEnv(gym.Env):
 
 
 def resolve(tasks_config: dict, name: str) -> dict:
-    """'BASE-TRAFFIC[-DRIVERS]' -> the full task spec (inherited `base:` fields filled in)."""
-    parts = name.split('-')
+    """'BASE-TRAFFIC[-DRIVERS][@FIELD=VALUE,...]' -> the full task spec (inherited `base:` fields filled in,
+    then the overrides after '@' applied: see override())."""
+    named, _, assignments = name.partition('@')
+    parts = named.split('-')
     if len(parts) not in (2, 3):
-        raise KeyError(f'task name {name!r} is not BASE-TRAFFIC[-DRIVERS]')
+        raise KeyError(f'task name {name!r} is not BASE-TRAFFIC[-DRIVERS][@FIELD=VALUE,...]')
     base, traffic, drivers = parts[0], parts[1], parts[2] if len(parts) == 3 else 'normal'
     tasks = tasks_config['tasks']
     if base not in tasks:
@@ -161,5 +163,45 @@ def resolve(tasks_config: dict, name: str) -> dict:
         raise KeyError(f'unknown traffic {traffic!r} or drivers {drivers!r} for {base}')
     spec['traffic'] = spec['traffic'][traffic]
     spec['vehicle'] = {**tasks_config['vehicle'], **spec.get('vehicle', {})}
-    spec['drivers_name'], spec['drivers'] = drivers, tasks_config['drivers'][drivers]
+    spec['drivers_name'], spec['drivers'] = drivers, dict(tasks_config['drivers'][drivers])
+    for assignment in filter(None, assignments.split(',')):
+        field, equals, value = assignment.partition('=')
+        if not equals:
+            raise KeyError(f'task {name!r}: override {assignment!r} is not FIELD=VALUE')
+        override(spec, field.strip(), value.strip())
     return spec
+
+
+def overridable(spec: dict) -> list[str]:
+    """The fields a task name's '@FIELD=VALUE' may set: the vehicle's (lag, steer_gain, ...), the task's own
+    numbers (v_des, time_limit, ...) and, dotted, those of its geometry, traffic and drivers."""
+    number = lambda v: isinstance(v, (int, float))
+    fields = list(spec['vehicle']) + [k for k, v in spec.items() if number(v) and k not in spec['vehicle']]
+    for group in ('geometry', 'traffic', 'drivers'):
+        fields += [f'{group}.{k}' for k, v in spec[group].items() if number(v)]
+    return fields
+
+
+def override(spec: dict, field: str, text: str) -> None:
+    """Set one field of a resolved spec from its text (a number; true/false where the field is one), of the
+    field's own type (an int field takes whole numbers only) and of its default's sign (a lag, a gain or a
+    count is never negative, a comfortable deceleration never positive)."""
+    if field not in overridable(spec):
+        raise KeyError(f'unknown override {field!r}; known: {", ".join(overridable(spec))}')
+    group, _, key = field.rpartition('.')
+    target = spec[group] if group else spec['vehicle'] if field in spec['vehicle'] else spec
+    old = target[key]
+    if isinstance(old, bool):
+        if text.lower() not in ('true', 'false'):
+            raise ValueError(f'override {field}={text!r}: {field} takes true or false')
+        target[key] = text.lower() == 'true'
+        return
+    try:
+        value = int(text) if isinstance(old, int) else float(text)
+    except ValueError:
+        raise ValueError(f'override {field}={text!r}: {field} takes '
+                         f'{"a whole number" if isinstance(old, int) else "a number"}') from None
+    if not np.isfinite(value) or (value < 0 <= old) or (value > 0 > old):
+        raise ValueError(f'override {field}={text!r}: {field} takes a finite number of the sign of its '
+                         f'default ({old})')
+    target[key] = value
