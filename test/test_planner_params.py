@@ -27,7 +27,7 @@ def start(module, *params):
     ('adaptation_node', 'strategy:=bogus', 'strategy must be one of adawm'),
     ('adaptation_node', 'threshold_c:=0.0', 'threshold_c must be positive'),
     ('sim_bridge_node', 'speed:=0.0', 'speed must be positive'),
-    ('sim_bridge_node', 'task:=no_such_task', 'task must be one of'),
+    ('sim_bridge_node', 'task:=no_such_task', "task: unknown task 'no_such_task'; known: right_turn"),
 ])
 def test_a_bad_start_value_is_one_line_and_exit_1(module, param, says, tiny_checkpoint, tmp_path):
     proc = start(module, param, f'checkpoint:={tiny_checkpoint}', f'state_dir:={tmp_path}')

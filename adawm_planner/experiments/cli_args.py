@@ -44,16 +44,11 @@ def knobs_from_args(cls, args, **fixed):
 
 
 def check_task(task: str) -> str:
-    """A task name, with any '@FIELD=VALUE,...' overrides (sim/envs.py resolve), or Refused saying why."""
-    from adawm_planner.sim import task_names, tasks_config
-    from adawm_planner.sim.envs import resolve
-    named = task.partition('@')[0]
-    if named not in task_names():
-        raise Refused(f'unknown task {named!r}; known: {", ".join(task_names())}')
-    try:
-        resolve(tasks_config(), task)
-    except (KeyError, ValueError) as exc:
-        raise Refused(f'task {task!r}: {exc.args[0]}') from None
+    """A task name, with any '@FIELD=VALUE,...' overrides, or Refused saying why."""
+    from adawm_planner.sim import task_problem
+    problem = task_problem(task)
+    if problem:
+        raise Refused(problem)
     return task
 
 

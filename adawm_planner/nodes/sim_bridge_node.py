@@ -70,8 +70,9 @@ class SimBridgeNode(Node):
         self.add_on_set_parameters_callback(self._check)
         ro = lambda text: ParameterDescriptor(description=text, read_only=True)
         try:
-            self.task = self.declare_parameter('task', '', ro('task name from config/tasks.yaml; empty = the '
-                                                              'default pretraining task')).value or default_task()
+            self.task = self.declare_parameter('task', '', ro('task name from config/tasks.yaml, optionally with '
+                                                              'fields changed (NAME@lag=0.3; docs/tasks.md); empty '
+                                                              '= the default pretraining task')).value or default_task()
             self.role = self.declare_parameter('role_name', 'ego_vehicle', ro('ego role name')).value
             params.declare_knobs(self, BridgeConfig, read_only=True)
             config = params.knob_values(self, BridgeConfig)
@@ -125,11 +126,11 @@ class SimBridgeNode(Node):
 
     @staticmethod
     def _check(parameters) -> SetParametersResult:
-        from adawm_planner.sim import task_names
+        from adawm_planner.sim import task_problem
         reason = params.invalid({f.name: f for f in knobs(BridgeConfig)}, parameters)
         for p in parameters:
-            if p.name == 'task' and p.value and p.value not in task_names():
-                reason = f'task must be one of {", ".join(task_names())}; got {p.value!r}'
+            if p.name == 'task' and p.value and task_problem(p.value):
+                reason = f'task: {task_problem(p.value)}'
             if p.name == 'fixed_delta_seconds' and not reason and abs(round(1 / p.value) * p.value - 1) > 1e-9:
                 reason = f'fixed_delta_seconds must divide one second, got {p.value}'
         return SetParametersResult(successful=reason is None, reason=reason or '')

@@ -31,6 +31,20 @@ def task_names() -> list[str]:
     return names
 
 
+def task_problem(task: str) -> str | None:
+    """Why `task` names no task (a named one, with any '@FIELD=VALUE,...' overrides: sim/envs.py resolve), or
+    None."""
+    from adawm_planner.sim.envs import resolve
+    named = task.partition('@')[0]
+    if named not in task_names():
+        return f'unknown task {named!r}; known: {", ".join(task_names())}'
+    try:
+        resolve(tasks_config(), task)
+    except (KeyError, ValueError) as exc:
+        return f'task {task!r}: {exc.args[0]}'
+    return None
+
+
 def shift_pairs() -> dict[str, dict]:
     """name -> {'pretrain': task, 'finetune': task, 'shift': what changes}."""
     return dict(tasks_config()['shift_pairs'])
