@@ -12,20 +12,22 @@ One torch thread; figures are medians of thread CPU time (robust to other proces
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_peer import ACTIONS, BEV, EGO, learning_steps, synthetic_data  # noqa: E402  (the same batch and steps)
 
 from adawm_planner.core import planner
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.learner import Learner
 from adawm_planner.core.networks import TwoHot
 from adawm_planner.core.presets import load_preset
-
-BEV, EGO, ACTIONS = (64, 64, 5), 9, 15
 
 
 def cpu_seconds(fn, repeats):
@@ -51,17 +53,6 @@ def gemm_rate(repeats):
         x, w = torch.randn(m, k), torch.randn(k, n)
         best = max(best, 2 * m * k * n / cpu_seconds(lambda: x @ w, repeats) / 1e9)
     return best
-
-
-def synthetic_batch(preset, rng):
-    b, t = preset.batch, preset.seq_len
-    is_first = torch.zeros(b, t, dtype=torch.bool)
-    is_first[:, 0] = True
-    return {'bev': torch.from_numpy(rng.integers(0, 2, (b, t, *BEV), dtype=np.uint8) * 255),
-            'ego': torch.from_numpy(rng.normal(size=(b, t, EGO)).astype(np.float32)),
-            'action': F.one_hot(torch.from_numpy(rng.integers(0, ACTIONS, (b, t))), ACTIONS).float(),
-            'reward': torch.from_numpy(rng.normal(size=(b, t)).astype(np.float32)), 'is_first': is_first,
-            'is_terminal': torch.zeros(b, t, dtype=torch.bool)}
 
 
 def conv_layers(world_model, frames, repeats):
@@ -125,20 +116,8 @@ def main(argv=None):
     agent = Agent(preset, BEV, EGO, ACTIONS, seed=0)
     learner = Learner(agent)   # also keeps freed memory in the process, as training does
     wm, ac = agent.world_model, agent.actor_critic
-    batch = synthetic_batch(preset, np.random.default_rng(0))
-
-    def world_model_step():
-        loss, _, posts = wm.loss_and_posts(batch)
-        learner._step(learner.model_opt, loss, wm.parameters())
-        return posts
-
-    posts = {k: v.detach().flatten(0, 1) for k, v in world_model_step().items()}
-    start_cont = torch.ones(preset.batch * preset.seq_len)
-
-    def actor_critic_step():
-        actor_loss, critic_loss, _ = ac.loss(wm, posts, start_cont, agent.generator)
-        learner._step(learner.actor_opt, actor_loss, ac.actor.parameters())
-        learner._step(learner.critic_opt, critic_loss, ac.critic.parameters())
+    batch = {k: torch.from_numpy(v) for k, v in synthetic_data(preset, np.random.default_rng(0)).items()}
+    world_model_step, actor_critic_step, posts = learning_steps(agent, learner, batch)
 
     frames = batch['bev'].flatten(0, 1)
     feats = torch.randn(len(frames), wm.feat_dim)

@@ -136,6 +136,28 @@ def synthetic_data(preset, rng):
             'is_terminal': np.zeros((b, t), bool)}
 
 
+def learning_steps(agent, learner, batch):
+    """Our world-model train step and actor-critic step as calls, the actor-critic on the flattened posteriors
+    of one world-model step on `batch` (also returned), as Learner.update chains them."""
+    wm, ac = agent.world_model, agent.actor_critic
+
+    def world_model_step():
+        loss, _, posts = wm.loss_and_posts(batch)
+        learner._step(learner.model_opt, loss, wm.parameters())
+        return posts
+
+    posts = {k: v.detach().flatten(0, 1) for k, v in world_model_step().items()}
+    start_cont = torch.ones(len(posts['deter']))
+
+    def actor_critic_step():
+        actor_loss, critic_loss, _ = ac.loss(wm, posts, start_cont, agent.generator)
+        learner._step(learner.actor_opt, actor_loss, ac.actor.parameters())
+        learner._step(learner.critic_opt, critic_loss, ac.critic.parameters())
+        ac.update_slow_critic()
+
+    return world_model_step, actor_critic_step, posts
+
+
 clock = time.perf_counter  # --clock cpu: time.thread_time, this thread's CPU time (robust on a busy machine)
 
 
@@ -172,19 +194,7 @@ def main():
                    'critic': sum(p.numel() for p in ac.critic.parameters())}
     ref_counts = ref.counts()
 
-    def ours_world_model_step():
-        loss, _, posts = wm.loss_and_posts(ours_batch)
-        learner._step(learner.model_opt, loss, wm.parameters())
-        return posts
-
-    ours_posts = {k: v.detach().flatten(0, 1) for k, v in ours_world_model_step().items()}
-    start_cont = torch.ones(preset.batch * preset.seq_len)
-
-    def ours_actor_critic_step():
-        actor_loss, critic_loss, _ = ac.loss(wm, ours_posts, start_cont, agent.generator)
-        learner._step(learner.actor_opt, actor_loss, ac.actor.parameters())
-        learner._step(learner.critic_opt, critic_loss, ac.critic.parameters())
-        ac.update_slow_critic()
+    ours_world_model_step, ours_actor_critic_step, _ = learning_steps(agent, learner, ours_batch)
 
     ref_post = ref.world_model_step(ref_data)
     frames = [{'bev': data['bev'][0, i % preset.seq_len], 'ego': data['ego'][0, i % preset.seq_len]}
