@@ -129,8 +129,9 @@ class SimBridgeNode(Node):
         from adawm_planner.sim import task_problem
         reason = params.invalid({f.name: f for f in knobs(BridgeConfig)}, parameters)
         for p in parameters:
-            if p.name == 'task' and p.value and task_problem(p.value):
-                reason = f'task: {task_problem(p.value)}'
+            problem = task_problem(p.value) if p.name == 'task' and p.value else None
+            if problem:
+                reason = f'task: {problem}'
             if p.name == 'fixed_delta_seconds' and not reason and abs(round(1 / p.value) * p.value - 1) > 1e-9:
                 reason = f'fixed_delta_seconds must divide one second, got {p.value}'
         return SetParametersResult(successful=reason is None, reason=reason or '')
