@@ -142,15 +142,18 @@ def test_one_hot_linear_computes_lora_adapters_and_their_gradients():
     x[:, :6] = dense
     x[:, 6:].scatter_(1, columns, 1.0)
     grads = []
-    for out in (lambda: OneHotLinear(layer, 6, 4)(columns, dense), lambda: layer(x)):
+    for out in (lambda: OneHotLinear(layer, 6, 4)(columns, dense),   # adapters as gathered tables
+                lambda: OneHotLinear(layer, 6, 4, adapters_on_input=True)(columns, dense, inputs=x),
+                lambda: layer(x)):
         layer.zero_grad()
         value = out()
         value.square().sum().backward()
         grads.append((value.detach(), [p.grad.clone() for p in (layer.lora_A['policy'].weight,
                                                                   layer.lora_B['policy'].weight)]))
-    torch.testing.assert_close(grads[0][0], grads[1][0])
-    for fast, dense_grad in zip(grads[0][1], grads[1][1]):
-        torch.testing.assert_close(fast, dense_grad)
+    for fast in grads[:2]:
+        torch.testing.assert_close(fast[0], grads[2][0])
+        for fast_grad, dense_grad in zip(fast[1], grads[2][1]):
+            torch.testing.assert_close(fast_grad, dense_grad)
 
 
 def test_lora_wrapped_layers_plan_the_same_as_their_base_while_b_is_zero():

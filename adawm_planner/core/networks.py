@@ -155,12 +155,14 @@ class OneHotLinear:
     Called with columns (N, M) long, the 1s' positions counted from `start`, and the dense part. The bias
     is folded into the rows of the first one-hot group (every input has exactly one 1 there), so one
     embedding_bag gives the one-hot part plus the bias and one addmm the dense part. A peft LoRA layer's
-    active adapters are computed the same way on their A matrix, then B and the scaling. Built from the
+    active adapters are computed the same way on their A matrix, then B and the scaling — or, with
+    `adapters_on_input`, from the whole input where the caller has it (under gradients embedding_bag's
+    backward costs more than the low-rank matmul). Built from the
     weights as they are, so built again after they change (a decision, a training step); gradients reach
     the weights through the tables."""
 
-    def __init__(self, layer, start, first_group):
-        self.start = start
+    def __init__(self, layer, start, first_group, adapters_on_input=False):
+        self.start, self.adapters_on_input = start, adapters_on_input
         base = getattr(layer, 'base_layer', layer)
         if not isinstance(base, nn.Linear):
             raise TypeError(f'OneHotLinear needs an nn.Linear or a LoRA-wrapped one, not {type(layer).__name__}')
@@ -169,7 +171,8 @@ class OneHotLinear:
         if base is not layer and not (layer.disable_adapters or layer.merged):
             for name in layer.active_adapters:
                 if name in layer.lora_A:
-                    self.adapters.append((self.tables(layer.lora_A[name].weight, None, first_group),
+                    a = layer.lora_A[name].weight
+                    self.adapters.append((a.t() if adapters_on_input else self.tables(a, None, first_group),
                                           layer.lora_B[name].weight.t() * layer.scaling[name]))
 
     def tables(self, weight, bias, first_group):
@@ -189,24 +192,26 @@ class OneHotLinear:
             out = out.addmm(after, table[-after.shape[1]:])
         return out
 
-    def __call__(self, columns, dense=None, after=None):
+    def __call__(self, columns, dense=None, after=None, inputs=None):
         """dense: (N, start) values of the dense block; after: (N, W) values of the input's last W
-        positions, a dense block after the one-hot groups (a continuous action)."""
+        positions, a dense block after the one-hot groups (a continuous action); inputs: the whole input
+        (N, in), which the adapters multiply instead when built with adapters_on_input."""
         out = self.apply(self.base, columns, dense, after)
-        for tables, scaled_b in self.adapters:
-            out = out.addmm(self.apply(tables, columns, dense, after), scaled_b)
+        for a, scaled_b in self.adapters:
+            low_rank = inputs.mm(a) if self.adapters_on_input else self.apply(a, columns, dense, after)
+            out = out.addmm(low_rank, scaled_b)
         return out
 
 
 class OneHotMLP:
     """An MLP on concat(deter, one-hot stoch) whose first layer is a OneHotLinear."""
 
-    def __init__(self, mlp, deter_dim, classes):
+    def __init__(self, mlp, deter_dim, classes, adapters_on_input=False):
         layers = list(mlp.net) + [mlp.out]
-        self.first, self.rest = OneHotLinear(layers[0], deter_dim, classes), layers[1:]
+        self.first, self.rest = OneHotLinear(layers[0], deter_dim, classes, adapters_on_input), layers[1:]
 
-    def __call__(self, columns, deter):
-        x = self.first(columns, deter)
+    def __call__(self, columns, deter, inputs=None):
+        x = self.first(columns, deter, inputs=inputs)
         for layer in self.rest:
             x = layer(x)
         return x
