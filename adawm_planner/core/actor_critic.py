@@ -94,19 +94,20 @@ class ActorCritic(nn.Module):
             cont = torch.cat([start_cont[:, None], traj['cont']], 1)
             weight = torch.cumprod(cont, 1)[:, :-1]  # weight of imagined state t: it is still alive
         def run(mlp, steps):
-            feat = traj['feat'][:, steps].flatten(0, 1)   # one 2-D block: on a sliced 3-D input linear layers
-                                                          # broadcast into batched matmuls
+            # states as one 2-D block: on a sliced 3-D input linear layers broadcast into batched matmuls
+            feat = lambda: traj['feat'][:, steps].flatten(0, 1)
             first = mlp.net[0] if len(mlp.net) else mlp.out
             if 'columns' in traj and not getattr(first, 'base_layer', first).weight.requires_grad:
                 # a frozen first layer (LoRA finetuning, the slow critic) on one-hot latents gathers weight
-                # rows; its LoRA adapters multiply the dense input (as a table, embedding_bag's backward
-                # measured slower). A trained first layer stays a matmul: gathering measured slower there
-                # (271 vs 266 ms per loss), and with the adapters on the input a LoRA policy update is
-                # ≈ 9 % faster than all-dense (interleaved A/B, 370 vs 406 ms)
-                rssm = world_model.rssm
-                return OneHotMLP(mlp, rssm.deter, rssm.classes, adapters_on_input=True)(
-                    traj['columns'][:, steps].flatten(0, 1), traj['deter'][:, steps].flatten(0, 1), feat)
-            return mlp(feat)
+                # rows. Its LoRA adapters are gathered too where no gradient flows; under gradients they
+                # multiply the dense input (embedding_bag's backward measured slower). A trained first layer
+                # stays a matmul: gathering measured slower there (271 vs 266 ms per loss). A LoRA policy
+                # update this way: ≈ 9 % less than all-dense (interleaved A/B, 370 vs 406 ms, BENCHMARKS.md)
+                rssm, grad = world_model.rssm, torch.is_grad_enabled()
+                return OneHotMLP(mlp, rssm.deter, rssm.classes, adapters_on_input=grad)(
+                    traj['columns'][:, steps].flatten(0, 1), traj['deter'][:, steps].flatten(0, 1),
+                    feat() if grad else None)
+            return mlp(feat())
         now, every = slice(0, -1), slice(None)   # states 0..H-1, and 0..H
         # One critic pass over all H+1 states: its detached values give the returns and the baseline,
         # its logits of states 0..H-1 the critic loss.
