@@ -87,8 +87,8 @@ def conv_layers(world_model, frames, repeats):
 
 def imagination_step(world_model, actor_critic, heads, offsets):
     """One imagined step of all candidates as planner.Rollout.step computes it (discrete actor; candidate 0
-    samples too instead of taking the actor's mode), written as a function of tensors so that torch.compile
-    sees the whole step."""
+    samples too instead of taking the actor's mode), with the reward and continue heads the planner batches
+    over the steps at scoring, written as a function of tensors so that torch.compile sees the whole step."""
     rssm, actor = world_model.rssm, actor_critic.actor
 
     def step(columns, deter, actor_noise, prior_noise):

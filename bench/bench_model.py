@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from adawm_planner.core.agent import Agent
+from adawm_planner.core.guard import PlanBudget
 from adawm_planner.core.presets import load_preset
 from adawm_planner.core.learner import Learner
 from adawm_planner.core.planner import plan
@@ -118,14 +119,13 @@ def main():
     latent = state['latent']
     k, h = preset.plan_candidates, preset.plan_horizon
     for budget in [None, *args.budget_ms]:
-        times, horizons, step_estimate = [], [], None
+        times, horizons, budgeting = [], [], PlanBudget((budget or 0) / 1e3)   # as the planner node keeps it
         for i in range(args.ticks):
             start = time.perf_counter()
-            deadline = None if budget is None else start + budget / 1e3
             _, info = plan(agent.world_model, agent.actor_critic, latent, k, h, preset.plan_prior_weight,
-                           agent.generator, deadline=deadline, step_estimate=step_estimate)
-            # As a node would: the last step time measured; after a fallback, a little lower, to probe again.
-            step_estimate = info['step_seconds'] or (step_estimate and 0.9 * step_estimate)
+                           agent.generator, budgeting.deadline(start), budgeting.step_estimate,
+                           budgeting.score_estimate)
+            budgeting.record(info)
             if i >= 10:
                 times.append(time.perf_counter() - start)
                 horizons.append(info['horizon'])

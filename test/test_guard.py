@@ -26,10 +26,11 @@ def test_interleaved_faults_restart_the_hold():
 def test_the_budget_feeds_back_what_the_planner_measured():
     budget = PlanBudget(0.035)
     assert budget.deadline(None) is None and budget.deadline(10.0) == pytest.approx(10.035)
-    budget.record({'horizon': 15, 'fallback': False, 'step_seconds': 0.002})
-    assert budget.step_estimate == 0.002
-    budget.record({'horizon': 0, 'fallback': True, 'step_seconds': None})
+    budget.record({'horizon': 15, 'fallback': False, 'step_seconds': 0.002, 'score_seconds': 0.0004})
+    assert budget.step_estimate == 0.002 and budget.score_estimate == 0.0004
+    budget.record({'horizon': 0, 'fallback': True, 'step_seconds': None, 'score_seconds': None})
     assert budget.step_estimate == pytest.approx(0.0018) and budget.fallbacks == 1   # lowered, not frozen
+    assert budget.score_estimate == 0.0004
     assert budget.report() == {'budget_ms': '35', 'plan_fallbacks': '1', 'afforded_horizon_p50': '8',
                                'afforded_horizon_min': '0'}
     assert PlanBudget(0.0).deadline(10.0) is None               # 0: no deadline

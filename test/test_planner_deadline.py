@@ -105,6 +105,16 @@ def test_an_expected_step_time_beyond_the_budget_stops_before_it():
     assert info['fallback'] and info['evaluated'] == 0
 
 
+def test_the_scoring_of_the_steps_taken_counts_against_the_deadline(monkeypatch):
+    agent, latent = make_agent()
+    horizons = []
+    for score_estimate in (None, 1.0):
+        # FakeClock: before step 2 the check reads 5; 5 + 2 × 1 s fits 8.5, with 2 steps' scoring at 1 s not
+        monkeypatch.setattr(planner.time, 'perf_counter', FakeClock())
+        horizons.append(run(agent, latent, deadline=8.5, score_estimate=score_estimate)[1]['horizon'])
+    assert horizons == [2, 1]
+
+
 def test_candidate_zero_is_the_actors_mode_and_the_plan_reports_what_it_scored():
     agent, latent = make_agent()
     action, info, _ = run(agent, latent)
@@ -113,7 +123,7 @@ def test_candidate_zero_is_the_actors_mode_and_the_plan_reports_what_it_scored()
     torch.testing.assert_close(info['actions'][0, 0], mode)
     assert info['evaluated'] == 12 and info['horizon'] == 5 and not info['fallback']
     assert info['scores'].shape == (12,) and info['ego'].shape == (5, EGO)
-    assert info['seconds'] > 0 and info['step_seconds'] > 0
+    assert info['seconds'] > 0 and info['step_seconds'] > 0 and info['score_seconds'] > 0
     torch.testing.assert_close(action, info['actions'][info['best'], 0])
 
 

@@ -57,7 +57,8 @@ class Agent(nn.Module):
         return action.numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def act(self, obs, state=None, mode='plan', candidates=None, horizon=None, deadline=None, step_estimate=None):
+    def act(self, obs, state=None, mode='plan', candidates=None, horizon=None, deadline=None, step_estimate=None,
+            score_estimate=None):
         """One control step. `state` is None at the start of an episode, else what the last call returned.
 
         mode: 'plan' (imagination planner; K = `candidates`, H = `horizon`, the preset's where None; with a
@@ -74,7 +75,7 @@ class Agent(nn.Module):
             p = self.preset
             action, info = plan(self.world_model, self.actor_critic, latent, candidates or p.plan_candidates,
                                 horizon or p.plan_horizon, p.plan_prior_weight, self.generator, deadline,
-                                step_estimate, self.search)
+                                step_estimate, score_estimate, self.search)
         elif mode == 'actor':
             action = self.actor_critic.actor.mode(feat)[0]
         elif mode == 'sample':

@@ -45,6 +45,7 @@ class PlanBudget:
     def __init__(self, budget_s: float):
         self.budget_s = budget_s
         self.step_estimate = None                       # s per imagined step, as last measured
+        self.score_estimate = None                      # s of scoring per imagined step, as last measured
         self.afforded = collections.deque(maxlen=200)   # horizon each recent decision could afford
         self.fallbacks = 0                               # decisions answered by the actor alone
 
@@ -59,7 +60,7 @@ class PlanBudget:
         if info['fallback'] and self.step_estimate:
             self.step_estimate *= 0.9
         elif info['step_seconds']:
-            self.step_estimate = info['step_seconds']
+            self.step_estimate, self.score_estimate = info['step_seconds'], info['score_seconds']
 
     def report(self) -> dict[str, str]:
         afforded = list(self.afforded)

@@ -9,9 +9,11 @@ search (TD-MPC's loop, with per-step categoricals for discrete actions): later r
 sequences drawn from per-step action distributions refitted to the best sequences so far, all scored under
 the same few prior draws, so that scores compare actions rather than luck; the answer is the best of them.
 
-Anytime over the horizon: all K candidates advance one imagined step at a time (rewards and continue
-probabilities included), and given a deadline the planner stops before a step that would not fit and
-scores with the critic's value at the step reached: the plan a shorter horizon gives. If not even one step
+Anytime over the horizon: all K candidates advance one imagined step at a time, and given a deadline the
+planner stops before a step that would not fit (with the scoring of the steps taken) and scores with the
+critic's value at the step reached: the plan a shorter horizon gives. Rewards and continue probabilities
+of all steps taken are computed in one batch when scoring (H·K rows instead of H calls of K: 1.3x less
+per decision), which is what lets a step cost imagination alone. If not even one step
 fits, it answers with the actor's mode; a later round of the search runs only if it fits whole. All
 sampling noise is drawn up front, step by step in the order a full rollout draws it, so a cut changes no
 step before it.
@@ -73,7 +75,7 @@ class Rollout:
         self.offsets = torch.arange(rssm.stoch) * rssm.classes
         self.deter = start['deter'].expand(candidates, -1)
         self.columns = (start['stoch'].argmax(-1) + self.offsets).expand(candidates, -1)  # stoch as columns
-        self.steps = {k: [] for k in ('actions', 'logp', 'rewards', 'conts', 'deter', 'stoch')}
+        self.steps = {k: [] for k in ('actions', 'logp', 'deter', 'stoch')}
         self.policy = []   # discrete: per step, the actor's action probabilities averaged over candidates
 
     def step(self):
@@ -99,19 +101,21 @@ class Rollout:
             x = self.heads.img_in(columns, after=action)
         self.deter = rssm.recurrent(x, deter)
         self.columns = (rssm.prior_logits(self.deter) + self.noise[1][t]).argmax(-1) + self.offsets
-        wm = self.world_model
-        reward = TwoHot(self.heads.mlps['reward'](self.columns, self.deter), wm.bins).mean()
-        cont = torch.sigmoid(self.heads.mlps['cont'](self.columns, self.deter)[:, 0])
-        for key, value in zip(self.steps, (action, logp, reward, cont, self.deter, self.columns)):
+        for key, value in zip(self.steps, (action, logp, self.deter, self.columns)):
             self.steps[key].append(value)
 
     def result(self):
         """Per candidate: actions (K, h, A), actor log-likelihoods, rewards, continue probabilities (K, h),
         the critic's value at the last state (K,), the imagined deter (K, h, D) and stoch columns (K, h, S)."""
         out = {k: torch.stack(v, 1) for k, v in self.steps.items()}
-        actor = self.actor_critic.actor
+        actor, wm = self.actor_critic.actor, self.world_model
         if actor.discrete:
             out['actions'] = F.one_hot(out['actions'], actor.action_dim).float()
+        steps, candidates = len(self.steps['deter']), self.deter.shape[0]
+        columns, deter = torch.cat(self.steps['stoch']), torch.cat(self.steps['deter'])   # step-major rows
+        per_candidate = lambda x: x.view(steps, candidates).t()
+        out['rewards'] = per_candidate(TwoHot(self.heads.mlps['reward'](columns, deter), wm.bins).mean())
+        out['conts'] = per_candidate(torch.sigmoid(self.heads.mlps['cont'](columns, deter)[:, 0]))
         out['terminal_values'] = TwoHot(self.heads.mlps['critic'](self.columns, self.deter),
                                         self.actor_critic.bins).mean()
         return out
@@ -165,7 +169,7 @@ class Pool:
 
 @torch.inference_mode()
 def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, generator=None, deadline=None,
-         step_estimate=None, search=None):
+         step_estimate=None, score_estimate=None, search=None):
     """Plan from one filtered latent `state` (dict of (1, ...)): returns (first action (A,), info).
 
     search: the search knobs (core/config.py PlannerConfig: iterations, elites, particles, refit_mix), or
@@ -177,18 +181,21 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
     2.. (score: the mean over the particles), or round 1's best if no later round finished.
 
     deadline: a time.perf_counter() value by which the answer is needed, or None (the full horizon and every
-    round). Before each imagined step the planner checks that two steps fit before it (the step, and the
-    scoring after it, which costs less than one); a step's expected time is the mean of the steps measured
-    in this call, or `step_estimate` (seconds, e.g. the previous call's info['step_seconds']) before the
-    first, else 0. (The mean, not the slowest: on shared cores one preempted step would otherwise stop
-    planning for many decisions.) A step once started runs to its end, so a wrong estimate overshoots by
-    about a step. A later round starts only if all its steps and the scoring fit, and one cut all the same
-    is dropped: the answer is then what the finished rounds gave.
+    round). Before each imagined step the planner checks that the step fits before it together with the
+    scoring of every step taken by then (its rewards and continue flags, `score_estimate` seconds per step,
+    e.g. the previous call's info['score_seconds'], else 0) and the rest of the scoring (the critic's value,
+    the scores: less than a step). A step's expected time is the mean of the steps measured in this call, or
+    `step_estimate` (seconds, e.g. the previous call's info['step_seconds']) before the first, else 0. (The
+    mean, not the slowest: on shared cores one preempted step would otherwise stop planning for many
+    decisions.) A step once started runs to its end, so a wrong estimate overshoots by about a step. A later
+    round starts only if all its steps and the scoring fit, and one cut all the same is dropped: the answer
+    is then what the finished rounds gave.
 
     info: 'horizon' (steps imagined: `horizon`, fewer if the deadline cut round 1, 0 on fallback),
     'evaluated' (candidates scored in round 1: `candidates`, or 0), 'iterations' (rounds finished),
     'fallback' (True: not one step fitted, the action is the actor's mode), 'seconds' (time spent),
-    'step_seconds' (mean time of a step, None if none ran), 'actions' (N, h, A) imagined actions (on
+    'step_seconds' (mean time of a step, None if none ran), 'score_seconds' (round 1's scoring per step
+    taken, None if none ran), 'actions' (N, h, A) imagined actions (on
     fallback: the actor's mode as a (1, 1, A) plan), and unless on fallback 'rewards', 'conts' (N, h),
     'terminal_values', 'scores' (N,), 'best' (the chosen candidate's index) and 'ego' (h, E) its decoded ego
     vectors; N = K after one round, else the sequences rounds 2.. scored (means over the particles), and
@@ -205,14 +212,15 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
         action_noise = gumbel((iterations - 1, sequences, horizon, actor.action_dim), generator)
     rollout, stepping, timed = Rollout(world_model, actor_critic, state, noise), 0.0, 0
 
-    def fits(steps_ahead):
-        expected = stepping / timed if timed else (step_estimate or 0.0)
-        return deadline is None or time.perf_counter() + steps_ahead * expected <= deadline
+    def fits(steps, scored):   # `steps` more imagined steps, then scoring `scored` steps and the rest
+        step = stepping / timed if timed else (step_estimate or 0.0)
+        expected = (steps + 1) * step + scored * (score_estimate or 0.0)
+        return deadline is None or time.perf_counter() + expected <= deadline
 
     def imagine(rollout, steps):
         nonlocal stepping, timed
         for _ in range(steps):
-            if not fits(2):
+            if not fits(1, len(rollout.steps['actions']) + 1):
                 return False
             step_started = time.perf_counter()
             rollout.step()
@@ -224,11 +232,14 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
     info = {'horizon': steps}
     if steps == 0:
         action = actor.mode(world_model.feat(state))[0]
-        return action, {**info, 'step_seconds': None, 'evaluated': 0, 'iterations': 0, 'fallback': True,
+        return action, {**info, 'step_seconds': None, 'score_seconds': None, 'evaluated': 0, 'iterations': 0,
+                        'fallback': True,
                         'actions': action[None, None], 'best': 0, 'seconds': time.perf_counter() - started}
     gamma = actor_critic.preset.gamma
+    scoring_started = time.perf_counter()
     traj = rollout.result()
     scores = score(traj, gamma, prior_weight)
+    info['score_seconds'] = (time.perf_counter() - scoring_started) / steps
     info.update(evaluated=candidates, fallback=False, iterations=1, actions=traj['actions'], rewards=traj['rewards'],
                 conts=traj['conts'], terminal_values=traj['terminal_values'], scores=scores, best=int(scores.argmax()))
     best_states = (traj['deter'][info['best']], traj['stoch'][info['best']])
@@ -241,7 +252,7 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
         for done in range(1, iterations):
             drawn = (distribution.log() + action_noise[done - 1, :, :steps]).argmax(-1)   # (sequences, h)
             sequence_actions = torch.cat([carried, drawn[len(carried):]]) if done == 1 else drawn
-            if not fits(steps + 1):
+            if not fits(steps, steps):
                 break
             later = Rollout(world_model, actor_critic, state, (None, prior_noise), rollout.heads,
                             sequence_actions.repeat_interleave(particles, 0).t())

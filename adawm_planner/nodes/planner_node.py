@@ -235,7 +235,8 @@ class PlannerNode(Node):
 
     def _act(self, obs, state, frame_started=None):
         action, state, info = self.agent.act(obs, state, self.config.mode, *self._lookahead(),
-                                             self.budget.deadline(frame_started), self.budget.step_estimate)
+                                             self.budget.deadline(frame_started), self.budget.step_estimate,
+                                             self.budget.score_estimate)
         if info and frame_started is not None:   # the start-up warm-up (slow first calls) tells nothing
             self.budget.record(info)
         return action, state, info
