@@ -56,8 +56,7 @@ def test_shapes_of_observe_imagine_loss_and_filter_step():
     posts, priors = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'])
     for states in (posts, priors):
         assert states['deter'].shape == (3, 5, p.deter)
-        assert states['logits'].shape == (3, 5, p.stoch, p.classes)
-    assert posts['stoch'].shape == posts['logits'].shape and 'stoch' not in priors   # the filter draws no prior sample
+        assert states['stoch'].shape == states['logits'].shape == (3, 5, p.stoch, p.classes)
     # Stochastic state is one-hot per factor; unimix keeps every class possible.
     assert ((posts['stoch'] > 0.5).sum(-1) == 1).all()
     torch.testing.assert_close(posts['stoch'].sum(-1), torch.ones(3, 5, p.stoch))

@@ -50,14 +50,10 @@ class RSSM(nn.Module):
     def _logits(self, raw):
         return unimix_logits(raw.reshape(*raw.shape[:-1], self.stoch, self.classes), self.unimix)
 
-    def img_step(self, state, action, generator=None, sample=True):
-        """Prior step: (state_{t-1}, a_{t-1}) -> prior state_t; without `sample` its deter and logits alone."""
+    def img_step(self, state, action, generator=None):
+        """Prior step: (state_{t-1}, a_{t-1}) -> prior state_t."""
         deter = self.recurrent(self.img_in(torch.cat([state['stoch'].flatten(-2), action], -1)), state['deter'])
         logits = self.prior_logits(deter)
-        if not sample:
-            # the noise is drawn all the same: later draws, and so every fixed-seed run, stay as they were
-            torch.rand(logits.shape, generator=generator)
-            return {'deter': deter, 'logits': logits}
         return {'deter': deter, 'stoch': sample_onehot(logits, generator), 'logits': logits}
 
     def recurrent(self, x, deter):
@@ -83,7 +79,7 @@ class RSSM(nn.Module):
             keep = (~is_first).float()[:, None]
             prev_state = {k: v * keep.reshape(-1, *[1] * (v.dim() - 1)) for k, v in prev_state.items()}
             prev_action = prev_action * keep
-        prior = self.img_step(prev_state, prev_action, generator, sample=False)   # the filter reads its logits
+        prior = self.img_step(prev_state, prev_action, generator)
         x = F.silu(self.obs_out_norm(self.obs_out(torch.cat([prior['deter'], embed], -1))))
         logits = self._logits(self.post(x))
         post = {'deter': prior['deter'], 'stoch': sample_onehot(logits, generator), 'logits': logits}
