@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 
 def main():
@@ -28,6 +29,8 @@ def main():
     parser.add_argument('--adapt', default='true')
     parser.add_argument('--mode', default='plan', choices=('plan', 'actor'),
                         help="the planner's mode (plan: the K x H lookahead tick this bench is about)")
+    parser.add_argument('--budget-ms', type=float, default=None,
+                        help="the planner's budget_ms (default: config/planner.yaml's, else the code's)")
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
@@ -45,9 +48,14 @@ def main():
         task = shift_pairs()[default_pair()]['finetune']
         launch_file = find_package_share('adawm_planner') / 'launch/adawm.launch.xml'
         log_path = tmp / 'stack.log'
+        launch_args = [f'task:={task}', f'checkpoint:={checkpoint}', f'adapt:={args.adapt}', f'mode:={args.mode}']
+        if args.budget_ms is not None:   # the shipped planner parameters with this budget
+            params = yaml.safe_load((find_package_share('adawm_planner') / 'config/planner.yaml').read_text())
+            params['planner_node']['ros__parameters']['budget_ms'] = args.budget_ms
+            (tmp / 'planner.yaml').write_text(yaml.safe_dump(params))
+            launch_args.append(f'planner_params:={tmp / "planner.yaml"}')
         stack = subprocess.Popen(
-            [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), f'task:={task}',
-             f'checkpoint:={checkpoint}', f'adapt:={args.adapt}', f'mode:={args.mode}'],
+            [sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), *launch_args],
             env=dict(os.environ, ADAWM_STATE_DIR=str(tmp / 'state')), stdout=open(log_path, 'w'),
             stderr=subprocess.STDOUT, start_new_session=True)
         rclpy.init()
@@ -73,6 +81,9 @@ def main():
     print(f'  planner tick latency p50 {planner.get("tick_latency_p50_ms")} ms, p99 {planner.get("tick_latency_p99_ms")} ms '
           f'(frame in -> command out, last {min(int(planner.get("frames", 0)), 2000)} frames)')
     print(f'  missed frames {planner.get("missed_frames")} of {planner.get("frames")}; decisions {planner.get("decisions")}')
+    if args.mode == 'plan':
+        print(f'  budget {planner.get("budget_ms")} ms: horizon afforded p50 {planner.get("afforded_horizon_p50")}, '
+              f'min {planner.get("afforded_horizon_min")} (recent decisions); actor fallbacks {planner.get("plan_fallbacks")}')
     print(f'  mismatch reports {summary["mismatch_reports"]} {summary["decisions"]}; adapters {summary["adapters"]}')
     if swaps:
         print(f'  adapter swap (between ticks): median {np.median(swaps):.2f} ms, max {max(swaps):.2f} ms over {len(swaps)}')
