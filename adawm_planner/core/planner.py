@@ -76,7 +76,7 @@ class Rollout:
         self.deter = start['deter'].expand(candidates, -1)
         self.columns = (start['stoch'].argmax(-1) + self.offsets).expand(candidates, -1)  # stoch as columns
         self.steps = {k: [] for k in ('actions', 'logp', 'deter', 'stoch')}
-        self.policy = []   # discrete: per step, the actor's action probabilities averaged over candidates
+        self.policy = []   # discrete: per step, the actor's log-probabilities (K, A) (the search averages them)
 
     def step(self):
         """Imagine step t = len(done steps) for every candidate."""
@@ -87,7 +87,7 @@ class Rollout:
             if self.actions is None:
                 index = (params + self.noise[0][t]).argmax(-1)
                 index[0] = params[0].argmax()  # candidate 0 follows the actor's mode
-                self.policy.append(params.exp().mean(0))
+                self.policy.append(params)
             else:
                 index = self.actions[t]
             logp = params.gather(-1, index[:, None])[:, 0]
@@ -247,7 +247,7 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
         pool, round_actions = Pool(), traj['actions'].argmax(-1)   # (K, h) indices
         prior_noise = prior_draws[:steps].repeat(1, sequences, 1, 1)   # row = sequence × particles + particle
         elites = round_actions[scores.topk(min(search.elites, candidates)).indices]
-        distribution = refit(elites, torch.stack(rollout.policy), search.refit_mix)
+        distribution = refit(elites, torch.stack(rollout.policy).exp().mean(1), search.refit_mix)
         carried = torch.cat([round_actions[:1], elites])[:sequences]   # the actor's mode sequence and round 1's elites
         for done in range(1, iterations):
             drawn = (distribution.log() + action_noise[done - 1, :, :steps]).argmax(-1)   # (sequences, h)
