@@ -13,10 +13,9 @@ Anytime over the horizon: all K candidates advance one imagined step at a time, 
 planner stops before a step that would not fit (with the scoring of the steps taken) and scores with the
 critic's value at the step reached: the plan a shorter horizon gives. Rewards and continue probabilities
 of all steps taken are computed in one batch when scoring (H·K rows instead of H calls of K: 1.3x less
-per decision), which is what lets a step cost imagination alone. If not even one step
-fits, it answers with the actor's mode; a later round of the search runs only if it fits whole. All
-sampling noise is drawn up front, step by step in the order a full rollout draws it, so a cut changes no
-step before it.
+per decision), so a step costs imagination alone. If not even one step fits, it answers with the actor's
+mode; a later round of the search runs only if it fits whole. All sampling noise is drawn up front, step by
+step in the order a full rollout draws it, so a cut changes no step before it.
 
 Cheap per decision: the stochastic state is one-hot, so every layer that reads it (the RSSM input layer,
 the first layers of actor, reward, continue and critic heads) gathers and sums weight rows instead of
@@ -233,8 +232,8 @@ def plan(world_model, actor_critic, state, candidates, horizon, prior_weight, ge
     if steps == 0:
         action = actor.mode(world_model.feat(state))[0]
         return action, {**info, 'step_seconds': None, 'score_seconds': None, 'evaluated': 0, 'iterations': 0,
-                        'fallback': True,
-                        'actions': action[None, None], 'best': 0, 'seconds': time.perf_counter() - started}
+                        'fallback': True, 'actions': action[None, None], 'best': 0,
+                        'seconds': time.perf_counter() - started}
     gamma = actor_critic.preset.gamma
     scoring_started = time.perf_counter()
     traj = rollout.result()
