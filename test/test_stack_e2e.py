@@ -38,9 +38,13 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
     params = tmp_path / 'adaptation.yaml'
     shipped = (find_package_share('adawm_planner') / 'config/adaptation.yaml').read_text()
     params.write_text(shipped.rstrip('\n') + '\n    rollback_episodes: 0\n')
+    # and the planner's own file through the launch argument: a budget the diagnostics must report
+    planner_params = tmp_path / 'planner.yaml'
+    shipped = (find_package_share('adawm_planner') / 'config/planner.yaml').read_text()
+    planner_params.write_text(shipped.rstrip('\n') + '\n    budget_ms: 45.0\n')
     stack = subprocess.Popen([sys.executable, '-m', 'adawm_planner.cli', 'launch', str(launch_file), 'sim:=embedded',
                               f'task:={task}', f'checkpoint:={tiny_checkpoint}', 'adapt:=true',
-                              f'adaptation_params:={params}'],
+                              f'adaptation_params:={params}', f'planner_params:={planner_params}'],
                              env=env, stdout=open(tmp_path / 'stack.log', 'w'), stderr=subprocess.STDOUT,
                              start_new_session=True)
     context = Context()
@@ -92,6 +96,7 @@ def test_launch_runs_plans_adapts_rejects_and_stops(tiny_checkpoint, tmp_path):
     assert not answer.successful and 'sha256 mismatch' in answer.reason
     assert any('sha256 mismatch' in reason for reason in summary['rejection_reasons']), summary
     assert summary['planner'].get('tick_latency_p99_ms'), summary
+    assert summary['planner'].get('budget_ms') == '45', summary
     # what the shipped RViz view shows is what the stack publishes, topic and type
     for topic, msg_type in rviz_topics():
         assert msg_type in graph.get(topic, set()), (topic, msg_type, graph.get(topic))
