@@ -8,8 +8,9 @@ one. Measured here instead, at states the actor reaches on a task (actor mode, s
   Q(s, a) = mean over M particles of Σ_t γ^t alive_t r̂_t + γ^H alive_H V(s_H), first action a, then the actor
   ε(s)    = (max_a Q(s, a) − Σ_a π(a|s) Q(s, a)) / return scale (the actor-critic's 5th–95th percentile range)
 
-with the same prior noise for every first action (common random numbers), H = 15, M = `--particles`. High
-where imagination shows something better than the actor; it can only see what the model predicts.
+with the same prior noise for every first action (common random numbers), H = 15, M = `--particles`
+(core/mismatch.py improvement_scores, which the rule reads with `--policy-signal improvement`). High where
+imagination shows something better than the actor; it can only see what the model predicts.
 
     .venv/bin/python bench/bench_improvement.py                     # the shipped checkpoint, every pair's task
     .venv/bin/python bench/bench_improvement.py --run runs/experiments/dynamics/model/seed0   # a repaired model
@@ -20,8 +21,8 @@ import sys
 import numpy as np
 import torch
 
+from adawm_planner.core import mismatch
 from adawm_planner.core.checkpoint import load_checkpoint
-from adawm_planner.core.networks import TwoHot
 from adawm_planner.share import package_share
 from adawm_planner.sim import default_task, make_env, shift_pairs
 
@@ -29,28 +30,10 @@ SEED = 60_000
 HORIZON = 15
 
 
-@torch.no_grad()
 def improvement(agent, latent, particles: int, seed: int) -> float:
-    wm, ac = agent.world_model, agent.actor_critic
-    pi = ac.actor(wm.feat(latent)).exp()[0]
-    gamma, values = agent.preset.gamma, []
-    for a in range(agent.action_dim):
-        generator = torch.Generator().manual_seed(seed)          # the same draws for every first action
-        start = {k: v.expand(particles, *v.shape[1:]) for k, v in latent.items()}
-        first = torch.zeros(particles, agent.action_dim)
-        first[:, a] = 1.0
-        after = wm.rssm.img_step(start, first, generator)
-        traj = wm.imagine(after, lambda f: ac.actor.sample(f, generator)[0], HORIZON - 1, generator)
-        feat = traj['feat']                                        # states 1..H
-        reward = TwoHot(wm.reward_head(feat), wm.bins).mean()
-        cont = torch.sigmoid(wm.cont_head(feat)[..., 0])
-        alive = torch.cumprod(cont, 1)
-        discount = gamma ** torch.arange(HORIZON, dtype=torch.float32)
-        bootstrap = gamma ** HORIZON * alive[:, -1] * TwoHot(ac.critic(feat[:, -1]), ac.bins).mean()
-        values.append(((discount * alive * reward).sum(1) + bootstrap).mean())
-    q = torch.stack(values)
-    scale = max(float(ac.return_hi - ac.return_lo), 1.0)
-    return float((q.max() - (pi * q).sum()) / scale)
+    states = {k: latent[k] for k in ('deter', 'stoch')}
+    return float(mismatch.improvement_scores(agent.world_model, agent.actor_critic, states, HORIZON, agent.preset.gamma,
+                                             particles, torch.Generator().manual_seed(seed))[0])
 
 
 def measure(agent, task, episodes, every, particles) -> tuple[list[float], dict]:

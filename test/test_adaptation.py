@@ -148,11 +148,11 @@ def test_calibrated_mismatch_with_a_reference():
     # a reference from the toy task itself, through the same scoring code the shipped reference uses
     episodes = [{'bev': replay.bev[i:i + 40], 'ego': replay.ego[i:i + 40], 'action': replay.action[i:i + 40],
                  'reward': replay.reward[i:i + 40], 'is_first': np.arange(40) == 0} for i in range(0, 400, 40)]
-    halves = {'cdf': {'model': [], 'reward': []}, 'null': {'model': [], 'reward': []}}
+    halves = {'cdf': {}, 'null': {}}
     for i, episode in enumerate(episodes):
         for signal, values in mismatch_reference.episode_scores(agent, episode, 3).items():
-            halves['cdf' if i % 2 == 0 else 'null'][signal].append(values)
-    join = lambda d: {k: np.concatenate(v) for k, v in d.items()}
+            halves['cdf' if i % 2 == 0 else 'null'].setdefault(signal, []).append(values)
+    join = lambda d, without=(): {k: np.concatenate(v) for k, v in d.items() if k not in without}
     reference = mismatch.Reference(3, join(halves['cdf']), join(halves['null']))
     tuner = Finetuner(agent, FinetuneConfig(strategy='adawm', threshold_c=1.0, window=16), reference=reference)
     out = tuner.measure(replay.sample(1, 16))
@@ -173,6 +173,15 @@ def test_calibrated_mismatch_with_a_reference():
     # both per-step signals silent: failing episodes make the rule act, on the policy
     assert tuner.choose({**calm, 'eps_model': 0.0, 'eps_policy': 0.0}) is None
     assert tuner.choose({**failing, 'eps_model': 0.0, 'eps_policy': 0.0}) == 'policy'
+    # the improvement view of ε_π: the same window, the reward shortfall kept beside it in the trace
+    improving = Finetuner(toy_agent_and_data(seed=5, steps=400)[0], FinetuneConfig(strategy='adawm', window=16, policy_signal='improvement'),
+                          reference=reference)
+    out = improving.measure(window)
+    assert 0.0 <= out['eps_policy'] <= 1.0 and out['eps_policy_reward'] == tuner.measure(window)['eps_policy']
+    assert out['eps_model'] == tuner.measure(window)['eps_model']
+    lacking = mismatch.Reference(3, join(halves['cdf'], ('improvement',)), join(halves['null'], ('improvement',)))
+    with pytest.raises(ValueError, match='improvement'):
+        Finetuner(agent, FinetuneConfig(strategy='adawm', policy_signal='improvement'), reference=lacking)
 
 
 def test_model_update_on_the_prior_head_takes_the_full_losss_step():

@@ -211,10 +211,47 @@ def test_reference_written_beside_a_checkpoint_loads_and_is_checked(tiny_checkpo
     entry = json.loads((directory / 'model.json').read_text())['mismatch_reference']
     assert entry['file'] == path.name and entry['horizon'] == 2 and entry['episodes'] == 4
     reference = mismatch.load_reference(directory)
-    assert reference.horizon == 2 and set(reference.cdf) == {'model', 'reward'}
+    assert reference.horizon == 2 and set(reference.cdf) == {'model', 'reward', 'improvement'}
     assert {mode: len(outcomes) for mode, outcomes in reference.failures.items()} == {'actor': 4, 'sample': 4}
     assert 0.0 < reference.failure_rate('sample') < 1.0
     assert len(reference.cdf['model']) > 0 and np.isfinite(reference.cdf['reward']).all()
+    # extending an older reference (without the improvement signal) adds it and keeps what it had
+    from adawm_planner.core.checkpoint import sha256_file
+    older = mismatch.load_reference(directory)
+    del older.cdf['improvement'], older.null['improvement']
+    older.save(path)
+    (directory / 'model.json').write_text(json.dumps({**json.loads((directory / 'model.json').read_text()),
+                                                      'mismatch_reference': {**entry, 'sha256': sha256_file(path)}}))
+    mismatch_reference.write(directory, extend=True)
+    extended = mismatch.load_reference(directory)
+    assert set(extended.cdf) == {'model', 'reward', 'improvement'} and extended.horizon == 2
+    for part in ('cdf', 'null', 'failures'):
+        for signal, values in getattr(older, part).items():
+            assert np.array_equal(getattr(extended, part)[signal], values)
+    assert np.isfinite(extended.null['improvement']).all() and (extended.null['improvement'] >= 0).all()
     path.write_bytes(path.read_bytes() + b' ')
     with pytest.raises(CheckpointError):
         mismatch.load_reference(directory)
+
+
+def test_improvement_reads_zero_where_imagination_pays_every_action_alike():
+    """The improvement view of ε_π on the tiny agent: one non-negative score per state; 0 when the reward,
+    continue and critic heads predict the same for every state (no first action can look better)."""
+    from adawm_planner.core.agent import Agent
+    from adawm_planner.core.presets import load_preset
+    from toy_env import make_toy_env
+    torch.manual_seed(0)
+    agent = Agent.for_env(load_preset('tiny'), make_toy_env(), 0)
+    wm, ac = agent.world_model, agent.actor_critic
+    for layer in (wm.reward_head.out, ac.critic.out):
+        torch.nn.init.normal_(layer.weight, std=0.5)
+    ac.return_hi.fill_(10.0)
+    states = {'deter': torch.randn(5, wm.rssm.deter),
+              'stoch': torch.nn.functional.one_hot(torch.randint(wm.rssm.classes, (5, wm.rssm.stoch)),
+                                                   wm.rssm.classes).float()}
+    scores = mismatch.improvement_scores(wm, ac, states, 4, 0.99, particles=3, generator=torch.Generator().manual_seed(1))
+    assert scores.shape == (5,) and np.isfinite(scores).all() and (scores >= 0).all() and scores.max() > 0
+    for layer in (wm.reward_head.out, wm.cont_head.out, ac.critic.out):   # every state alike: rewards,
+        torch.nn.init.zeros_(layer.weight)                                  # episode ends, values
+    flat = mismatch.improvement_scores(wm, ac, states, 4, 0.99, particles=3, generator=torch.Generator().manual_seed(1))
+    assert np.allclose(flat, 0.0, atol=1e-6)

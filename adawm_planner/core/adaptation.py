@@ -57,6 +57,9 @@ class Finetuner:
         retain_freed_memory()  # a step's large tensors reuse faulted-in pages
         self.agent, self.config, self.summary, self.reference = agent, config, pretrain_summary, reference
         self.driving_mode = driving_mode
+        if config.policy_signal == 'improvement' and (reference is None or 'improvement' not in reference.cdf):
+            raise ValueError("policy_signal 'improvement' needs a mismatch reference with that signal "
+                             '(python -m adawm_planner.experiments.mismatch_reference CHECKPOINT --extend)')
         self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
         self.steps = 0
         wm, ac = agent.world_model, agent.actor_critic
@@ -140,8 +143,15 @@ class Finetuner:
             surprise = mismatch.model_scores(self.agent.world_model, posts, window['action'], window['is_first'],
                                              self.reference.horizon, generator=noise())
             result['eps_model'] = self.reference.estimate('model', surprise)
-            result['eps_policy'] = self.reference.estimate('reward', mismatch.reward_scores(window['reward'],
-                                                                                            window['is_first']))
+            shortfall = self.reference.estimate('reward', mismatch.reward_scores(window['reward'], window['is_first']))
+            if self.config.policy_signal == 'improvement':
+                states = {k: posts[k].flatten(0, 1)[::mismatch.IMPROVEMENT_STRIDE] for k in ('deter', 'stoch')}
+                gains = mismatch.improvement_scores(self.agent.world_model, self.agent.actor_critic, states,
+                                                    self.agent.preset.horizon, self.agent.preset.gamma,
+                                                    generator=noise())
+                result['eps_policy'], result['eps_policy_reward'] = self.reference.estimate('improvement', gains), shortfall
+            else:
+                result['eps_policy'] = shortfall
             result['eps_policy_episodes'] = self.reference.estimate_failures(window.get('failures', ()),
                                                                              self.driving_mode)
         if self.summary is not None:

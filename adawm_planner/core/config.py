@@ -9,6 +9,7 @@ from adawm_planner.core.knobs import check, knob
 
 STRATEGIES = ('adawm', 'policy', 'model', 'alternate', 'full', 'none', 'oracle')
 KNOWN_SIDES = ('unknown', 'model', 'policy', 'both')
+POLICY_SIGNALS = ('reward', 'improvement')
 PLAN_MODES = ('plan', 'actor')
 OUTPUT_KINDS = ('carla', 'autoware', 'ackermann')
 
@@ -32,6 +33,13 @@ class FinetuneConfig:
     # actions, shipped reference), and 8 episodes of ≈ 150 steps are a third of a 3000-step run
     outcome_window: int = knob(8, 'latest finished episodes the episode-level policy mismatch reads', low=1)
     train_every: int = knob(8, 'new environment steps per finetuning step', low=1)
+    # reward: the calibrated shortfall of the reward received, which a dynamics shift causes as much as a
+    # policy one; improvement: what the current model shows the actor could gain (core/mismatch.py),
+    # ≈ 250 ms more per finetuning step, and it needs a reference with that signal
+    policy_signal: str = knob('reward', "the step-level policy mismatch the rule reads: 'reward' (the reward "
+                              "received falls short of the pretraining task's) or 'improvement' (the current "
+                              "model's imagination shows a better action than the actor's)",
+                              choices=POLICY_SIGNALS)
     known_side: str = knob('unknown', 'oracle only: the side a known-answer shift pair changed (tasks.yaml '
                            'shift_pairs known_side; both = the two in turn)', choices=KNOWN_SIDES)
 

@@ -17,6 +17,11 @@ Estimators (all total-variation distances, so all in [0, 1]; 0 for identical, 1 
   of the pretraining buffer, in latent space, as the paper states it. The joint visitation over all latent
   factors is far too sparse to histogram, so per factor the joint histogram of (class of that factor,
   action) is compared and the TVs averaged over factors. Reported beside ε_P; the decision uses ε_P.
+- Policy mismatch, the improvement view, `improvement_scores`: at states of the window, how much better
+  than the actor's choice the best first action looks in the *current* model's imagination (the paper's
+  ε_π is a distance from the current policy to the new task's best one). It cannot read a dynamics shift
+  as a policy one while the model is still wrong about the new dynamics; once the model is repaired it reads
+  what the repaired imagination offers the actor. The rule reads it when FinetuneConfig.policy_signal says so.
 - Policy mismatch ε_π, `policy_tv`: TV between the current policy and the pretrained policy on new-task
   states, exact for the discrete action set. Both policies are evaluated end to end from the same raw
   observations — the current one through the current (possibly adapted) world model, the pretrained one
@@ -33,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from adawm_planner.core.networks import OneHotLinear, OneHotMLP, TwoHot, gumbel
 
 UPDATE_MODEL = 'model'
 UPDATE_POLICY = 'policy'
@@ -113,6 +120,62 @@ def open_loop_kl(world_model, posts: dict, actions: torch.Tensor, is_first: torc
     return scores
 
 
+# the improvement view: every 4th state of a 64-step window (16), 4 prior draws per first action (16 x 15
+# x 4 rollouts of 15 steps: ≈ 250 ms a window on one core, 8 draws ≈ 500 ms); its reference is scored on
+# every 4th step too, so windows and null windows have the same spacing
+IMPROVEMENT_STRIDE = 4
+IMPROVEMENT_PARTICLES = 4
+
+
+@torch.no_grad()
+def improvement_scores(world_model, actor_critic, states: dict, horizon: int, gamma: float,
+                       particles: int = IMPROVEMENT_PARTICLES, generator=None) -> np.ndarray:
+    """Per state s of `states` (dict of (N, ...) latents), what the current model offers over the actor:
+
+      Q(s, a) = mean over particles of Σ_t γ^t alive_t r̂_t + γ^H alive_H V(s_H), first action a, then the actor
+      score(s) = (max_a Q(s, a) − Σ_a π(a|s) Q(s, a)) / the actor-critic's return scale
+
+    with the same prior and actor noise for every first action (common random numbers), so the scores
+    compare actions rather than draws. ≥ 0; (N,) float64. Discrete actors only. All N · actions · particles
+    rollouts run as one batch on the latents' one-hot columns."""
+    rssm, actor = world_model.rssm, actor_critic.actor
+    n, actions, stoch, classes = states['deter'].shape[0], actor.action_dim, rssm.stoch, rssm.classes
+    rows = n * actions * particles
+
+    def per_row(x):   # (n, ...) -> (rows, ...), each state repeated for every first action and particle
+        return x[:, None, None].expand(n, actions, particles, *x.shape[1:]).reshape(rows, *x.shape[1:])
+
+    def shared(shape):   # noise drawn per state and particle, the same for every first action
+        noise = gumbel((horizon, n, 1, particles, *shape), generator)
+        return noise.expand(horizon, n, actions, particles, *shape).reshape(horizon, rows, *shape)
+    prior_noise, actor_noise = shared((stoch, classes)), shared((actions,))
+    img_in = OneHotLinear(rssm.img_in, 0, classes)
+    policy, reward_head, cont_head, critic = (OneHotMLP(m, rssm.deter, classes) for m in (
+        actor.mlp, world_model.reward_head, world_model.cont_head, actor_critic.critic))
+    offsets = torch.arange(stoch) * classes
+    start_columns = states['stoch'].argmax(-1) + offsets
+    columns, deter = per_row(start_columns), per_row(states['deter'])
+    index = torch.arange(actions)[None, :, None].expand(n, actions, particles).reshape(rows)   # first actions
+    all_columns, all_deter = [], []
+    for t in range(horizon):
+        deter = rssm.recurrent(img_in(torch.cat([columns, stoch * classes + index[:, None]], 1)), deter)
+        columns = (rssm.prior_logits(deter) + prior_noise[t]).argmax(-1) + offsets
+        all_columns.append(columns)
+        all_deter.append(deter)
+        if t < horizon - 1:
+            index = (actor.params(policy(columns, deter)) + actor_noise[t]).argmax(-1)
+    later_columns, later_deter = torch.stack(all_columns, 1).flatten(0, 1), torch.stack(all_deter, 1).flatten(0, 1)
+    reward = TwoHot(reward_head(later_columns, later_deter), world_model.bins).mean().view(rows, horizon)
+    alive = torch.cumprod(torch.sigmoid(cont_head(later_columns, later_deter)[:, 0]).view(rows, horizon), 1)
+    value = TwoHot(critic(columns, deter), actor_critic.bins).mean()
+    discount = gamma ** torch.arange(horizon, dtype=reward.dtype)
+    q = ((discount * alive * reward).sum(1) + gamma ** horizon * alive[:, -1] * value).view(n, actions, particles)
+    q = q.mean(-1)
+    pi = actor.params(policy(start_columns, states['deter'])).exp()
+    scale = torch.clamp(actor_critic.return_hi - actor_critic.return_lo, min=1.0)
+    return ((q.max(-1).values - (pi * q).sum(-1)) / scale).double().numpy()
+
+
 def ks_excess(window: np.ndarray, reference_sorted: np.ndarray) -> float:
     """One-sided Kolmogorov-Smirnov distance sup_x F_ref(x) − F_window(x) ≥ 0 (right-continuous empirical
     CDFs, so ties count correctly): how far the window's scores sit above the reference's. A lower bound
@@ -159,8 +222,9 @@ class Reference:
 
     Two halves of the reference episodes: `cdf` (sorted scores the window is compared against) and `null`
     (scores in time order, cut into windows to learn how large the KS distance of a same-task window gets
-    by chance). For each signal — 'model' (open-loop surprise, model_scores) and 'reward' (negated reward,
-    reward_scores), higher = worse for both — an estimate is the excess of the window's KS distance over
+    by chance). For each signal — 'model' (open-loop surprise, model_scores), 'reward' (negated reward,
+    reward_scores) and, where present, 'improvement' (improvement_scores of every IMPROVEMENT_STRIDE-th
+    step), higher = worse for all — an estimate is the excess of the window's KS distance over
     the null's 95th percentile for that window length, rescaled to [0, 1]: ≈ 0 on the pretraining task by
     construction."""
     QUANTILE = 0.95

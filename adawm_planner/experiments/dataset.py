@@ -49,7 +49,7 @@ OPTIONAL = ('success',)   # absent from datasets written before it was kept
 HELDOUT_SEQUENCES = 32   # fixed held-out sequences the held-out losses are the mean over
 BEHAVIOUR_CLONING = 1.0  # weight of the recorded actions' likelihood in the actor loss (Learner; measured at 1.0)
 TRACE_FIELDS = ['finetune_step', 'dataset_step', 'eps_model', 'eps_policy', 'eps_policy_episodes', 'eps_policy_max',
-                'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'decision']
+                'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'eps_policy_reward', 'decision']
 
 
 class DatasetError(ValueError):

@@ -30,7 +30,7 @@ from adawm_planner.sim import make_env as make_task_env
 
 CURVE_FIELDS = ['env_step', 'success', 'collision', 'off_route', 'timeout', 'ttc_min', 'return']
 TRACE_FIELDS = ['finetune_step', 'env_step', 'eps_model', 'eps_policy', 'eps_policy_episodes', 'eps_policy_max',
-                'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'decision']
+                'visitation_tv', 'tv_prior_posterior', 'tv_policy', 'eps_policy_reward', 'decision']
 
 
 def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfig = FinetuneConfig(),

@@ -63,47 +63,71 @@ def collect(agent, task: str, episodes: int, seed: int, mode: str = 'actor', mak
     return out
 
 
+SIGNALS = ('model', 'reward', 'improvement')
+
+
 @torch.no_grad()
-def episode_scores(agent, episode: dict, horizon: int, seed: int = 0) -> dict:
-    """Per-step 'model' and 'reward' scores (core.mismatch.model_scores, reward_scores) of one episode."""
+def episode_scores(agent, episode: dict, horizon: int, seed: int = 0, signals=SIGNALS) -> dict:
+    """Per-step scores of one episode: 'model' and 'reward' (core.mismatch.model_scores, reward_scores) at
+    every step, 'improvement' (improvement_scores) at every IMPROVEMENT_STRIDE-th, as a window samples it."""
     batch = {k: torch.as_tensor(v)[None] for k, v in episode.items() if k != 'failed'}
     generator = torch.Generator().manual_seed(seed)
-    posts, _ = agent.world_model.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'],
-                                         generator=generator)
-    return {'model': mismatch.model_scores(agent.world_model, posts, batch['action'], batch['is_first'], horizon,
-                                           generator),
-            'reward': mismatch.reward_scores(batch['reward'], batch['is_first'])}
+    wm = agent.world_model
+    posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'], generator=generator)
+    scores = {}
+    if 'model' in signals:
+        scores['model'] = mismatch.model_scores(wm, posts, batch['action'], batch['is_first'], horizon, generator)
+    if 'reward' in signals:
+        scores['reward'] = mismatch.reward_scores(batch['reward'], batch['is_first'])
+    if 'improvement' in signals:
+        states = {k: posts[k][0, ::mismatch.IMPROVEMENT_STRIDE] for k in ('deter', 'stoch')}
+        scores['improvement'] = mismatch.improvement_scores(wm, agent.actor_critic, states, agent.preset.horizon,
+                                                            agent.preset.gamma, generator=generator)
+    return scores
 
 
 def build(agent, task: str, episodes: int, horizon: int = HORIZON, seed: int = REFERENCE_SEED,
-          make_env=None) -> mismatch.Reference:
+          make_env=None, signals=SIGNALS, failures: bool = True) -> mismatch.Reference:
     """Scores of `episodes` pretraining-task episodes: even episodes form the CDF, odd ones the null. And
-    the episodes' outcomes in the two modes an agent drives new-task data in: the actor's (the planner
-    node's default; these episodes) and sampled actions (the finetuning runs'; `episodes` more, seeds
+    (`failures`) the episodes' outcomes in the two modes an agent drives new-task data in: the actor's (the
+    planner node's default; these episodes) and sampled actions (the finetuning runs'; `episodes` more, seeds
     seed + SAMPLE_SEED_OFFSET + i)."""
-    halves = {'cdf': {'model': [], 'reward': []}, 'null': {'model': [], 'reward': []}}
+    halves = {'cdf': {s: [] for s in signals}, 'null': {s: [] for s in signals}}
     actor_episodes = collect(agent, task, episodes, seed, make_env=make_env)
     for i, episode in enumerate(actor_episodes):
-        scores = episode_scores(agent, episode, horizon, seed + i)
+        scores = episode_scores(agent, episode, horizon, seed + i, signals)
         for signal, values in scores.items():
             halves['cdf' if i % 2 == 0 else 'null'][signal].append(values)
-    sampled = collect(agent, task, episodes, seed + SAMPLE_SEED_OFFSET, mode='sample', make_env=make_env)
-    failures = {'actor': [e['failed'] for e in actor_episodes], 'sample': [e['failed'] for e in sampled]}
+    outcomes = {}
+    if failures:
+        sampled = collect(agent, task, episodes, seed + SAMPLE_SEED_OFFSET, mode='sample', make_env=make_env)
+        outcomes = {'actor': [e['failed'] for e in actor_episodes], 'sample': [e['failed'] for e in sampled]}
     join = lambda d: {k: np.concatenate(v) for k, v in d.items()}
     meta = {'task': task, 'episodes': episodes, 'seed': seed, 'mode': 'actor'}
-    return mismatch.Reference(horizon, join(halves['cdf']), join(halves['null']), meta, failures)
+    return mismatch.Reference(horizon, join(halves['cdf']), join(halves['null']), meta, outcomes)
 
 
-def write(checkpoint_dir, episodes: int = 80, horizon: int = HORIZON, make_env=None) -> Path:
-    """Build the reference on the checkpoint's own task and record it in model.json."""
+def write(checkpoint_dir, episodes: int = 80, horizon: int = HORIZON, make_env=None, extend: bool = False) -> Path:
+    """Build the reference on the checkpoint's own task and record it in model.json. `extend`: keep the
+    checkpoint's reference as it is and add the signals it lacks, scored on the same episode seeds (so the
+    estimates of the signals it has, and every result measured with them, stay as they were)."""
     checkpoint_dir = Path(checkpoint_dir)
     agent, meta = load_checkpoint(checkpoint_dir)
-    reference = build(agent, meta['task'], episodes, horizon, make_env=make_env)
+    if extend:
+        reference = mismatch.load_reference(checkpoint_dir)
+        missing = [s for s in SIGNALS if s not in reference.cdf]
+        if missing:
+            added = build(agent, meta['task'], reference.meta['episodes'], reference.horizon,
+                          seed=reference.meta['seed'], make_env=make_env, signals=missing, failures=False)
+            reference.cdf.update(added.cdf)
+            reference.null.update(added.null)
+    else:
+        reference = build(agent, meta['task'], episodes, horizon, make_env=make_env)
     path = checkpoint_dir / mismatch.REFERENCE_FILE
     reference.save(path)
     meta = read_meta(checkpoint_dir)
     meta['mismatch_reference'] = {'file': path.name, 'sha256': sha256_file(path), **reference.meta,
-                                  'horizon': horizon}
+                                  'horizon': reference.horizon}
     (checkpoint_dir / 'model.json').write_text(json.dumps(meta, indent=2) + '\n')
     return path
 
@@ -113,9 +137,11 @@ def main(argv=None):
     parser.add_argument('checkpoint')
     parser.add_argument('--episodes', type=int, default=80)
     parser.add_argument('--horizon', type=int, default=HORIZON)
+    parser.add_argument('--extend', action='store_true',
+                        help='keep the existing reference and add the signals it lacks')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(write(args.checkpoint, args.episodes, args.horizon))
+    print(write(args.checkpoint, args.episodes, args.horizon, extend=args.extend))
 
 
 if __name__ == '__main__':
