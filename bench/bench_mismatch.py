@@ -18,6 +18,8 @@ shift at its operating threshold. Estimators:
                     window's end against the pretrained agent's own (binomial test, core/mismatch.py
                     failure_excess); its AUROC ranks windows by that failure rate
   one_step_kl_ks    the one-step (filter) surprise, same calibration: k = 1 for comparison
+  improvement_ks    the improvement view of ε_π (what the model shows the actor could gain, every 4th step;
+                    core/mismatch.py), same calibration; in use with `--policy-signal improvement`
   prior_posterior_tv  the previous ε_P (mean per-factor TV); its rule fires the model side whenever
                     ε_P > C·ε_π, and ε_π = 0 for the frozen agent, so every window is a "shift"
 
@@ -57,7 +59,7 @@ def auroc(negatives, positives) -> float:
 @torch.no_grad()
 def streams(agent, task, steps, seed, horizon):
     """Per-step scores of `steps` steps of the frozen agent on `task`, concatenated over episodes."""
-    out = {'model': [], 'reward': [], 'one_step': [], 'tv': [], 'failed': [], 'length': []}
+    out = {'model': [], 'reward': [], 'one_step': [], 'tv': [], 'improvement': [], 'failed': [], 'length': []}
     for i, episode in enumerate(mismatch_reference.collect(agent, task, 10_000, seed, max_steps=steps)):
         out['failed'].append([float(episode.pop('failed'))])
         out['length'].append([len(episode['reward'])])
@@ -68,6 +70,13 @@ def streams(agent, task, steps, seed, horizon):
         model = mismatch.model_scores(agent.world_model, posts, batch['action'], batch['is_first'], horizon, generator)
         one = mismatch.open_loop_kl(agent.world_model, posts, batch['action'], batch['is_first'], 1, generator)
         tv = mismatch.tv(priors['logits'].exp(), posts['logits'].exp()).mean(-1)
+        # every IMPROVEMENT_STRIDE-th step, NaN between: a window holds as many scores as the rule's does
+        improvement = np.full(len(episode['reward']), np.nan)
+        states = {k: posts[k][0, ::mismatch.IMPROVEMENT_STRIDE] for k in ('deter', 'stoch')}
+        improvement[::mismatch.IMPROVEMENT_STRIDE] = mismatch.improvement_scores(
+            agent.world_model, agent.actor_critic, states, agent.preset.horizon, agent.preset.gamma,
+            generator=generator)
+        out['improvement'].append(improvement)
         for key, value in (('model', model), ('reward', mismatch.reward_scores(batch['reward'], batch['is_first'])),
                            ('one_step', one.flatten().numpy()), ('tv', tv.flatten().numpy())):
             out[key].append(value)
@@ -85,7 +94,8 @@ def window_stats(stream, reference, one_step_reference, length):
                                  for f in latest]
     for name, key, ref, signal in (('open_loop_kl_ks', 'model', reference, 'model'),
                                    ('reward_ks', 'reward', reference, 'reward'),
-                                   ('one_step_kl_ks', 'one_step', one_step_reference, 'model')):
+                                   ('one_step_kl_ks', 'one_step', one_step_reference, 'model'),
+                                   ('improvement_ks', 'improvement', reference, 'improvement')):
         rows = []
         for window in mismatch.windows_of(stream[key], length, length // 4):
             finite = window[np.isfinite(window)]
@@ -101,13 +111,14 @@ def window_stats(stream, reference, one_step_reference, length):
 def decisions(stats) -> dict:
     """Means of the calibrated ε_P, ε_π (step level) and episode-level ε_π over windows, and the share of
     windows on which the rule (mismatch.decide) would update the model, the policy, or neither, for C = 1
-    and C = 5."""
+    and C = 5, and for C = 1 with the improvement view as the step-level ε_π ('1i')."""
     eps = {name: np.array([e for _, e in stats[key]]) for name, key in
-           (('model', 'open_loop_kl_ks'), ('policy', 'reward_ks'), ('episodes', 'episode_failures'))}
+           (('model', 'open_loop_kl_ks'), ('policy', 'reward_ks'), ('episodes', 'episode_failures'),
+            ('improvement', 'improvement_ks'))}
     out = {f'eps_{name}': values.mean() for name, values in eps.items()}
-    for c in (1, 5):
-        chosen = [mismatch.decide(m, p, c, f) for m, p, f in zip(eps['model'], eps['policy'], eps['episodes'])]
-        out.update({f'{side}_share_c{c}': np.mean([d == side for d in chosen]) for side in ('model', 'policy', None)})
+    for label, c, policy in (('1', 1.0, 'policy'), ('5', 5.0, 'policy'), ('1i', 1.0, 'improvement')):
+        chosen = [mismatch.decide(m, p, c, f) for m, p, f in zip(eps['model'], eps[policy], eps['episodes'])]
+        out.update({f'{side}_share_c{label}': np.mean([d == side for d in chosen]) for side in ('model', 'policy', None)})
     return out
 
 
@@ -125,7 +136,7 @@ def main():
     pretrain = meta['task']
     # the k = 1 comparison needs its own reference: same episodes and halves as the shipped one
     one_step_reference = mismatch_reference.build(agent, pretrain, reference.meta['episodes'], horizon=1,
-                                                  seed=reference.meta['seed'])
+                                                  seed=reference.meta['seed'], signals=('model',))
     held = streams(agent, pretrain, args.steps, HELD_OUT_SEED, reference.horizon)
     tasks = {'same_task': (pretrain, SAME_TASK_SEED)}
     tasks.update({name: (pair['finetune'], NEW_TASK_SEED) for name, pair in shift_pairs().items()
@@ -160,12 +171,12 @@ def main():
         print(f'| {pair} | ' + ' | '.join(cell(e) for e in estimators) + ' |')
     print(f'\nThe rule on the frozen agent\'s windows of {max(WINDOWS)} steps: mean ε_P, ε_π (step level), '
           'episode-level ε_π, and the share of windows on which it updates the model / the policy / neither')
-    print('| pair | ε_P | ε_π | ε_π episodes | C = 1: model / policy / none | C = 5: model / policy / none |\n'
-          '|---|---|---|---|---|---|')
+    print('| pair | ε_P | ε_π | ε_π episodes | ε_π improvement | C = 1: model / policy / none | C = 5 | '
+          'C = 1, improvement ε_π |\n|---|---|---|---|---|---|---|---|')
     for pair, d in rule.items():
         shares = lambda c: ' / '.join(f'{d[f"{side}_share_c{c}"]:.2f}' for side in ('model', 'policy', None))
-        print(f'| {pair} | {d["eps_model"]:.2f} | {d["eps_policy"]:.2f} | {d["eps_episodes"]:.2f} | {shares(1)} | '
-              f'{shares(5)} |')
+        print(f'| {pair} | {d["eps_model"]:.2f} | {d["eps_policy"]:.2f} | {d["eps_episodes"]:.2f} | '
+              f'{d["eps_improvement"]:.2f} | {shares(1)} | {shares(5)} | {shares("1i")} |')
     print(f'wall {time.time() - started:.0f} s')
 
 
