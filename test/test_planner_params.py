@@ -37,6 +37,15 @@ def test_a_bad_start_value_is_one_line_and_exit_1(module, param, says, tiny_chec
     assert len([line for line in out.splitlines() if 'invalid parameter' in line]) == 1, out
 
 
+def test_a_knob_the_checkpoint_cannot_serve_is_one_line_and_exit_1(tiny_checkpoint, tmp_path):
+    # the improvement view of ε_π needs its reference beside the checkpoint; the tiny one ships none
+    proc = start('adaptation_node', 'policy_signal:=improvement', f'checkpoint:={tiny_checkpoint}',
+                 f'state_dir:={tmp_path}')
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "policy_signal 'improvement' needs a mismatch reference" in out and 'Traceback' not in out, out
+
+
 def adapters(checkpoint):
     """A real model adapter and a real policy adapter of the checkpoint (LoRA through the finetuner)."""
     from adawm_planner.core.adaptation import Finetuner

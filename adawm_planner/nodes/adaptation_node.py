@@ -93,7 +93,10 @@ class AdaptationNode(Node):
         except CheckpointError as exc:
             raise SystemExit(f'adaptation_node: cannot load checkpoint: {exc}') from None
         contract = self.meta['contract']
-        self.tuner = Finetuner.from_checkpoint(self.agent, self.config, self.checkpoint_dir)
+        try:
+            self.tuner = Finetuner.from_checkpoint(self.agent, self.config, self.checkpoint_dir)
+        except ValueError as exc:   # what this checkpoint cannot serve, e.g. policy_signal without its reference
+            raise SystemExit(f'adaptation_node: {exc}') from None
         spec = self.meta['spec']
         self.replay = Replay(capacity, spec['bev_shape'], spec['ego_dim'], spec['action_dim'])
         self.tuner.attach(self.replay)
