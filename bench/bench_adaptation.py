@@ -1,5 +1,6 @@
 """Cost of AdaWM's adaptation step with the `small` preset: one finetuning step (model update, policy
-update), one mismatch measurement, and the size of exported adapters.
+update), one mismatch measurement (and the improvement view of ε_π it adds when chosen), and the size of
+exported adapters.
 
     .venv/bin/python bench/bench_adaptation.py [--preset small] [--repeats 20] [--threads 1]
 
@@ -16,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from adawm_planner.core import mismatch
 from adawm_planner.core.adaptation import FinetuneConfig, Finetuner
 from adawm_planner.core.agent import Agent
 from adawm_planner.core.presets import load_preset
@@ -64,7 +66,13 @@ def main():
     for side, report in tuner.trainable_report().items():
         print(f'  {side}: {report["trainable"]} trainable parameters = {100 * report["fraction"]:.2f}% of base')
     print(f'  policy update, first batch (its frames embedded then): {1000 * cold:.1f} ms')
+    posts, _ = agent.world_model.observe(window['bev'], window['ego'], window['action'], window['is_first'])
+    states = {k: posts[k].flatten(0, 1)[::mismatch.IMPROVEMENT_STRIDE] for k in ('deter', 'stoch')}
+    improvement = lambda: mismatch.improvement_scores(agent.world_model, agent.actor_critic, states, preset.horizon,
+                                                      preset.gamma)
     for name, fn in (('mismatch measurement (ε_P, ε_π)', lambda: tuner.measure(window)),
+                     (f'ε_π improvement view ({len(states["deter"])} states; added with --policy-signal '
+                      'improvement)', improvement),
                      ('model update (LoRA)', lambda: tuner.update_model(batch())),
                      ('policy update (LoRA)', lambda: tuner.update_policy(batch()))):
         median, worst = timed(fn, args.repeats)

@@ -34,8 +34,9 @@ class FinetuneConfig:
     outcome_window: int = knob(8, 'latest finished episodes the episode-level policy mismatch reads', low=1)
     train_every: int = knob(8, 'new environment steps per finetuning step', low=1)
     # reward: the calibrated shortfall of the reward received, which a dynamics shift causes as much as a
-    # policy one; improvement: what the current model shows the actor could gain (core/mismatch.py),
-    # ≈ 250 ms more per finetuning step, and it needs a reference with that signal
+    # policy one; improvement: what the current model shows the actor could gain (core/mismatch.py), 0.7x a
+    # policy update more per finetuning step, and it needs a reference with that signal. Measured over runs
+    # (docs/results point 17) it lowered success on both pairs it was tried on
     policy_signal: str = knob('reward', "the step-level policy mismatch the rule reads: 'reward' (the reward "
                               "received falls short of the pretraining task's) or 'improvement' (the current "
                               "model's imagination shows a better action than the actor's)",

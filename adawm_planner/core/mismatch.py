@@ -121,8 +121,9 @@ def open_loop_kl(world_model, posts: dict, actions: torch.Tensor, is_first: torc
 
 
 # the improvement view: every 4th state of a 64-step window (16), 4 prior draws per first action (16 x 15
-# x 4 rollouts of 15 steps: ≈ 250 ms a window on one core, 8 draws ≈ 500 ms); its reference is scored on
-# every 4th step too, so windows and null windows have the same spacing
+# x 4 rollouts of 15 steps: ≈ 6x the rest of a measurement, 0.7x a policy update, bench_adaptation.py;
+# 8 draws cost 2x); its reference is scored on every 4th step too, so windows and null windows have the
+# same spacing
 IMPROVEMENT_STRIDE = 4
 IMPROVEMENT_PARTICLES = 4
 
