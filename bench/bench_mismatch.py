@@ -118,7 +118,8 @@ def decisions(stats) -> dict:
     out = {f'eps_{name}': values.mean() for name, values in eps.items()}
     for label, c, policy in (('1', 1.0, 'policy'), ('5', 5.0, 'policy'), ('1i', 1.0, 'improvement')):
         chosen = [mismatch.decide(m, p, c, f) for m, p, f in zip(eps['model'], eps[policy], eps['episodes'])]
-        out.update({f'{side}_share_c{label}': np.mean([d == side for d in chosen]) for side in ('model', 'policy', None)})
+        out.update({f'{side}_share_c{label}': np.mean([d == side for d in chosen])
+                    for side in ('model', 'policy', None)})
     return out
 
 

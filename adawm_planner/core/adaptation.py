@@ -149,7 +149,8 @@ class Finetuner:
                 gains = mismatch.improvement_scores(self.agent.world_model, self.agent.actor_critic, states,
                                                     self.agent.preset.horizon, self.agent.preset.gamma,
                                                     generator=noise())
-                result['eps_policy'], result['eps_policy_reward'] = self.reference.estimate('improvement', gains), shortfall
+                result['eps_policy'] = self.reference.estimate('improvement', gains)
+                result['eps_policy_reward'] = shortfall
             else:
                 result['eps_policy'] = shortfall
             result['eps_policy_episodes'] = self.reference.estimate_failures(window.get('failures', ()),

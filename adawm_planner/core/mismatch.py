@@ -133,7 +133,7 @@ def improvement_scores(world_model, actor_critic, states: dict, horizon: int, ga
                        particles: int = IMPROVEMENT_PARTICLES, generator=None) -> np.ndarray:
     """Per state s of `states` (dict of (N, ...) latents), what the current model offers over the actor:
 
-      Q(s, a) = mean over particles of Σ_t γ^t alive_t r̂_t + γ^H alive_H V(s_H), first action a, then the actor
+      Q(s, a) = mean over particles of Σ_{t=1..H} γ^(t−1) alive_t r̂_t + γ^H alive_H V(s_H)   (a, then the actor)
       score(s) = (max_a Q(s, a) − Σ_a π(a|s) Q(s, a)) / the actor-critic's return scale
 
     with the same prior and actor noise for every first action (common random numbers), so the scores
