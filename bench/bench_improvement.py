@@ -5,7 +5,7 @@ today is a reward shortfall against the pretraining task, which a dynamics shift
 one. Measured here instead, at states the actor reaches on a task (actor mode, seeds 60000+, every
 `--every`-th step): the one-step improvement the current model offers,
 
-  Q(s, a) = mean over M particles of Σ_t γ^t alive_t r̂_t + γ^H alive_H V(s_H), first action a, then the actor
+  Q(s, a) = mean over M particles of Σ_{t=1..H} γ^(t−1) alive_t r̂_t + γ^H alive_H V(s_H)   (a, then the actor)
   ε(s)    = (max_a Q(s, a) − Σ_a π(a|s) Q(s, a)) / return scale (the actor-critic's 5th–95th percentile range)
 
 with the same prior noise for every first action (common random numbers), H = 15, M = `--particles`

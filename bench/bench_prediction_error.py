@@ -4,7 +4,8 @@ A known-answer pair's verification (issue #14): on a model-side shift the pretra
 the ego should get clearly worse while the scene is otherwise the same; on a policy-side shift it should
 stay at its pretraining level. The frozen agent drives each task (actor mode, seeds 20000+, about `--steps`
 steps); at every step t with k steps of the same episode before it, the RSSM is rolled k steps open-loop
-from the posterior at t − k with the actions actually taken, and compared with what the filter saw at t:
+from the posterior at t − k with the actions actually taken (core/mismatch.py open_loop_priors, the
+rollout ε_P scores), and compared with what the filter saw at t:
 
   KL    Σ over latent factors of KL(q(z_t | h_t, o_t) ‖ p_k(z_t))   (nats; ε_P's per-step score)
   ego   Σ over the ego features of (symlog ego_t − ego decoded from the k-step prediction)²
@@ -34,16 +35,12 @@ def errors(agent, episode: dict, horizon: int, seed: int) -> dict:
     batch = {k: torch.as_tensor(v)[None] for k, v in episode.items() if k != 'failed'}
     generator = torch.Generator().manual_seed(seed)
     posts, _ = wm.observe(batch['bev'], batch['ego'], batch['action'], batch['is_first'], generator=generator)
-    kl = mismatch.open_loop_kl(wm, posts, batch['action'], batch['is_first'], horizon, generator)[0]
-    length = kl.shape[0]
-    if length <= horizon:
+    b, t, state = mismatch.open_loop_priors(wm, posts, batch['action'], batch['is_first'], horizon, generator)
+    if len(t) == 0:
         return {'kl': np.zeros(0), 'ego': np.zeros(0), 'route': np.zeros(0)}
-    t = torch.arange(horizon, length)
-    state = {k: posts[k][0, t - horizon] for k in ('deter', 'stoch', 'logits')}
-    for back in range(horizon - 1, -1, -1):
-        state = wm.rssm.img_step(state, batch['action'][0, t - back], generator)
+    kl = mismatch.categorical_kl(posts['logits'][b, t], state['logits'])
     squared = (wm.ego_decoder(wm.feat(state)) - symlog(batch['ego'][0, t])) ** 2
-    return {'kl': kl[t].numpy(), 'ego': squared.sum(-1).numpy(), 'route': squared[:, ROUTE].sum(-1).numpy()}
+    return {'kl': kl.numpy(), 'ego': squared.sum(-1).numpy(), 'route': squared[:, ROUTE].sum(-1).numpy()}
 
 
 def main(argv=None):

@@ -98,25 +98,36 @@ def decide(model_mismatch: float, policy_mismatch: float, threshold_c: float, po
 # Per-step scores, compared as distributions against the same scores of the frozen pretrained agent on its
 # own pretraining task (a reference shipped beside the checkpoint); see docs/adaptation.md for the math.
 
-def open_loop_kl(world_model, posts: dict, actions: torch.Tensor, is_first: torch.Tensor, horizon: int,
-                 generator=None) -> torch.Tensor:
-    """Per-step k-step open-loop surprise: KL(q(z_t | h_t, o_t) ‖ p_k(z_t)), summed over latent factors, where
-    p_k is the prior after rolling the model `horizon` steps from the posterior at t − k with the actions
-    actually taken. posts: the filter's posteriors (B, T, ...); actions (B, T, A) (step t holds a_{t−1});
-    is_first (B, T). Returns (B, T), NaN where t − k is before the start of t's episode or sequence."""
+def open_loop_priors(world_model, posts: dict, actions: torch.Tensor, is_first: torch.Tensor, horizon: int,
+                     generator=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The k-step open-loop prior p_k(z_t): the model rolled `horizon` steps from the posterior at t − k with
+    the actions actually taken. posts: the filter's posteriors (B, T, ...); actions (B, T, A) (step t holds
+    a_{t−1}); is_first (B, T). Returns (b, t, state): the indices of the steps where t − k lies in t's episode
+    and sequence, and the rolled state there (dict of (N, ...))."""
     batch, length = is_first.shape
     steps = torch.arange(length).expand(batch, length)
     start = torch.cummax(torch.where(is_first, steps, torch.zeros_like(steps)), 1).values
-    valid = steps - horizon >= start
-    b, t = valid.nonzero(as_tuple=True)
-    scores = torch.full((batch, length), float('nan'))
-    if len(t) == 0:
-        return scores
+    b, t = (steps - horizon >= start).nonzero(as_tuple=True)
     state = {k: v[b, t - horizon] for k, v in posts.items() if k in ('deter', 'stoch', 'logits')}
-    for back in range(horizon - 1, -1, -1):
-        state = world_model.rssm.img_step(state, actions[b, t - back], generator)
-    post_logits = posts['logits'][b, t]
-    scores[b, t] = (post_logits.exp() * (post_logits - state['logits'])).sum((-2, -1))
+    if len(t):
+        for back in range(horizon - 1, -1, -1):
+            state = world_model.rssm.img_step(state, actions[b, t - back], generator)
+    return b, t, state
+
+
+def categorical_kl(post_logits: torch.Tensor, prior_logits: torch.Tensor) -> torch.Tensor:
+    """KL(post ‖ prior) of log-probabilities (..., factors, classes), summed over the factors."""
+    return (post_logits.exp() * (post_logits - prior_logits)).sum((-2, -1))
+
+
+def open_loop_kl(world_model, posts: dict, actions: torch.Tensor, is_first: torch.Tensor, horizon: int,
+                 generator=None) -> torch.Tensor:
+    """Per-step k-step open-loop surprise: KL(q(z_t | h_t, o_t) ‖ p_k(z_t)) summed over latent factors, p_k
+    from open_loop_priors. Returns (B, T), NaN where t − k is before the start of t's episode or sequence."""
+    b, t, state = open_loop_priors(world_model, posts, actions, is_first, horizon, generator)
+    scores = torch.full(is_first.shape, float('nan'))
+    if len(t):
+        scores[b, t] = categorical_kl(posts['logits'][b, t], state['logits'])
     return scores
 
 
