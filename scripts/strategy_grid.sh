@@ -5,7 +5,9 @@
 #   scripts/strategy_grid.sh PAIR [PAIR ...]        (two processes on two cores: split the pairs)
 # Environment: SEEDS (5: adawm, policy, model, none; alternate too on known_side=both pairs, where it is the
 # oracle), BASELINE_SEEDS (3: alternate elsewhere, full), STEPS (3000), OUT (runs/experiments),
-# EXTRA (more `adawm experiment` flags), ONLY (these strategies alone). The C sweep, e.g.:
+# EXTRA (more `adawm experiment` flags), ONLY (these strategies alone), FIRST_ROUND (1; a later one adds
+# seeds to a pair whose earlier rounds are in docs/results/runs.csv only: the report merges them by run).
+# The C sweep, e.g.:
 #   ONLY=adawm SEEDS=3 EXTRA="--threshold-c 5" OUT=runs/c-sweep/c5 scripts/strategy_grid.sh dynamics lag_density
 # After each run the finished runs are evaluated again in plan mode (experiments/final_eval.py), and
 # what the report needs of each complete run (result.json, curve.csv, trace.csv, after_plan.json; not the
@@ -15,7 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-SEEDS=${SEEDS:-5} BASELINE_SEEDS=${BASELINE_SEEDS:-3} STEPS=${STEPS:-3000} OUT=${OUT:-runs/experiments}
+SEEDS=${SEEDS:-5} FIRST_ROUND=${FIRST_ROUND:-1} BASELINE_SEEDS=${BASELINE_SEEDS:-3}
+STEPS=${STEPS:-3000} OUT=${OUT:-runs/experiments}
 KEEP=${KEEP:-docs/results/raw/${OUT#runs/}}
 py=.venv/bin/python
 RUN_FILES="result.json curve.csv trace.csv after_plan.json"
@@ -44,7 +47,7 @@ for pair in "$@"; do   # runs kept by an earlier session, missing here
     mkdir -p "$run" && cp "$kept"/* "$run/"
   done
 done
-for ((round = 1; round <= SEEDS; round++)); do
+for ((round = FIRST_ROUND; round <= SEEDS; round++)); do
   for pair in "$@"; do
     known=$($py -c "from adawm_planner.sim import shift_pairs; print(shift_pairs()['$pair'].get('known_side', ''))")
     strategies="adawm policy model none"
@@ -53,8 +56,9 @@ for ((round = 1; round <= SEEDS; round++)); do
     strategies=${ONLY:-$strategies}
     echo "=== $(date -u +%FT%TZ) seed round $round, $pair: $strategies"
     for strategy in $strategies; do   # one at a time, each kept as soon as it is complete
-      chrt --idle 0 $py -m adawm_planner.cli experiment --pair "$pair" --seeds $round --strategies $strategy \
-        --steps "$STEPS" --eval-every $((STEPS / 5)) --eval-episodes 20 --out "$OUT/$pair" ${EXTRA:-}
+      chrt --idle 0 $py -m adawm_planner.cli experiment --pair "$pair" --first-seed $((round - 1)) --seeds $round \
+        --strategies $strategy --steps "$STEPS" --eval-every $((STEPS / 5)) --eval-episodes 20 --out "$OUT/$pair" \
+        ${EXTRA:-}
       # the final agent again in plan mode (where a model step reaches the road directly)
       chrt --idle 0 $py -m adawm_planner.experiments.final_eval "$OUT/$pair" --mode plan --episodes 20
       keep "$pair"

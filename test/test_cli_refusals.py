@@ -13,6 +13,7 @@ CASES = [
     (['experiment', '--pair', 'no_such_pair'], "unknown shift pair 'no_such_pair'; known: density"),
     (['experiment', '--pair', 'density', '--checkpoint', 'missing_ckpt'], 'cannot use checkpoint missing_ckpt'),
     (['experiment', '--pair', 'density', '--workers', '0'], '--workers must be at least 1, got 0'),
+    (['experiment', '--pair', 'density', '--first-seed', '3', '--seeds', '3'], '--first-seed 3 leaves no seed'),
     (['experiment', '--from', 'right_turn-moderate', '--to', 'right_turn-moderate@wheels=3'],
      "task 'right_turn-moderate@wheels=3': unknown override 'wheels'; known: steer_gain"),
     (['experiment', '--from', 'right_turn-moderate@lag=-1', '--to', 'right_turn-dense'],

@@ -61,6 +61,11 @@ def test_experiment_writes_table_curves_and_resumes(toy_checkpoint, tmp_path):
     experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **kwargs)
     assert f'| {plan["success"]:.2f} (1) |' in (tmp_path / 'table.md').read_text().splitlines()[6]
 
+    # a later seed alone (the earlier ones run elsewhere): only it runs, beside what is there
+    later = experiment(toy_checkpoint, 'toy', 'toy', tmp_path, **{**kwargs, 'seeds': 3, 'strategies': ('none',)},
+                       first_seed=2)
+    assert [r['seed'] for r in later] == [2] and (tmp_path / 'none/seed2/result.json').exists()
+
 
 def test_runs_read_the_episodes_outcomes_against_the_reference(toy_checkpoint, tmp_path):
     """With a mismatch reference the run feeds its finished episodes' outcomes to the episode-level ε_π,

@@ -46,6 +46,7 @@ def fake_run(root, strategy, seed, final, decisions):
     (run / 'result.json').write_text(json.dumps({
         'strategy': strategy, 'seed': seed, 'steps': 100, 'pretrain_task': 'a', 'task': 'b',
         'config': {'threshold_c': 1.0}, 'wall_s': 1.0, 'before': metrics(0.5), 'after': metrics(final),
+        'finetune_steps': sum(decisions.values()),
         'decisions': {'model': 0, 'policy': 0, 'both': 0, 'none': 0, **decisions}}))
 
 
@@ -138,3 +139,27 @@ def test_publish_keeps_pairs_whose_run_folders_are_gone(tmp_path):
     known = [line for line in before.splitlines() if line.startswith('| old | model |')]
     assert known and known[0] in after
     assert (docs / 'old' / 'table.md').exists()
+
+
+def test_later_seeds_join_a_pairs_published_seeds(tmp_path):
+    """Seeds 0-1 published from one machine, seed 2 run on another that has only the record: the pair's
+    table, runs.csv and summary count all three; a seed run again replaces its row."""
+    runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+    for seed, final in enumerate((0.6, 0.8)):
+        fake_run(runs / 'p', 'adawm', seed, final, {'model': 1, 'policy': 3})
+        fake_run(runs / 'p', 'policy', seed, 0.2, {'policy': 4})
+    publish(runs, docs)
+    shutil.rmtree(runs / 'p')
+    fake_run(runs / 'p', 'adawm', 2, 1.0, {'model': 3, 'policy': 1})
+    fake_run(runs / 'p', 'policy', 1, 0.4, {'policy': 4})   # seed 1 again: its new result replaces the old
+    publish(runs, docs)
+    with open(docs / 'runs.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['strategy'], r['seed'], r['success_after']) for r in rows] == [
+        ('adawm', '0', '0.6'), ('adawm', '1', '0.8'), ('adawm', '2', '1.0'), ('policy', '0', '0.2'),
+        ('policy', '1', '0.4')]
+    table = {r['strategy']: r for r in csv.DictReader(open(docs / 'p' / 'table.csv'))}
+    assert table['adawm']['seeds'] == '3' and float(table['adawm']['success_mean']) == pytest.approx(0.8)
+    assert float(table['adawm']['model_share_mean']) == pytest.approx((0.25 + 0.25 + 0.75) / 3)
+    assert table['policy']['seeds'] == '2' and float(table['policy']['success_mean']) == pytest.approx(0.3)
+    assert '(3/2)' in (docs / 'summary.md').read_text()

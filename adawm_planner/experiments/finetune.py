@@ -111,20 +111,21 @@ def finetune(checkpoint_dir, task, steps, out_dir, seed=0, config: FinetuneConfi
 
 def experiment(checkpoint_dir, pretrain_task, finetune_task, out_dir, seeds=3, strategies=STRATEGIES,
                steps=3000, config: FinetuneConfig = FinetuneConfig(), make_env=make_task_env, progress=True,
-               workers=None, ray_address=None, **run_kwargs):
-    """Every strategy × seed on one shift pair (the other knobs from `config`); finished runs are reused.
-    With `workers`, the unfinished runs go to Ray, `workers` at a time (experiments/scale.py), on a local
-    instance or the cluster at `ray_address`. Returns the list of results."""
+               workers=None, ray_address=None, first_seed=0, **run_kwargs):
+    """Every strategy × seed (first_seed .. seeds - 1) on one shift pair (the other knobs from `config`);
+    finished runs are reused. With `workers`, the unfinished runs go to Ray, `workers` at a time
+    (experiments/scale.py), on a local instance or the cluster at `ray_address`. Returns the list of results."""
     out_dir = Path(out_dir)
+    seeds = range(first_seed, seeds)
     if workers:
         from adawm_planner.experiments.scale import run_grid
-        todo = [(s, seed, dataclasses.replace(config, strategy=s)) for s in strategies for seed in range(seeds)
+        todo = [(s, seed, dataclasses.replace(config, strategy=s)) for s in strategies for seed in seeds
                 if not (out_dir / s / f'seed{seed}' / 'result.json').exists()]
         run_grid(checkpoint_dir, finetune_task, todo, out_dir, workers, ray_address, make_env=make_env,
                  steps=steps, **run_kwargs)
     results = []
     for strategy in strategies:
-        for seed in range(seeds):
+        for seed in seeds:
             run_dir = out_dir / strategy / f'seed{seed}'
             done = run_dir / 'result.json'
             if done.exists():

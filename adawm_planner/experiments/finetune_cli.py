@@ -28,7 +28,9 @@ def register(commands):
                                  "e.g. 'right_turn-moderate@lag=0.3,steer_gain=0.7' (docs/tasks.md)")
     experiment.add_argument('--checkpoint', default=None,
                             help='pretrained checkpoint (default: the shipped one for the pair\'s pretrain task)')
-    experiment.add_argument('--seeds', type=int, default=3)
+    experiment.add_argument('--seeds', type=int, default=3, help='seeds 0 .. SEEDS-1')
+    experiment.add_argument('--first-seed', type=int, default=0,
+                            help='start at this seed instead (the earlier ones run elsewhere)')
     experiment.add_argument('--strategies', nargs='+', choices=STRATEGIES, default=list(STRATEGIES))
     experiment.add_argument('--steps', type=int, default=3000, help='environment steps per run')
     experiment.add_argument('--out', default=None, help='results folder (default runs/experiments/PAIR)')
@@ -96,6 +98,8 @@ def _experiment(args):
             pair = {'pretrain': check_task(args.from_task), 'finetune': check_task(args.to_task)}
         else:
             raise Refused('--from TASK needs --to TASK')
+        if not 0 <= args.first_seed < args.seeds:
+            raise Refused(f'--first-seed {args.first_seed} leaves no seed to run with --seeds {args.seeds}')
         known = pair.get('known_side')   # the oracle runs only where the right side is known
         strategies = [s for s in args.strategies if s != 'oracle' or known or args.known_side != 'unknown']
         shipped = sorted((package_share() / 'checkpoints').glob(f'{pair["pretrain"]}*/model.json'))
@@ -110,7 +114,7 @@ def _experiment(args):
     try:
         experiment(checkpoint, pair['pretrain'], pair['finetune'], out, args.seeds, strategies, args.steps, config,
                    eval_every=args.eval_every, eval_episodes=args.eval_episodes, workers=workers,
-                   ray_address=args.ray_address)
+                   ray_address=args.ray_address, first_seed=args.first_seed)
     except GridError as exc:
         print(f'adawm experiment: {exc}; finished runs are saved in {out}, run again to retry', file=sys.stderr)
         return 1

@@ -85,9 +85,14 @@ def finished_runs(out_dir) -> list[dict]:
 
 
 def model_share(result) -> float:
-    d = result['decisions']
-    steps = sum(d.values())
-    return (d['model'] + d['both']) / steps if steps else float('nan')
+    """Share of a run's finetuning steps that updated the world model; from runs.csv's counts for a run
+    published earlier whose folder is gone (published_runs)."""
+    if 'decisions' not in result:
+        model, steps = result['model_steps'], result['finetune_steps']
+    else:
+        d = result['decisions']
+        model, steps = d['model'] + d['both'], sum(d.values())
+    return model / steps if steps else float('nan')
 
 
 def decisions_of(run_dir) -> np.ndarray:
@@ -125,8 +130,10 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
-    """table.md, table.csv, learning_curves.png, mismatch.png from every finished run; returns the rows."""
+def write_report(out_dir, pretrain_task, finetune_task, earlier: list[dict] = ()) -> list[dict]:
+    """table.md, table.csv, learning_curves.png, mismatch.png from every finished run; returns the rows.
+    `earlier`: more runs of the pair as published_runs gives them (seeds published before whose folders are
+    gone): in the table, not in the plots, which need the curves and traces."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -135,7 +142,7 @@ def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
     runs = finished_runs(out_dir)
     if not runs:
         return []
-    rows = summarise(runs)
+    rows = summarise(runs + list(earlier))
     with open(out_dir / 'table.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
@@ -160,12 +167,14 @@ def write_report(out_dir, pretrain_task, finetune_task) -> list[dict]:
     fig, ax = plt.subplots(figsize=(7, 4))
     for row in rows:
         curves = [r['curve'] for r in runs if r['strategy'] == row['strategy']]
+        if not curves:
+            continue
         length = min(len(c) for c in curves)
         x = [float(c['env_step']) for c in curves[0][:length]]
         y = np.array([[float(c['success']) for c in curve[:length]] for curve in curves])
         mean, half = zip(*(interval(column) for column in y.T))
         mean, half = np.array(mean), np.nan_to_num(np.array(half))
-        ax.plot(x, mean, label=f'{row["strategy"]} ({row["seeds"]})')
+        ax.plot(x, mean, label=f'{row["strategy"]} ({len(curves)})')
         ax.fill_between(x, mean - half, mean + half, alpha=0.12)
     ax.set(xlabel='environment steps on the new task', ylabel='success rate (band: 95 % interval)',
            title=f'{pretrain_task} → {finetune_task}')
@@ -261,7 +270,8 @@ def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
             if pair in carried:
                 lines.append(carried[pair])
             continue
-        mine = [r for r in runs if r['strategy'] == 'adawm' and r['config'].get('known_side') in ('model', 'policy')]
+        mine = [r for r in runs if r['strategy'] == 'adawm' and 'dir' in r
+                and r['config'].get('known_side') in ('model', 'policy')]
         if not mine:
             continue
         side = mine[0]['config']['known_side']
@@ -277,57 +287,65 @@ def write_summary(runs_by_pair: dict[str, list[dict]], docs_root: Path) -> None:
 
 
 RUN_FIELDS = ['pair', 'task', 'strategy', 'seed', 'threshold_c', 'steps', 'success_before', 'success_after',
-              'success_auc', 'collision_after', 'return_after', 'model_steps', 'policy_steps', 'success_plan',
-              'wall_s']
+              'success_auc', 'collision_after', 'return_after', 'model_steps', 'policy_steps', 'finetune_steps',
+              'success_plan', 'wall_s']
 
 
-def published_runs(docs_root: Path, skip) -> tuple[list[dict], dict[str, list[dict]]]:
-    """The rows of docs_root/runs.csv whose pair is not in `skip`, and per such pair the runs as far as
-    versus() needs them: runs published earlier whose folders are gone (another machine, a wiped runs/)
-    stay in the record and in the summary."""
+def published_runs(docs_root: Path, present: dict[str, set]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The rows of docs_root/runs.csv of every run not under the runs root being published (`present`: pair
+    -> its (strategy, seed) there), and per pair those runs as far as summarise() and versus() need them:
+    runs published earlier whose folders are gone (another machine, a wiped runs/) stay in the record, in
+    their pair's table and in the summary, and new seeds of a pair join them."""
     path = docs_root / 'runs.csv'
-    rows = [r for r in read_csv(path) if r['pair'] not in skip] if path.exists() else []
+    rows = [r for r in read_csv(path) if (r['strategy'], int(r['seed'])) not in present.get(r['pair'], ())
+            ] if path.exists() else []
     runs_by_pair = {}
     for r in rows:
         runs_by_pair.setdefault(r['pair'], []).append(
-            {'strategy': r['strategy'], 'after': {'success': float(r['success_after'])},
-             'auc': float(r['success_auc']), 'success_plan': float(r['success_plan']) if r['success_plan'] else None})
+            {'strategy': r['strategy'], 'seed': int(r['seed']), 'steps': int(r['steps']),
+             'before': {'success': float(r['success_before'])},
+             'after': {'success': float(r['success_after']), 'collision': float(r['collision_after']),
+                       'return': float(r['return_after'])},
+             'auc': float(r['success_auc']), 'success_plan': float(r['success_plan']) if r['success_plan'] else None,
+             'model_steps': int(r['model_steps']), 'finetune_steps': int(r['finetune_steps'])})
     return rows, runs_by_pair
 
 
 def publish(runs_root, docs_root) -> None:
     """Each experiment folder under runs_root (one per pair, or per pair and C) reported again, its table and
     plots copied to docs_root/<folder>/, and every run as a row of docs_root/runs.csv: the committed record
-    of a grid that is still running. Pairs already in that record but not under runs_root keep their rows,
-    their table and their summary lines."""
+    of a grid that is still running. Runs already in that record but not under runs_root keep their rows
+    and count in their pair's table and summary lines (a pair's later seeds can be run on a machine that
+    has only its record)."""
     import shutil
     runs_root, docs_root = Path(runs_root), Path(docs_root)
-    every, runs_by_pair = [], {}
-    for folder in sorted(p for p in runs_root.iterdir() if p.is_dir()):
-        runs = finished_runs(folder)
-        if not runs:
-            continue
-        runs_by_pair[folder.name] = runs
-        write_report(folder, runs[0].get('pretrain_task'), runs[0]['task'])
-        (docs_root / folder.name).mkdir(parents=True, exist_ok=True)
-        for name in ('table.md', 'table.csv', 'learning_curves.png', 'mismatch.png'):
-            if (folder / name).exists():
-                shutil.copyfile(folder / name, docs_root / folder.name / name)
+    folders = {p.name: finished_runs(p) for p in sorted(runs_root.iterdir()) if p.is_dir()}
+    folders = {name: runs for name, runs in folders.items() if runs}
+    kept, earlier = published_runs(docs_root, {name: {(r['strategy'], r['seed']) for r in runs}
+                                                for name, runs in folders.items()})
+    every, runs_by_pair = [], dict(earlier)
+    for name, runs in folders.items():
+        folder = runs_root / name
+        write_report(folder, runs[0].get('pretrain_task'), runs[0]['task'], earlier.get(name, ()))
+        runs_by_pair[name] = runs + earlier.get(name, [])
+        (docs_root / name).mkdir(parents=True, exist_ok=True)
+        for file in ('table.md', 'table.csv', 'learning_curves.png', 'mismatch.png'):
+            if (folder / file).exists():
+                shutil.copyfile(folder / file, docs_root / name / file)
         for r in runs:
             d = r['decisions']
-            every.append({'pair': folder.name, 'task': r['task'], 'strategy': r['strategy'], 'seed': r['seed'],
+            every.append({'pair': name, 'task': r['task'], 'strategy': r['strategy'], 'seed': r['seed'],
                           'threshold_c': r['config'].get('threshold_c'), 'steps': r['steps'],
                           'success_before': r['before']['success'], 'success_after': r['after']['success'],
                           'success_auc': round(r['auc'], 4), 'collision_after': r['after']['collision'],
                           'return_after': round(r['after']['return'], 2), 'model_steps': d['model'] + d['both'],
-                          'policy_steps': d['policy'] + d['both'], 'success_plan': r['success_plan'],
-                          'wall_s': r['wall_s']})
-    kept, kept_runs = published_runs(docs_root, set(runs_by_pair))
+                          'policy_steps': d['policy'] + d['both'], 'finetune_steps': r['finetune_steps'],
+                          'success_plan': r['success_plan'], 'wall_s': r['wall_s']})
     with open(docs_root / 'runs.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, RUN_FIELDS)
         writer.writeheader()
-        writer.writerows(sorted(kept + every, key=lambda r: r['pair']))
-    write_summary(dict(sorted({**kept_runs, **runs_by_pair}.items())), docs_root)
+        writer.writerows(sorted(kept + every, key=lambda r: (r['pair'], r['strategy'], int(r['seed']))))
+    write_summary(dict(sorted(runs_by_pair.items())), docs_root)
 
 
 if __name__ == '__main__':
