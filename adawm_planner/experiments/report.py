@@ -110,6 +110,11 @@ def known_side_shares(decisions: np.ndarray, side: str, parts: int = 4, updates_
     return [float(np.mean((span == side) | (span == 'both'))) if len(span) else float('nan') for span in spans]
 
 
+def by_strategy(runs: list[dict]) -> list[dict]:
+    """Runs in strategy then seed order: the order of the table's rows and the summary's columns."""
+    return sorted(runs, key=lambda r: (r['strategy'], r['seed']))
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per strategy (in the order the strategies first appear), its figures over seeds."""
     rows = []
@@ -142,7 +147,7 @@ def write_report(out_dir, pretrain_task, finetune_task, earlier: list[dict] = ()
     runs = finished_runs(out_dir)
     if not runs:
         return []
-    rows = summarise(runs + list(earlier))
+    rows = summarise(by_strategy(runs + list(earlier)))
     with open(out_dir / 'table.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
@@ -327,7 +332,7 @@ def publish(runs_root, docs_root) -> None:
     for name, runs in folders.items():
         folder = runs_root / name
         write_report(folder, runs[0].get('pretrain_task'), runs[0]['task'], earlier.get(name, ()))
-        runs_by_pair[name] = runs + earlier.get(name, [])
+        runs_by_pair[name] = by_strategy(runs + earlier.get(name, []))
         (docs_root / name).mkdir(parents=True, exist_ok=True)
         for file in ('table.md', 'table.csv', 'learning_curves.png', 'mismatch.png'):
             if (folder / file).exists():
