@@ -182,6 +182,16 @@ def test_calibrated_mismatch_with_a_reference():
     lacking = mismatch.Reference(3, join(halves['cdf'], ('improvement',)), join(halves['null'], ('improvement',)))
     with pytest.raises(ValueError, match='improvement'):
         Finetuner(agent, FinetuneConfig(strategy='adawm', policy_signal='improvement'), reference=lacking)
+    # the failure view: ε_π is the episode-level term alone, the reward shortfall kept beside it in the trace
+    by_failures = Finetuner(toy_agent_and_data(seed=5, steps=400)[0],
+                            FinetuneConfig(strategy='adawm', window=16, policy_signal='failures'),
+                            reference=reference, driving_mode='sample')
+    calm_f = by_failures.measure({**worse, 'failures': np.zeros(8)})
+    failing_f = by_failures.measure({**worse, 'failures': np.array([1, 1, 1, 0, 1, 0, 1, 1.0])})
+    assert calm_f['eps_policy'] == 0.0 and calm_f['eps_policy_reward'] > 0.9     # a reward shortfall alone: 0
+    assert failing_f['eps_policy'] == failing_f['eps_policy_episodes'] > 0.6
+    with pytest.raises(ValueError, match="'failures' needs"):
+        Finetuner(toy_agent_and_data(seed=5, steps=400)[0], FinetuneConfig(strategy='adawm', policy_signal='failures'))
 
 
 def test_model_update_on_the_prior_head_takes_the_full_losss_step():

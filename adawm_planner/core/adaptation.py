@@ -60,6 +60,9 @@ class Finetuner:
         if config.policy_signal == 'improvement' and (reference is None or 'improvement' not in reference.cdf):
             raise ValueError("policy_signal 'improvement' needs a mismatch reference with that signal "
                              '(python -m adawm_planner.experiments.mismatch_reference CHECKPOINT --extend)')
+        if config.policy_signal == 'failures' and (reference is None or not reference.failures):
+            raise ValueError("policy_signal 'failures' needs a mismatch reference with the pretrained agent's "
+                             'episode outcomes (python -m adawm_planner.experiments.mismatch_reference CHECKPOINT)')
         self.pretrained = copy.deepcopy(agent).requires_grad_(False).eval()
         self.steps = 0
         wm, ac = agent.world_model, agent.actor_critic
@@ -144,7 +147,12 @@ class Finetuner:
                                              self.reference.horizon, generator=noise())
             result['eps_model'] = self.reference.estimate('model', surprise)
             shortfall = self.reference.estimate('reward', mismatch.reward_scores(window['reward'], window['is_first']))
-            if self.config.policy_signal == 'improvement':
+            result['eps_policy_episodes'] = self.reference.estimate_failures(window.get('failures', ()),
+                                                                             self.driving_mode)
+            if self.config.policy_signal == 'failures':
+                result['eps_policy'] = result['eps_policy_episodes']
+                result['eps_policy_reward'] = shortfall
+            elif self.config.policy_signal == 'improvement':
                 states = {k: posts[k].flatten(0, 1)[::mismatch.IMPROVEMENT_STRIDE] for k in ('deter', 'stoch')}
                 gains = mismatch.improvement_scores(self.agent.world_model, self.agent.actor_critic, states,
                                                     self.agent.preset.horizon, self.agent.preset.gamma,
@@ -153,8 +161,6 @@ class Finetuner:
                 result['eps_policy_reward'] = shortfall
             else:
                 result['eps_policy'] = shortfall
-            result['eps_policy_episodes'] = self.reference.estimate_failures(window.get('failures', ()),
-                                                                             self.driving_mode)
         if self.summary is not None:
             codes = ref_posts['logits'].argmax(-1).flatten(0, 1)
             actions = window['action'].argmax(-1).flatten()
