@@ -78,6 +78,7 @@ def finished_runs(out_dir) -> list[dict]:
         result['curve'] = read_csv(done.parent / 'curve.csv')
         result['auc'] = success_auc(result['curve'])
         result['dir'] = done.parent
+        result['model_steps'] = result['decisions']['model'] + result['decisions']['both']
         plan = done.parent / 'after_plan.json'   # experiments/final_eval.py
         result['success_plan'] = json.loads(plan.read_text())['success'] if plan.exists() else None
         runs.append(result)
@@ -85,14 +86,8 @@ def finished_runs(out_dir) -> list[dict]:
 
 
 def model_share(result) -> float:
-    """Share of a run's finetuning steps that updated the world model; from runs.csv's counts for a run
-    published earlier whose folder is gone (published_runs)."""
-    if 'decisions' not in result:
-        model, steps = result['model_steps'], result['finetune_steps']
-    else:
-        d = result['decisions']
-        model, steps = d['model'] + d['both'], sum(d.values())
-    return model / steps if steps else float('nan')
+    """Share of a run's finetuning steps that updated the world model (finished_runs, published_runs)."""
+    return result['model_steps'] / result['finetune_steps'] if result['finetune_steps'] else float('nan')
 
 
 def decisions_of(run_dir) -> np.ndarray:
@@ -343,7 +338,7 @@ def publish(runs_root, docs_root) -> None:
                           'threshold_c': r['config'].get('threshold_c'), 'steps': r['steps'],
                           'success_before': r['before']['success'], 'success_after': r['after']['success'],
                           'success_auc': round(r['auc'], 4), 'collision_after': r['after']['collision'],
-                          'return_after': round(r['after']['return'], 2), 'model_steps': d['model'] + d['both'],
+                          'return_after': round(r['after']['return'], 2), 'model_steps': r['model_steps'],
                           'policy_steps': d['policy'] + d['both'], 'finetune_steps': r['finetune_steps'],
                           'success_plan': r['success_plan'], 'wall_s': r['wall_s']})
     with open(docs_root / 'runs.csv', 'w', newline='') as f:
